@@ -1,0 +1,90 @@
+//! The crate's one error type. User input (shapes, options, files) never panics: it returns one of
+//! these, naming the offending value and what was expected.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A parameter or option has a value outside its valid range.
+    #[error("invalid {name} = {value}: expected {expected}")]
+    InvalidArgument {
+        /// The parameter's name, as the caller knows it (`stride`, `batch_size`).
+        name: &'static str,
+        /// The rejected value, formatted.
+        value: String,
+        /// What a valid value looks like.
+        expected: String,
+    },
+    /// A buffer or tensor does not have the length or shape its geometry requires.
+    #[error("{what} has {actual} elements, expected {expected}")]
+    LengthMismatch {
+        /// The buffer's role (`input`, `weight`, `grad_output`).
+        what: &'static str,
+        /// Its length.
+        actual: usize,
+        /// The length its geometry requires.
+        expected: usize,
+    },
+    /// A size computed from user input does not fit in `usize`.
+    #[error("size of {what} overflows usize")]
+    Overflow {
+        /// The quantity whose computation overflowed.
+        what: &'static str,
+    },
+    /// A file or byte stream does not follow its format.
+    #[error("malformed {format} data: {reason}")]
+    Format {
+        /// The format (`IDX`, `safetensors`, `checkpoint`).
+        format: &'static str,
+        /// What was wrong, with the offending value.
+        reason: String,
+    },
+    /// A value that must be finite is NaN or infinite.
+    #[error("non-finite value in {what}")]
+    NonFinite {
+        /// Where it was found.
+        what: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Builds an [`Error::InvalidArgument`].
+    pub fn invalid(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Error::InvalidArgument { name, value: value.to_string(), expected: expected.into() }
+    }
+
+    /// Builds an [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Returns `Err(LengthMismatch)` unless `actual == expected`.
+pub(crate) fn check_len(what: &'static str, actual: usize, expected: usize) -> Result<()> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch { what, actual, expected })
+    }
+}
+
+/// Multiplies sizes with overflow checking.
+pub(crate) fn checked_product(what: &'static str, factors: &[usize]) -> Result<usize> {
+    factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f)).ok_or(Error::Overflow { what })
+}

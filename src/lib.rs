@@ -1,0 +1,10 @@
+//! Deep convolutional GANs trained on the CPU, fast and bit-reproducibly.
+//!
+//! Every layer is differentiated by hand on one lowering: im2col + GEMM for convolution and
+//! GEMM + col2im for transposed convolution ([`kernels`]).
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod kernels;
+
+pub use error::{Error, Result};
