@@ -6,5 +6,6 @@
 
 pub mod error;
 pub mod kernels;
+pub mod rng;
 
 pub use error::{Error, Result};
