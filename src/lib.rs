@@ -4,7 +4,11 @@
 //! GEMM + col2im for transposed convolution ([`kernels`]).
 #![warn(missing_docs)]
 
+pub mod atomic;
+pub mod checkpoint;
+pub mod data;
 pub mod error;
+pub mod image;
 pub mod kernels;
 pub mod rng;
 

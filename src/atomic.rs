@@ -1,0 +1,109 @@
+//! Atomic file writes: a reader sees either the old file or the complete new one, never a
+//! half-written file.
+//!
+//! [`write_atomic`] writes to a uniquely named temporary file in the target's folder, flushes it
+//! to disk with `fsync`, and renames it over the target. A rename within one file system replaces
+//! the directory entry in one step on POSIX systems and on Windows (`MoveFileEx` with
+//! `MOVEFILE_REPLACE_EXISTING`, which `std::fs::rename` uses). On Unix the folder is synced too,
+//! so the rename itself survives a power loss.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Distinguishes temporary files of concurrent writes from one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `path` atomically: temporary file in the same folder, write, `fsync`,
+/// rename over `path`.
+///
+/// An existing file at `path` is replaced whole. On failure the temporary file is removed and
+/// `path` is left as it was.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the file that failed (the temporary file, `path` or its folder), and
+/// [`Error::InvalidArgument`] if `path` has no file name.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    let temp = temp_path(path)?;
+
+    let written = write_and_sync(&temp, bytes)
+        .and_then(|()| fs::rename(&temp, path).map_err(|source| Error::io(path, source)));
+    if written.is_err() {
+        // Best effort: the original error is the one worth reporting.
+        let _ = fs::remove_file(&temp);
+    }
+    written?;
+
+    sync_folder(path)
+}
+
+/// The temporary file for `path`: `.<name>.<pid>.<counter>.tmp` in the same folder, so the
+/// rename never crosses file systems.
+fn temp_path(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid("path", path.display(), "a path that ends in a file name"))?;
+    let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.{counter}.tmp", std::process::id()));
+    Ok(path.with_file_name(temp_name))
+}
+
+fn write_and_sync(temp: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::io(temp, source);
+    // `create_new` fails rather than truncating a file that another writer owns.
+    let mut file = OpenOptions::new().write(true).create_new(true).open(temp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// Syncs the folder that contains `path`, making the rename durable (Unix only: Windows cannot
+/// open a folder as a file).
+#[cfg(unix)]
+fn sync_folder(path: &Path) -> Result<()> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| Error::io(folder, source))
+}
+
+#[cfg(not(unix))]
+fn sync_folder(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_path_stays_in_folder() {
+        let temp = temp_path(Path::new("runs/a/ckpt.safetensors")).unwrap();
+        assert_eq!(temp.parent(), Some(Path::new("runs/a")));
+        let name = temp.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(".ckpt.safetensors."), "{name}");
+        assert!(name.ends_with(".tmp"), "{name}");
+    }
+
+    #[test]
+    fn temp_paths_differ() {
+        let a = temp_path(Path::new("x.png")).unwrap();
+        let b = temp_path(Path::new("x.png")).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn path_without_file_name_is_rejected() {
+        let err = write_atomic("/", b"x").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { name: "path", .. }), "{err}");
+    }
+}

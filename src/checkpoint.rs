@@ -1,0 +1,378 @@
+//! Checkpoints: named `f32` tensors, `u64`/`f64` scalars and string metadata in one safetensors
+//! file, written atomically.
+//!
+//! The file is standard safetensors: an 8-byte little-endian header length, a JSON header (tensor
+//! name to dtype, shape and byte range, plus a `__metadata__` map of strings), then the raw
+//! little-endian data. Tensors are `F32`; scalars are shape-`[]` tensors of dtype `U64` or `F64`.
+//! Structured values (RNG states, settings) go into the metadata as JSON strings through
+//! [`Checkpoint::set_json`] and [`Checkpoint::get_json`].
+//!
+//! Saving is deterministic: the header lists names in sorted order, so equal checkpoints give
+//! identical bytes. Loading trusts nothing: the file size is capped before reading, the
+//! `safetensors` crate checks that the header's byte ranges tile the data exactly (so no claimed
+//! size is ever allocated), and every dtype is checked against the three kinds above.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, Metadata, SafeTensorError, TensorInfo};
+use safetensors::SafeTensors;
+
+use crate::atomic::write_atomic;
+use crate::error::{checked_product, Error, Result};
+
+/// Default cap on the size of a checkpoint file that [`Checkpoint::load`] reads (16 GiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 34;
+
+/// The header key that safetensors reserves for string metadata.
+const METADATA_KEY: &str = "__metadata__";
+
+/// A scalar stored beside the tensors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    /// An unsigned integer (step counts, epochs, seeds).
+    U64(u64),
+    /// A double (loss scales, schedule positions).
+    F64(f64),
+}
+
+/// The contents of a checkpoint file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Tensors by name: shape and row-major data, with `data.len()` the product of the shape.
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Scalars by name. A name may not also be a tensor name.
+    pub scalars: BTreeMap<String, Scalar>,
+    /// Free-form string metadata, stored in the safetensors `__metadata__` map.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint.
+    pub fn new() -> Checkpoint {
+        Checkpoint::default()
+    }
+
+    /// Adds (or replaces) a tensor.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LengthMismatch`] unless `data.len()` is the product of `shape`, and
+    /// [`Error::Overflow`] if that product overflows.
+    pub fn insert_tensor(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        data: Vec<f32>,
+    ) -> Result<()> {
+        let expected = checked_product("checkpoint tensor", shape)?;
+        crate::error::check_len("checkpoint tensor", data.len(), expected)?;
+        self.tensors.insert(name.into(), (shape.to_vec(), data));
+        Ok(())
+    }
+
+    /// The data of tensor `name`, checked to have `expected_shape`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Format`] if the tensor is missing or has another shape.
+    pub fn get(&self, name: &str, expected_shape: &[usize]) -> Result<&[f32]> {
+        let (shape, data) = self.tensors.get(name).ok_or_else(|| {
+            let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).take(8).collect();
+            if self.tensors.len() > names.len() {
+                names.push("...");
+            }
+            checkpoint_error(format!(
+                "tensor `{name}` (shape {expected_shape:?}) not found; the checkpoint has {}",
+                names.join(", ")
+            ))
+        })?;
+        if shape != expected_shape {
+            return Err(checkpoint_error(format!(
+                "tensor `{name}` has shape {shape:?}: expected {expected_shape:?}"
+            )));
+        }
+        Ok(data)
+    }
+
+    /// The `u64` scalar `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Format`] if it is missing or an `f64`.
+    pub fn get_u64(&self, name: &str) -> Result<u64> {
+        match self.scalars.get(name) {
+            Some(Scalar::U64(value)) => Ok(*value),
+            other => Err(scalar_error(name, "U64", other)),
+        }
+    }
+
+    /// The `f64` scalar `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Format`] if it is missing or a `u64`.
+    pub fn get_f64(&self, name: &str) -> Result<f64> {
+        match self.scalars.get(name) {
+            Some(Scalar::F64(value)) => Ok(*value),
+            other => Err(scalar_error(name, "F64", other)),
+        }
+    }
+
+    /// Stores `value` as a JSON string under metadata `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Format`] if serde_json cannot serialise `value` (a map with non-string keys).
+    pub fn set_json<T: serde::Serialize>(
+        &mut self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<()> {
+        let key = key.into();
+        let json = serde_json::to_string(value).map_err(|err| {
+            checkpoint_error(format!("metadata `{key}` cannot be serialised to JSON: {err}"))
+        })?;
+        self.metadata.insert(key, json);
+        Ok(())
+    }
+
+    /// Parses metadata `key` as JSON into a `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Format`] if the key is missing or its JSON does not describe a `T`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let json = self
+            .metadata
+            .get(key)
+            .ok_or_else(|| checkpoint_error(format!("metadata `{key}` not found")))?;
+        serde_json::from_str(json)
+            .map_err(|err| checkpoint_error(format!("metadata `{key}` is not valid here: {err}")))
+    }
+
+    /// Serialises to safetensors bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if a name is `__metadata__` or is both a tensor and a scalar,
+    /// and [`Error::LengthMismatch`] if a tensor's data does not match its shape.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        // Validate names and lengths.
+        for name in self.tensors.keys().chain(self.scalars.keys()) {
+            if name == METADATA_KEY {
+                return Err(Error::invalid("name", name, "a name other than `__metadata__`"));
+            }
+        }
+        if let Some(name) = self.scalars.keys().find(|name| self.tensors.contains_key(*name)) {
+            return Err(Error::invalid("name", name, "a name used by one tensor or one scalar"));
+        }
+        for (shape, data) in self.tensors.values() {
+            let expected = checked_product("checkpoint tensor", shape)?;
+            crate::error::check_len("checkpoint tensor", data.len(), expected)?;
+        }
+
+        // Lay out the data: 8-byte scalars first, then the tensors, each in name order, so every
+        // value sits at a multiple of its own size.
+        let mut header = serde_json::Map::new();
+        if !self.metadata.is_empty() {
+            let map = self.metadata.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            header.insert(METADATA_KEY.to_owned(), serde_json::Value::Object(map));
+        }
+        let mut data = Vec::new();
+        for (name, scalar) in &self.scalars {
+            match *scalar {
+                Scalar::U64(value) => {
+                    push_entry(&mut header, &mut data, name, Dtype::U64, &[], value.to_le_bytes())
+                }
+                Scalar::F64(value) => {
+                    push_entry(&mut header, &mut data, name, Dtype::F64, &[], value.to_le_bytes())
+                }
+            }
+        }
+        for (name, (shape, values)) in &self.tensors {
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes());
+            push_entry(&mut header, &mut data, name, Dtype::F32, shape, bytes);
+        }
+
+        // The header, padded with spaces to a multiple of 8 bytes as the safetensors crate does.
+        let mut header_bytes = serde_json::to_vec(&header).expect("a JSON map serialises");
+        header_bytes.resize(header_bytes.len().next_multiple_of(8), b' ');
+
+        let mut bytes = Vec::with_capacity(8 + header_bytes.len() + data.len());
+        bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&header_bytes);
+        bytes.extend_from_slice(&data);
+        Ok(bytes)
+    }
+
+    /// Writes the checkpoint to `path` atomically (see [`write_atomic`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Checkpoint::to_bytes`], and [`Error::Io`] if writing fails.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads a checkpoint file of at most [`MAX_FILE_BYTES`] bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be read, and [`Error::Format`] (with the path in the
+    /// message) if it is too large or not a valid checkpoint; see [`Checkpoint::load_bytes`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        Checkpoint::load_with_limit(path, MAX_FILE_BYTES)
+    }
+
+    /// Reads a checkpoint file of at most `max_bytes` bytes.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Checkpoint::load`].
+    pub fn load_with_limit(path: impl AsRef<Path>, max_bytes: u64) -> Result<Checkpoint> {
+        let path = path.as_ref();
+        let source = path.display().to_string();
+        let io = |source| Error::io(path, source);
+        let file = File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        if file_len > max_bytes {
+            return Err(format_error(
+                &source,
+                format!("file has {file_len} bytes: expected at most {max_bytes}"),
+            ));
+        }
+
+        // The length can change between the check and the read, so the read is capped as well.
+        let mut bytes = Vec::with_capacity(usize::try_from(file_len).unwrap_or(0));
+        file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(format_error(
+                &source,
+                format!("file grew past {max_bytes} bytes while being read"),
+            ));
+        }
+        parse(&bytes, &source)
+    }
+
+    /// Parses checkpoint bytes, as written by [`Checkpoint::to_bytes`] or any safetensors writer
+    /// that uses only the dtypes above.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Format`] if the bytes are not valid safetensors (bad header length, JSON, offsets
+    /// or sizes), or if an entry is neither an `F32` tensor nor a shape-`[]` `U64`/`F64` scalar.
+    pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+        parse(bytes, "checkpoint bytes")
+    }
+}
+
+/// Parses safetensors `bytes`; `source` names them in errors.
+fn parse(bytes: &[u8], source: &str) -> Result<Checkpoint> {
+    let (header_len, metadata): (usize, Metadata) = SafeTensors::read_metadata(bytes)
+        .map_err(|err| format_error(source, describe_safetensors_error(err)))?;
+    // `read_metadata` checked that the byte ranges tile exactly the bytes after the header.
+    let data = &bytes[8 + header_len..];
+
+    let mut checkpoint = Checkpoint::new();
+    if let Some(map) = metadata.metadata() {
+        checkpoint.metadata = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    }
+    let infos: BTreeMap<String, &TensorInfo> = metadata.tensors().into_iter().collect();
+    for (name, info) in infos {
+        let (start, end) = info.data_offsets;
+        let raw = &data[start..end];
+        match (info.dtype, info.shape.as_slice()) {
+            (Dtype::F32, shape) => {
+                let values = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                checkpoint.tensors.insert(name, (shape.to_vec(), values));
+            }
+            (Dtype::U64, []) => {
+                let value = u64::from_le_bytes(raw.try_into().expect("validated 8 bytes"));
+                checkpoint.scalars.insert(name, Scalar::U64(value));
+            }
+            (Dtype::F64, []) => {
+                let value = f64::from_le_bytes(raw.try_into().expect("validated 8 bytes"));
+                checkpoint.scalars.insert(name, Scalar::F64(value));
+            }
+            (dtype, shape) => {
+                return Err(format_error(
+                    source,
+                    format!(
+                        "entry `{name}` has dtype {dtype:?} and shape {shape:?}: expected an F32 \
+                         tensor or a U64/F64 scalar of shape []"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(checkpoint)
+}
+
+fn describe_safetensors_error(err: SafeTensorError) -> String {
+    match err {
+        SafeTensorError::HeaderTooSmall => {
+            "input has fewer than 8 bytes: expected an 8-byte header length".into()
+        }
+        SafeTensorError::HeaderTooLarge => {
+            "header length exceeds the safetensors limit of 100,000,000 bytes".into()
+        }
+        SafeTensorError::InvalidHeaderLength => {
+            "header length points past the end of the input".into()
+        }
+        SafeTensorError::InvalidHeader => "header is not valid UTF-8".into(),
+        SafeTensorError::InvalidHeaderStart => "header does not start with `{`".into(),
+        SafeTensorError::InvalidHeaderDeserialization => {
+            "header is not a JSON object of tensor entries (dtype, shape, data_offsets)".into()
+        }
+        SafeTensorError::InvalidOffset(name) => format!(
+            "tensor `{name}` has data offsets that do not start where the previous tensor ends"
+        ),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's byte range does not match its shape and dtype".into()
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's shape overflows usize".into(),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "tensor data does not end exactly at the end of the input".into()
+        }
+        other => format!("invalid safetensors data: {other:?}"),
+    }
+}
+
+fn scalar_error(name: &str, expected: &str, found: Option<&Scalar>) -> Error {
+    let found = match found {
+        None => "not found".to_owned(),
+        Some(Scalar::U64(_)) => "a U64".to_owned(),
+        Some(Scalar::F64(_)) => "an F64".to_owned(),
+    };
+    checkpoint_error(format!("scalar `{name}` is {found}: expected a {expected} scalar"))
+}
+
+fn checkpoint_error(reason: String) -> Error {
+    Error::Format { format: "checkpoint", reason }
+}
+
+fn format_error(source: &str, reason: String) -> Error {
+    Error::Format { format: "safetensors", reason: format!("{source}: {reason}") }
+}
+
+/// Appends one entry's bytes to `data` and its dtype, shape and byte range to `header`.
+fn push_entry(
+    header: &mut serde_json::Map<String, serde_json::Value>,
+    data: &mut Vec<u8>,
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+    bytes: impl IntoIterator<Item = u8>,
+) {
+    let start = data.len();
+    data.extend(bytes);
+    let info = TensorInfo { dtype, shape: shape.to_vec(), data_offsets: (start, data.len()) };
+    let value = serde_json::to_value(info).expect("TensorInfo serialises to a JSON object");
+    header.insert(name.to_owned(), value);
+}
