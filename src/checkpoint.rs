@@ -50,7 +50,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// An empty checkpoint.
+    /// Creates an empty checkpoint.
     pub fn new() -> Checkpoint {
         Checkpoint::default()
     }
@@ -73,7 +73,7 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// The data of tensor `name`, checked to have `expected_shape`.
+    /// Returns the data of tensor `name` after checking that its shape is `expected_shape`.
     ///
     /// # Errors
     ///
@@ -81,7 +81,9 @@ impl Checkpoint {
     pub fn get(&self, name: &str, expected_shape: &[usize]) -> Result<&[f32]> {
         let (shape, data) = self.tensors.get(name).ok_or_else(|| {
             let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).take(8).collect();
-            if self.tensors.len() > names.len() {
+            if names.is_empty() {
+                names.push("no tensors");
+            } else if self.tensors.len() > names.len() {
                 names.push("...");
             }
             checkpoint_error(format!(
@@ -97,7 +99,7 @@ impl Checkpoint {
         Ok(data)
     }
 
-    /// The `u64` scalar `name`.
+    /// Returns the `u64` scalar `name`.
     ///
     /// # Errors
     ///
@@ -109,7 +111,7 @@ impl Checkpoint {
         }
     }
 
-    /// The `f64` scalar `name`.
+    /// Returns the `f64` scalar `name`.
     ///
     /// # Errors
     ///
@@ -221,8 +223,8 @@ impl Checkpoint {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be read, and [`Error::Format`] (with the path in the
-    /// message) if it is too large or not a valid checkpoint; see [`Checkpoint::load_bytes`].
+    /// [`Error::Io`] if the file cannot be read. [`Error::Format`], with the path in the message,
+    /// if it is too large or not a valid checkpoint (see [`Checkpoint::load_bytes`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         Checkpoint::load_with_limit(path, MAX_FILE_BYTES)
     }
@@ -257,8 +259,8 @@ impl Checkpoint {
         parse(&bytes, &source)
     }
 
-    /// Parses checkpoint bytes, as written by [`Checkpoint::to_bytes`] or any safetensors writer
-    /// that uses only the dtypes above.
+    /// Parses checkpoint bytes, as written by [`Checkpoint::to_bytes`] or by any safetensors
+    /// writer that stores only `F32` tensors and shape-`[]` `U64`/`F64` scalars.
     ///
     /// # Errors
     ///
@@ -269,7 +271,7 @@ impl Checkpoint {
     }
 }
 
-/// Parses safetensors `bytes`; `source` names them in errors.
+/// Parses safetensors `bytes`. `source` names them in error messages.
 fn parse(bytes: &[u8], source: &str) -> Result<Checkpoint> {
     let (header_len, metadata): (usize, Metadata) = SafeTensors::read_metadata(bytes)
         .map_err(|err| format_error(source, describe_safetensors_error(err)))?;

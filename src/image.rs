@@ -1,8 +1,7 @@
 //! PNG output: grids of sample images and line plots of training curves.
 //!
-//! Both are encoded with the `png` crate at fixed settings and written with
-//! [`write_atomic`](crate::atomic::write_atomic), so equal inputs give byte-identical files and
-//! a crash never leaves a partial image.
+//! Both are encoded with the `png` crate at fixed settings and written with [`write_atomic`], so
+//! equal inputs give byte-identical files and a crash never leaves a partial image.
 
 mod font;
 mod plot;
@@ -16,8 +15,12 @@ use crate::error::{check_len, checked_product, Error, Result};
 /// image backgrounds.
 pub const GRID_PADDING_LEVEL: u8 = 128;
 
-/// The largest width or height of a grid image, in pixels (the PNG format allows 2^31 - 1).
+/// The maximum width or height of a grid image, in pixels (the PNG format allows 2^31 - 1).
 pub const MAX_GRID_SIDE: usize = 1 << 16;
+
+/// The maximum pixel count of a grid image: 8192 x 8192, or 192 MiB of RGB pixels, which bounds
+/// the memory a grid takes whatever the shape and padding.
+pub const MAX_GRID_PIXELS: usize = 1 << 26;
 
 /// Writes `images` as one PNG grid; see [`encode_grid_png`] for the layout and value mapping.
 ///
@@ -38,15 +41,15 @@ pub fn write_grid_png(
 ///
 /// Values in [-1, 1] map linearly to 0..=255 (`round((v + 1) * 127.5)`); values outside are
 /// clamped and NaN becomes 0. One channel gives a grayscale PNG, three an RGB one. The grid has
-/// `min(columns, n)` columns and as many rows as needed; `padding` pixels of
-/// [`GRID_PADDING_LEVEL`] grey separate the cells and frame the grid, and cells past the last
-/// image stay grey.
+/// `min(columns, n)` columns and as many rows as needed. Gaps of `padding` pixels in
+/// [`GRID_PADDING_LEVEL`] grey separate the cells and frame the grid. Cells past the last image
+/// stay grey.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] if `n`, `h`, `w` or `columns` is 0, `c` is not 1 or 3, or the grid
-/// exceeds [`MAX_GRID_SIDE`] pixels on a side; [`Error::LengthMismatch`] if `images` does not
-/// hold `n * c * h * w` values.
+/// [`Error::InvalidArgument`] if `n`, `h`, `w` or `columns` is 0, if `c` is not 1 or 3, or if
+/// the grid exceeds [`MAX_GRID_SIDE`] pixels on a side or [`MAX_GRID_PIXELS`] in all.
+/// [`Error::LengthMismatch`] if `images` does not contain `n * c * h * w` values.
 pub fn encode_grid_png(
     images: &[f32],
     shape: [usize; 4],
@@ -68,9 +71,17 @@ pub fn encode_grid_png(
     let rows = n.div_ceil(columns);
     let grid_width = grid_side("grid width", columns, width, padding)?;
     let grid_height = grid_side("grid height", rows, height, padding)?;
+    let grid_pixels = grid_width * grid_height; // both at most 2^16
+    if grid_pixels > MAX_GRID_PIXELS {
+        return Err(Error::invalid(
+            "grid size",
+            format!("{grid_width}x{grid_height}"),
+            format!("at most {MAX_GRID_PIXELS} pixels"),
+        ));
+    }
 
     // Fill the gaps, then copy each image into its cell, interleaving channels.
-    let mut pixels = vec![GRID_PADDING_LEVEL; grid_width * grid_height * channels];
+    let mut pixels = vec![GRID_PADDING_LEVEL; grid_pixels * channels];
     let plane = height * width;
     for (index, image) in images.chunks_exact(channels * plane).enumerate() {
         let cell_x = padding + (index % columns) * (width + padding);
@@ -108,9 +119,9 @@ pub fn write_loss_plot_png(
 /// Encodes a line plot of `series` (name, value per step) as a `width` x `height` RGB PNG.
 ///
 /// Each series is drawn over its step index in its own colour (matplotlib's ten "tab10"
-/// colours, cycled), with axes, a light grid, numbered ticks and a legend of swatches and names
-/// in a built-in 5x7 pixel font (characters outside ASCII letters, digits and common symbols
-/// show as `?`). The y range covers the finite values, padded by 5%: NaN and infinities are
+/// colours, cycled). The plot has axes, a light grid, numbered ticks and a legend of swatches
+/// and names. Text uses a built-in 5x7 pixel font, in which characters other than ASCII
+/// letters, digits and common symbols show as `?`. The y range covers the finite values, padded by 5%: NaN and infinities are
 /// skipped and break the line, a flat series gets a range around its value. Text and lines scale
 /// up by an integer factor on images at least 1000 pixels on both sides.
 ///
@@ -127,7 +138,7 @@ pub fn encode_loss_plot_png(
     encode_png(&canvas.pixels, canvas.width, canvas.height, png::ColorType::Rgb)
 }
 
-/// Maps [-1, 1] to 0..=255, clamping outside values; NaN maps to 0.
+/// Maps [-1, 1] to 0..=255, clamping values outside. NaN maps to 0.
 fn to_byte(value: f32) -> u8 {
     // `as` saturates and sends NaN to 0.
     ((value + 1.0) * 127.5).round() as u8
@@ -135,17 +146,19 @@ fn to_byte(value: f32) -> u8 {
 
 /// `cells` cells of `side` pixels with `padding` before, between and after them.
 fn grid_side(what: &'static str, cells: usize, side: usize, padding: usize) -> Result<usize> {
-    let total = cells
-        .checked_mul(side.saturating_add(padding))
-        .and_then(|cells_total| cells_total.checked_add(padding));
-    match total {
-        Some(total) if total <= MAX_GRID_SIDE => Ok(total),
-        _ => Err(Error::invalid(
+    // u128 cannot overflow: each factor is below 2^64.
+    let total = cells as u128 * (side as u128 + padding as u128) + padding as u128;
+    if total > MAX_GRID_SIDE as u128 {
+        return Err(Error::invalid(
             what,
-            format!("{cells} cells of {side} pixels with padding {padding}"),
-            format!("at most {MAX_GRID_SIDE} pixels"),
-        )),
+            total,
+            format!(
+                "at most {MAX_GRID_SIDE} pixels ({cells} cells of {side} pixels with padding \
+                 {padding})"
+            ),
+        ));
     }
+    Ok(total as usize)
 }
 
 /// Encodes 8-bit `pixels` as a PNG with fixed settings and no ancillary chunks.

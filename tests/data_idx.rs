@@ -13,29 +13,29 @@ use proptest::prelude::*;
 
 /// Records the largest single allocation of this test binary, so the hostile-header tests can
 /// show that a header's claim is never allocated.
-struct PeakAllocation;
+struct MaxAllocationTracker;
 
-static LARGEST_ALLOCATION: AtomicUsize = AtomicUsize::new(0);
+static MAX_ALLOCATION_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call forwards to the system allocator unchanged; the counter only observes sizes.
-unsafe impl GlobalAlloc for PeakAllocation {
+unsafe impl GlobalAlloc for MaxAllocationTracker {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST_ALLOCATION.fetch_max(layout.size(), Ordering::Relaxed);
+        MAX_ALLOCATION_SIZE.fetch_max(layout.size(), Ordering::Relaxed);
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST_ALLOCATION.fetch_max(new_size, Ordering::Relaxed);
+        MAX_ALLOCATION_SIZE.fetch_max(new_size, Ordering::Relaxed);
         System.realloc(ptr, layout, new_size)
     }
 }
 
 #[global_allocator]
-static ALLOCATOR: PeakAllocation = PeakAllocation;
+static ALLOCATOR: MaxAllocationTracker = MaxAllocationTracker;
 
-/// An IDX file written by hand: two zero bytes, type, dimension count, big-endian sizes, payload.
+/// Builds an IDX file by hand: two zero bytes, type, dimension count, big-endian sizes, payload.
 fn idx(data_type: u8, dims: &[u32], payload: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0, 0, data_type, dims.len() as u8];
     for &d in dims {
@@ -222,7 +222,7 @@ fn hostile_headers_are_not_allocated() {
     let overflow = idx(0x08, &[u32::MAX; 255], &[]);
     assert!(read_idx_bytes(&overflow).is_err());
 
-    // 3 GiB is under the cap, so the reader starts on the payload; it must not reserve 3 GiB
+    // 3 GiB is under the cap, so the reader starts on the payload. It must not reserve 3 GiB
     // for the 4 bytes that follow, neither plain nor behind gzip.
     let claim = idx(0x08, &[3, 1 << 30], &[1, 2, 3, 4]);
     let reason = format_reason(read_idx_bytes(&claim).unwrap_err());
@@ -230,8 +230,8 @@ fn hostile_headers_are_not_allocated() {
     assert!(read_idx_bytes(&gzip(&claim, 6)).is_err());
 
     // Other tests in this binary allocate at most a few times the 47 MB training-set payload.
-    let largest = LARGEST_ALLOCATION.load(Ordering::Relaxed);
-    assert!(largest < 1 << 30, "largest allocation {largest} bytes");
+    let max_size = MAX_ALLOCATION_SIZE.load(Ordering::Relaxed);
+    assert!(max_size < 1 << 30, "largest allocation {max_size} bytes");
 }
 
 #[test]

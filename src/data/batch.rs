@@ -6,9 +6,9 @@
 //! over at the end of an epoch (fewer than a batch) are skipped by default ([`LastBatch::Drop`]),
 //! so every batch has the same size; [`LastBatch::Keep`] returns them as a shorter final batch.
 //!
-//! [`BatcherState`] holds everything needed to continue: the epoch, the position in it, and the
-//! generator as it was at the start of the epoch, from which the permutation is drawn again on
-//! restore. A run resumed from a saved state draws the same batches as one that never stopped.
+//! [`BatcherState`] contains everything needed to continue: the epoch, the position in it, and
+//! the generator as it was at the start of the epoch. On restore the permutation is drawn again
+//! from that generator. A run resumed from a saved state draws the same batches as one that never stopped.
 
 use ndarray::{Array4, Axis};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use super::mnist::Mnist;
 use crate::error::{Error, Result};
 use crate::rng::{Rng, Stream};
 
-/// What happens to the items left at the end of an epoch when fewer than a batch remain.
+/// Treatment of the items left at the end of an epoch when fewer than a batch remain.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LastBatch {
     /// Skip them: every batch has exactly `batch_size` items.
@@ -39,7 +39,7 @@ pub struct BatcherState {
     pub last_batch: LastBatch,
     /// The epoch the next batch comes from, counting from 0: the number of completed epochs.
     pub epoch: u64,
-    /// Where in the epoch's permutation the next batch starts.
+    /// Index into the epoch's permutation at which the next batch starts.
     pub position: usize,
     /// The data stream as it was before this epoch's permutation was drawn.
     pub epoch_rng: Rng,
@@ -117,17 +117,17 @@ impl Batcher {
         Ok(Batcher { state, permutation, next_epoch_rng })
     }
 
-    /// The state to save; restoring it continues with the batch that would come next.
+    /// Returns the state to save. Restoring it continues with the batch that would come next.
     pub fn state(&self) -> &BatcherState {
         &self.state
     }
 
-    /// The epoch the next batch comes from: the number of completed epochs.
+    /// Returns the epoch the next batch comes from, which is the number of completed epochs.
     pub fn epoch(&self) -> u64 {
         self.state.epoch
     }
 
-    /// Batches in each epoch.
+    /// Returns the number of batches in each epoch.
     pub fn batches_per_epoch(&self) -> usize {
         match self.state.last_batch {
             LastBatch::Drop => self.state.len / self.state.batch_size,
@@ -135,7 +135,7 @@ impl Batcher {
         }
     }
 
-    /// The item indices of the next batch, starting a new epoch once this one is used up.
+    /// Draws the item indices of the next batch, starting a new epoch once this one is used up.
     pub fn next_indices(&mut self) -> Vec<usize> {
         let start = self.state.position;
         let end = (start + self.state.batch_size).min(self.state.len);
@@ -148,7 +148,7 @@ impl Batcher {
         indices
     }
 
-    /// The next batch of `data`: its images and labels at [`Batcher::next_indices`].
+    /// Draws the next batch of `data`: its images and labels at [`Batcher::next_indices`].
     ///
     /// # Errors
     ///
@@ -198,7 +198,8 @@ fn check_sizes(len: usize, batch_size: usize, last_batch: LastBatch) -> Result<(
     Ok(())
 }
 
-/// Where the last batch of an epoch ends: past it, the next batch belongs to the next epoch.
+/// Returns the position where the last batch of an epoch ends. Past it, the next batch belongs
+/// to the next epoch.
 fn batches_end(state: &BatcherState) -> usize {
     match state.last_batch {
         LastBatch::Drop => state.len / state.batch_size * state.batch_size,

@@ -11,10 +11,10 @@
 //! Only the unsigned-byte data type (0x08) is read; it is the only one the MNIST files use.
 //! Input starting with the gzip magic `1f 8b` is decompressed on the fly.
 //!
-//! The reader trusts nothing in the header: each size must be non-zero, their product is computed
-//! with overflow checks and compared with a cap ([`MAX_PAYLOAD_BYTES`] by default) before anything
-//! is read, and the payload buffer grows only as bytes actually arrive, so a hostile header that
-//! claims 2^60 bytes costs nothing. The payload must end exactly where the header says: short
+//! The reader trusts nothing in the header. Each size must be non-zero, and their product is
+//! computed with overflow checks and compared with a cap ([`MAX_PAYLOAD_BYTES`] by default) before
+//! the payload is read. The payload buffer grows only as bytes actually arrive, so a hostile
+//! header that claims 2^60 bytes costs nothing. The payload must end exactly where the header says: short
 //! input, extra bytes after it, and extra bytes after the gzip stream are all errors.
 
 use std::fs::File;
@@ -90,8 +90,8 @@ pub fn read_idx(reader: impl Read, source: &str, max_payload_bytes: u64) -> Resu
         return read_array(&mut stream, source, max_payload_bytes);
     }
 
-    // The bufread decoder consumes only the bytes of the gzip member, so whatever `stream` still
-    // holds afterwards is trailing data.
+    // The bufread decoder consumes only the bytes of the gzip member, so anything left in
+    // `stream` afterwards is trailing data.
     let mut decoder = flate2::bufread::GzDecoder::new(stream);
     let array = read_array(&mut decoder, source, max_payload_bytes)?;
     let mut stream = decoder.into_inner();
@@ -109,7 +109,7 @@ pub fn read_idx(reader: impl Read, source: &str, max_payload_bytes: u64) -> Resu
 fn read_array(reader: &mut impl Read, source: &str, max_payload_bytes: u64) -> Result<IdxArray> {
     // Magic: two zero bytes, the data type, the dimension count.
     let mut magic = [0u8; 4];
-    read_header_field(reader, &mut magic, source, "the 4-byte magic number")?;
+    read_header_field(reader, &mut magic, source, "the magic number")?;
     let magic_value = u32::from_be_bytes(magic);
     if magic[0] != 0 || magic[1] != 0 {
         return Err(format_error(

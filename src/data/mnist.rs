@@ -1,7 +1,7 @@
 //! MNIST digits as network-ready tensors.
 //!
-//! Pixels are bytes with 0 as background; they become `f32` in [-1, 1] (`p / 127.5 - 1`, so the
-//! background is -1, the value a generator's `tanh` output reaches for black). The 28x28 digits
+//! Pixels are bytes with 0 as background. They become `f32` in [-1, 1] as `p / 127.5 - 1`, so the
+//! background is -1, the value a generator's `tanh` output approaches for black. The 28x28 digits
 //! are laid out at the requested side length:
 //!
 //! - 28: as stored.
@@ -146,17 +146,17 @@ impl Mnist {
         Ok(Mnist { images, labels: labels.data[..count].to_vec() })
     }
 
-    /// The number of digits.
+    /// Returns the number of digits.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
-    /// Whether there are no digits (never true for a successfully loaded set).
+    /// Returns whether there are no digits (never true for a successfully loaded set).
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
-    /// The side length of the images.
+    /// Returns the side length of the images.
     pub fn size(&self) -> usize {
         self.images.shape()[3]
     }

@@ -13,12 +13,12 @@ pub(crate) const GLYPH_HEIGHT: usize = 7;
 /// Horizontal distance from one character to the next at scale 1 (glyph plus one blank column).
 pub(crate) const ADVANCE: usize = GLYPH_WIDTH + 1;
 
-/// The rows of `c`'s glyph, or of `?` if the font has none.
+/// Returns the rows of `c`'s glyph, or those of `?` if the font has none.
 pub(crate) fn glyph(c: char) -> [u8; GLYPH_HEIGHT] {
     known_glyph(c).unwrap_or_else(|| known_glyph('?').expect("the font has `?`"))
 }
 
-/// The width in pixels of `text` drawn at `scale`, without the trailing blank column.
+/// Returns the width in pixels of `text` drawn at `scale`, without the trailing blank column.
 pub(crate) fn text_width(text: &str, scale: usize) -> usize {
     (text.chars().count() * ADVANCE).saturating_sub(1) * scale
 }

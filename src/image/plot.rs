@@ -1,8 +1,8 @@
 //! Line plots of training curves, rasterised without a plotting library.
 //!
-//! The plot area shows every series over its step index (0, 1, 2, ...) with a light grid at the
-//! axis ticks, black axes with numbered ticks, and a legend of colour swatches and series names in
-//! the built-in bitmap font. The y range covers the finite values of all series, padded by 5% so
+//! The plot area shows every series over its step index (0, 1, 2, ...). Around the curves are a
+//! light grid at the axis ticks, black axes with numbered ticks, and a legend of colour swatches
+//! and series names in the built-in bitmap font. The y range covers the finite values of all series, padded by 5% so
 //! no curve runs along the frame; NaN and infinite values are skipped and break the line. A flat
 //! range (one distinct value) is widened around that value, and with no finite value at all the
 //! range is [0, 1]. Ticks fall on "nice" numbers (1, 2 or 5 times a power of ten).
@@ -56,9 +56,13 @@ impl Canvas {
     }
 
     fn fill_rect(&mut self, x: i64, y: i64, width: usize, height: usize, color: [u8; 3]) {
-        for dy in 0..height as i64 {
-            for dx in 0..width as i64 {
-                self.set(x + dx, y + dy, color);
+        // Clip first, so a rectangle far off the canvas (a very long legend) costs nothing.
+        let (x_end, y_end) = (x.saturating_add(width as i64), y.saturating_add(height as i64));
+        let (x0, x1) = (x.max(0), x_end.min(self.width as i64));
+        let (y0, y1) = (y.max(0), y_end.min(self.height as i64));
+        for py in y0..y1 {
+            for px in x0..x1 {
+                self.set(px, py, color);
             }
         }
     }
@@ -227,7 +231,7 @@ fn check_size(name: &'static str, value: usize, min: usize) -> Result<()> {
     Ok(())
 }
 
-/// The y range: finite data padded by 5%, a flat value widened, [0, 1] without data.
+/// Computes the y range: finite data padded by 5%, a flat value widened, [0, 1] without data.
 fn y_range(series: &[(&str, &[f32])]) -> (f64, f64) {
     let finite = series.iter().flat_map(|(_, values)| values.iter()).filter(|v| v.is_finite());
     let (min, max) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
@@ -244,7 +248,7 @@ fn y_range(series: &[(&str, &[f32])]) -> (f64, f64) {
     (min - pad, max + pad)
 }
 
-/// Ticks at multiples of a nice step inside `[min, max]`, about `target` of them.
+/// Places about `target` ticks at multiples of a nice step inside `[min, max]`.
 fn ticks(min: f64, max: f64, target: usize, integers: bool) -> Ticks {
     let raw_step = (max - min) / target as f64;
     let magnitude = 10f64.powf(raw_step.log10().floor());
@@ -322,7 +326,24 @@ mod tests {
         let mut canvas = Canvas::new(4, 3, WHITE);
         canvas.line(0, 0, 3, 2, BLACK);
         let dark = |x: usize, y: usize| canvas.pixels[(y * 4 + x) * 3] == 0;
-        assert!(dark(0, 0) && dark(3, 2));
+        assert!(dark(0, 0));
+        assert!(dark(3, 2));
         assert_eq!((0..12).filter(|&i| canvas.pixels[i * 3] == 0).count(), 4);
+    }
+
+    #[test]
+    fn text_scales_glyph_pixels() {
+        // "1" at scale 2 from (1, 1): every font pixel becomes a 2x2 block.
+        let mut canvas = Canvas::new(14, 17, WHITE);
+        canvas.text(1, 1, "1", 2, BLACK);
+        let glyph = font::glyph('1');
+        for y in 0..17 {
+            for x in 0..14 {
+                let inside = (1..11).contains(&x) && (1..15).contains(&y);
+                let bit = inside && glyph[(y - 1) / 2] & (1 << (4 - (x - 1) / 2)) != 0;
+                let dark = canvas.pixels[(y * 14 + x) * 3] == 0;
+                assert_eq!(dark, bit, "pixel ({x}, {y})");
+            }
+        }
     }
 }
