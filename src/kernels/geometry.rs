@@ -416,6 +416,8 @@ impl Conv2dGeometry {
     }
 }
 
+// The transposed convolution's output is the lowering's image, so `out_h` reads `lowering.h`.
+#[allow(clippy::misnamed_getters)]
 impl ConvTranspose2dGeometry {
     /// Output height.
     pub fn out_h(&self) -> usize {

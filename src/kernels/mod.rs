@@ -1,7 +1,7 @@
 //! Convolution kernels on raw slices: no layers, no random numbers.
 //!
 //! Conv2d is lowered to im2col + GEMM and ConvTranspose2d to GEMM + col2im, over the shared
-//! geometry of [`ConvGeometry`]. [`reference`] holds direct loops used as the ground truth.
+//! geometry of [`ConvGeometry`]. [`mod@reference`] holds direct loops used as the ground truth.
 
 pub mod conv;
 pub mod conv_transpose;
