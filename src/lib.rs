@@ -10,6 +10,11 @@ pub mod data;
 pub mod error;
 pub mod image;
 pub mod kernels;
+pub mod layers;
+pub mod loss;
+pub mod models;
+pub mod optim;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};

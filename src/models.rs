@@ -1,0 +1,169 @@
+//! The DCGAN generator and discriminator of the official PyTorch example, at any power-of-two
+//! image size from 16 to 128.
+//!
+//! Generator (`nz` latent channels to `channels` image channels), with `m = image_size / 8`:
+//!
+//! ```text
+//! ConvT(nz -> ngf*m, k4 s1 p0) BN ReLU                       1x1 -> 4x4
+//! ConvT(ngf*m -> ngf*m/2, k4 s2 p1) BN ReLU   (while m > 1)   doubles the size
+//! ConvT(ngf -> channels, k4 s2 p1) Tanh
+//! ```
+//!
+//! Discriminator, mirroring it and ending in one logit per sample (no sigmoid; the loss takes
+//! logits):
+//!
+//! ```text
+//! Conv(channels -> ndf, k4 s2 p1) LeakyReLU(0.2)
+//! Conv(ndf*m -> ndf*2m, k4 s2 p1) BN LeakyReLU(0.2)   (until the size is 4x4)
+//! Conv(ndf*image_size/8 -> 1, k4 s1 p0)
+//! ```
+//!
+//! No convolution has a bias. Every layer takes one index of an `nn.Sequential` named `main`,
+//! so parameters are named as in the example's state dicts (`main.0.weight`, `main.1.bias`).
+
+use crate::error::{checked_product, Error, Result};
+use crate::kernels::{Conv2dSpec, ConvTranspose2dSpec};
+use crate::layers::{
+    BatchNorm, Conv2d, ConvTranspose2d, Init, Layer, LeakyRelu, Network, Relu, Tanh,
+};
+use crate::rng::{Rng, Stream};
+
+/// The negative slope of the discriminator's LeakyReLUs.
+pub const LEAKY_SLOPE: f32 = 0.2;
+
+/// Sizes of a DCGAN pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DcganConfig {
+    /// Latent channels of the generator's input `[n, nz, 1, 1]`.
+    pub nz: usize,
+    /// Generator width: channels of its last hidden layer.
+    pub ngf: usize,
+    /// Discriminator width: channels of its first layer.
+    pub ndf: usize,
+    /// Image channels (1 for MNIST, 3 for colour).
+    pub channels: usize,
+    /// Image height and width: a power of two from 16 to 128.
+    pub image_size: usize,
+}
+
+type Layers = Vec<Box<dyn Layer + Send + Sync>>;
+
+impl DcganConfig {
+    /// The PyTorch example's 64x64 colour model: nz 100, ngf = ndf = 64.
+    pub fn dcgan64() -> Self {
+        DcganConfig { nz: 100, ngf: 64, ndf: 64, channels: 3, image_size: 64 }
+    }
+
+    /// A 32x32 greyscale model for MNIST: nz 100, ngf = ndf = 64.
+    pub fn dcgan32() -> Self {
+        DcganConfig { nz: 100, ngf: 64, ndf: 64, channels: 1, image_size: 32 }
+    }
+
+    /// Checks the sizes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero size or an image size that is not a power of two
+    /// in `16..=128`; [`Error::Overflow`] when a channel count does not fit in `usize`.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in
+            [("nz", self.nz), ("ngf", self.ngf), ("ndf", self.ndf), ("channels", self.channels)]
+        {
+            if value == 0 {
+                return Err(Error::invalid(name, value, "at least 1"));
+            }
+        }
+        if !(self.image_size.is_power_of_two() && (16..=128).contains(&self.image_size)) {
+            return Err(Error::invalid(
+                "image_size",
+                self.image_size,
+                "a power of two from 16 to 128 (16, 32, 64 or 128)",
+            ));
+        }
+        checked_product("generator channels", &[self.ngf, self.image_size / 8])?;
+        checked_product("discriminator channels", &[self.ndf, self.image_size / 8])?;
+        Ok(())
+    }
+
+    /// The generator's layers, with parameters not yet allocated.
+    fn generator_layers(&self) -> Result<Layers> {
+        let mut layers: Layers = Vec::new();
+        let mut mult = self.image_size / 8;
+        let stage = |c_in, c_out, stride, padding| -> Result<Layers> {
+            let spec = ConvTranspose2dSpec::new(c_in, c_out, 4).stride(stride).padding(padding);
+            Ok(vec![
+                Box::new(ConvTranspose2d::new(spec, false)?),
+                Box::new(BatchNorm::new2d(c_out)?),
+                Box::new(Relu::new()),
+            ])
+        };
+        layers.extend(stage(self.nz, self.ngf * mult, 1, 0)?);
+        while mult > 1 {
+            layers.extend(stage(self.ngf * mult, self.ngf * mult / 2, 2, 1)?);
+            mult /= 2;
+        }
+        let out = ConvTranspose2dSpec::new(self.ngf, self.channels, 4).stride(2).padding(1);
+        layers.push(Box::new(ConvTranspose2d::new(out, false)?));
+        layers.push(Box::new(Tanh::new()));
+        Ok(layers)
+    }
+
+    /// The discriminator's layers, with parameters not yet allocated.
+    fn discriminator_layers(&self) -> Result<Layers> {
+        let down = |c_in, c_out| Conv2dSpec::new(c_in, c_out, 4).stride(2).padding(1);
+        let mut layers: Layers = vec![
+            Box::new(Conv2d::new(down(self.channels, self.ndf), false)?),
+            Box::new(LeakyRelu::new(LEAKY_SLOPE)?),
+        ];
+        let (mut mult, mut size) = (1, self.image_size / 2);
+        while size > 4 {
+            let (c_in, c_out) = (self.ndf * mult, self.ndf * mult * 2);
+            layers.push(Box::new(Conv2d::new(down(c_in, c_out), false)?));
+            layers.push(Box::new(BatchNorm::new2d(c_out)?));
+            layers.push(Box::new(LeakyRelu::new(LEAKY_SLOPE)?));
+            mult *= 2;
+            size /= 2;
+        }
+        layers.push(Box::new(Conv2d::new(Conv2dSpec::new(self.ndf * mult, 1, 4), false)?));
+        Ok(layers)
+    }
+
+    /// The generator, initialised from `rng` with [`Init::Dcgan`].
+    ///
+    /// # Errors
+    /// As [`validate`](DcganConfig::validate).
+    pub fn generator(&self, rng: &mut Rng) -> Result<Network> {
+        self.validate()?;
+        Network::new("main", self.generator_layers()?, rng, Init::Dcgan)
+    }
+
+    /// The discriminator, initialised from `rng` with [`Init::Dcgan`].
+    ///
+    /// # Errors
+    /// As [`validate`](DcganConfig::validate).
+    pub fn discriminator(&self, rng: &mut Rng) -> Result<Network> {
+        self.validate()?;
+        Network::new("main", self.discriminator_layers()?, rng, Init::Dcgan)
+    }
+
+    /// Both networks, initialised from `Rng::stream(seed, Stream::Init)`: first the generator,
+    /// then the discriminator.
+    ///
+    /// # Errors
+    /// As [`validate`](DcganConfig::validate).
+    pub fn build(&self, seed: u64) -> Result<(Network, Network)> {
+        let mut rng = Rng::stream(seed, Stream::Init);
+        let generator = self.generator(&mut rng)?;
+        let discriminator = self.discriminator(&mut rng)?;
+        Ok((generator, discriminator))
+    }
+
+    /// The generator's input shape for a batch of `n`.
+    pub fn noise_shape(&self, n: usize) -> [usize; 4] {
+        [n, self.nz, 1, 1]
+    }
+
+    /// The image shape for a batch of `n`.
+    pub fn image_shape(&self, n: usize) -> [usize; 4] {
+        [n, self.channels, self.image_size, self.image_size]
+    }
+}

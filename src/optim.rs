@@ -1,0 +1,480 @@
+//! Optimisers over a network's flat parameter and gradient buffers: Adam, SGD with momentum and
+//! RMSProp, each following PyTorch's update (torch.optim, single-tensor implementation) step by
+//! step, so runs can be compared with PyTorch to float tolerance.
+//!
+//! Each step is one pass over the flat slices, eight lanes at a time, split into parallel chunks.
+//! Every element's update depends only on that element, so the result does not depend on the
+//! thread count. Hyper-parameters are `f64`, like the Python floats PyTorch takes; per-step
+//! scalars (bias corrections) are computed in `f64` and rounded to `f32` once. A step with a
+//! non-finite gradient is rejected before any parameter changes.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use wide::f32x8;
+
+use crate::error::{check_len, Error, Result};
+use crate::layers::elementwise::{
+    all_finite, load, load_partial, store, store_partial, LANES, PAR_CHUNK,
+};
+
+/// An optimiser that updates a flat parameter buffer from its gradient.
+pub trait Optimizer: std::fmt::Debug + Send + Sync {
+    /// Applies one update to `params` from `grads` (the same length).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when the slices do not have the optimiser's length;
+    /// [`Error::NonFinite`] for a NaN or infinite gradient (nothing is updated).
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<()>;
+}
+
+fn check_step(what: &'static str, len: usize, params: &[f32], grads: &[f32]) -> Result<()> {
+    check_len("parameters", params.len(), len)?;
+    check_len("gradients", grads.len(), len)?;
+    if !all_finite(grads) {
+        return Err(Error::NonFinite { what: format!("gradients passed to {what}") });
+    }
+    Ok(())
+}
+
+fn check_hyper(name: &'static str, value: f64, range: std::ops::RangeInclusive<f64>) -> Result<()> {
+    if !(value.is_finite() && range.contains(&value)) {
+        return Err(Error::invalid(
+            name,
+            value,
+            format!("a number in [{}, {}]", range.start(), range.end()),
+        ));
+    }
+    Ok(())
+}
+
+/// One parallel work item: chunks of the parameters, the gradients and each state slice.
+type LaneChunk<'a, const K: usize> = (&'a mut [f32], &'a [f32], [&'a mut [f32]; K]);
+
+/// Runs `f` on every eight-lane group of `params`, with the matching lanes of `grads` and of
+/// each state slice, in parallel chunks. All slices have the same length.
+fn for_each_lane<const K: usize>(
+    params: &mut [f32],
+    grads: &[f32],
+    states: [&mut [f32]; K],
+    f: impl Fn(&mut f32x8, f32x8, &mut [f32x8; K]) + Sync,
+) {
+    // Pair each chunk of the parameters with the same chunk of every other slice.
+    let mut state_chunks = states.map(|s| s.chunks_mut(PAR_CHUNK));
+    let work: Vec<LaneChunk<'_, K>> = params
+        .chunks_mut(PAR_CHUNK)
+        .zip(grads.chunks(PAR_CHUNK))
+        .map(|(p, g)| (p, g, state_chunks.each_mut().map(|it| it.next().expect("same length"))))
+        .collect();
+
+    work.into_par_iter().for_each(|(p, g, mut st)| {
+        let full = p.len() / LANES * LANES;
+        for i in (0..full).step_by(LANES) {
+            let (mut pv, gv) = (load(&p[i..]), load(&g[i..]));
+            let mut sv = st.each_ref().map(|s| load(&s[i..]));
+            f(&mut pv, gv, &mut sv);
+            store(&mut p[i..], pv);
+            for (s, v) in st.iter_mut().zip(sv) {
+                store(&mut s[i..], v);
+            }
+        }
+        if full < p.len() {
+            let (mut pv, gv) = (load_partial(&p[full..]), load_partial(&g[full..]));
+            let mut sv = st.each_ref().map(|s| load_partial(&s[full..]));
+            f(&mut pv, gv, &mut sv);
+            store_partial(&mut p[full..], pv);
+            for (s, v) in st.iter_mut().zip(sv) {
+                store_partial(&mut s[full..], v);
+            }
+        }
+    });
+}
+
+/// `start + weight * (end - start)`, computed as PyTorch's `lerp` does: from the nearer end.
+#[inline(always)]
+fn lerp(start: f32x8, end: f32x8, weight: f32) -> f32x8 {
+    if weight.abs() < 0.5 {
+        start + f32x8::splat(weight) * (end - start)
+    } else {
+        end - (end - start) * f32x8::splat(1.0 - weight)
+    }
+}
+
+/// Adam's hyper-parameters (PyTorch's names and defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Decay rates of the first and second moment estimates (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to the bias-corrected square root of the second moment (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty added to the gradient, `g + weight_decay * p` (default 0).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+impl AdamConfig {
+    /// The DCGAN paper's settings: lr 2e-4, betas (0.5, 0.999).
+    pub fn dcgan() -> Self {
+        AdamConfig { lr: 2e-4, betas: (0.5, 0.999), ..AdamConfig::default() }
+    }
+
+    /// Checks the ranges PyTorch checks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a negative or non-finite value or a beta outside `[0, 1)`.
+    pub fn validate(&self) -> Result<()> {
+        check_hyper("lr", self.lr, 0.0..=f64::MAX)?;
+        check_hyper("beta1", self.betas.0, 0.0..=1.0 - f64::EPSILON)?;
+        check_hyper("beta2", self.betas.1, 0.0..=1.0 - f64::EPSILON)?;
+        check_hyper("eps", self.eps, 0.0..=f64::MAX)?;
+        check_hyper("weight_decay", self.weight_decay, 0.0..=f64::MAX)
+    }
+}
+
+/// Adam's state: the step count and both moment estimates, one value per parameter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamState {
+    /// Steps taken.
+    pub step: u64,
+    /// First moment estimate (PyTorch's `exp_avg`).
+    pub exp_avg: Vec<f32>,
+    /// Second moment estimate (PyTorch's `exp_avg_sq`).
+    pub exp_avg_sq: Vec<f32>,
+}
+
+/// Adam (Kingma and Ba), as PyTorch's `torch.optim.Adam` without amsgrad:
+///
+/// ```text
+/// g = grad + weight_decay * p
+/// m = lerp(m, g, 1 - beta1)
+/// v = beta2 * v + (1 - beta2) * g * g
+/// p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+/// ```
+///
+/// `eps` is added after the bias-corrected square root.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    config: AdamConfig,
+    state: AdamState,
+}
+
+impl Adam {
+    /// Adam for `len` parameters, with zero moments.
+    ///
+    /// # Errors
+    /// As [`AdamConfig::validate`].
+    pub fn new(len: usize, config: AdamConfig) -> Result<Self> {
+        config.validate()?;
+        let state = AdamState { step: 0, exp_avg: vec![0.0; len], exp_avg_sq: vec![0.0; len] };
+        Ok(Adam { config, state })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
+    }
+
+    /// The state, for saving.
+    pub fn state(&self) -> &AdamState {
+        &self.state
+    }
+
+    /// Replaces the state, for restoring.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when the moments do not have this optimiser's length;
+    /// [`Error::NonFinite`] for a NaN or infinite moment.
+    pub fn set_state(&mut self, state: AdamState) -> Result<()> {
+        let len = self.state.exp_avg.len();
+        check_len("exp_avg", state.exp_avg.len(), len)?;
+        check_len("exp_avg_sq", state.exp_avg_sq.len(), len)?;
+        if !all_finite(&state.exp_avg) || !all_finite(&state.exp_avg_sq) {
+            return Err(Error::NonFinite { what: "Adam moments".into() });
+        }
+        self.state = state;
+        Ok(())
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<()> {
+        check_step("Adam", self.state.exp_avg.len(), params, grads)?;
+        let c = &self.config;
+        self.state.step += 1;
+        let t = self.state.step as f64;
+        let (beta1, beta2) = c.betas;
+        let step_size = (c.lr / (1.0 - beta1.powf(t))) as f32;
+        let bias_correction2_sqrt = f32x8::splat((1.0 - beta2.powf(t)).sqrt() as f32);
+        let lerp_weight = (1.0 - beta1) as f32;
+        let (beta2_v, one_minus_beta2) =
+            (f32x8::splat(beta2 as f32), f32x8::splat((1.0 - beta2) as f32));
+        let (eps, weight_decay) = (f32x8::splat(c.eps as f32), c.weight_decay as f32);
+        let neg_step = f32x8::splat(-step_size);
+        let AdamState { exp_avg, exp_avg_sq, .. } = &mut self.state;
+        for_each_lane(params, grads, [exp_avg, exp_avg_sq], |p, g, [m, v]| {
+            let g = if weight_decay != 0.0 { g + *p * f32x8::splat(weight_decay) } else { g };
+            *m = lerp(*m, g, lerp_weight);
+            *v = *v * beta2_v + one_minus_beta2 * g * g;
+            let denom = v.sqrt() / bias_correction2_sqrt + eps;
+            *p += neg_step * *m / denom;
+        });
+        Ok(())
+    }
+}
+
+/// SGD's hyper-parameters (PyTorch's names; lr has no default there).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SgdConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor (0 for plain SGD).
+    pub momentum: f64,
+    /// Dampening of the momentum's gradient term (default 0).
+    pub dampening: f64,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f64,
+}
+
+impl SgdConfig {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        SgdConfig { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0 }
+    }
+
+    /// Checks the ranges PyTorch checks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a negative or non-finite value.
+    pub fn validate(&self) -> Result<()> {
+        check_hyper("lr", self.lr, 0.0..=f64::MAX)?;
+        check_hyper("momentum", self.momentum, 0.0..=f64::MAX)?;
+        check_hyper("dampening", self.dampening, 0.0..=f64::MAX)?;
+        check_hyper("weight_decay", self.weight_decay, 0.0..=f64::MAX)
+    }
+}
+
+/// SGD's state: the step count and the momentum buffer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SgdState {
+    /// Steps taken; the momentum buffer is meaningful once it is at least 1.
+    pub step: u64,
+    /// PyTorch's `momentum_buffer`.
+    pub momentum_buffer: Vec<f32>,
+}
+
+/// Stochastic gradient descent with momentum, as PyTorch's `torch.optim.SGD` without Nesterov:
+///
+/// ```text
+/// g = grad + weight_decay * p
+/// b = g on the first step, else momentum * b + (1 - dampening) * g   (when momentum > 0)
+/// p = p - lr * b
+/// ```
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    config: SgdConfig,
+    state: SgdState,
+}
+
+impl Sgd {
+    /// SGD for `len` parameters.
+    ///
+    /// # Errors
+    /// As [`SgdConfig::validate`].
+    pub fn new(len: usize, config: SgdConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Sgd { config, state: SgdState { step: 0, momentum_buffer: vec![0.0; len] } })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+
+    /// The state, for saving.
+    pub fn state(&self) -> &SgdState {
+        &self.state
+    }
+
+    /// Replaces the state, for restoring.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for a buffer of the wrong length; [`Error::NonFinite`] for a
+    /// NaN or infinite value.
+    pub fn set_state(&mut self, state: SgdState) -> Result<()> {
+        check_len(
+            "momentum_buffer",
+            state.momentum_buffer.len(),
+            self.state.momentum_buffer.len(),
+        )?;
+        if !all_finite(&state.momentum_buffer) {
+            return Err(Error::NonFinite { what: "SGD momentum buffer".into() });
+        }
+        self.state = state;
+        Ok(())
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<()> {
+        check_step("SGD", self.state.momentum_buffer.len(), params, grads)?;
+        let c = self.config;
+        let first = self.state.step == 0;
+        self.state.step += 1;
+        let (momentum, damped) =
+            (f32x8::splat(c.momentum as f32), f32x8::splat((1.0 - c.dampening) as f32));
+        let (neg_lr, weight_decay) = (f32x8::splat(-c.lr as f32), c.weight_decay as f32);
+        let decay = |p: f32x8, g: f32x8| {
+            if weight_decay != 0.0 {
+                g + p * f32x8::splat(weight_decay)
+            } else {
+                g
+            }
+        };
+        if c.momentum == 0.0 {
+            for_each_lane(params, grads, [], |p, g, []| *p += neg_lr * decay(*p, g));
+        } else {
+            let buffer = &mut self.state.momentum_buffer;
+            for_each_lane(params, grads, [buffer], |p, g, [b]| {
+                let g = decay(*p, g);
+                *b = if first { g } else { *b * momentum + damped * g };
+                *p += neg_lr * *b;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// RMSProp's hyper-parameters (PyTorch's names and defaults; `centered` is not supported).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RmsPropConfig {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Decay rate of the squared-gradient average (default 0.99).
+    pub alpha: f64,
+    /// Added after the square root (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f64,
+    /// Momentum factor (default 0).
+    pub momentum: f64,
+}
+
+impl Default for RmsPropConfig {
+    fn default() -> Self {
+        RmsPropConfig { lr: 1e-2, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0 }
+    }
+}
+
+impl RmsPropConfig {
+    /// Checks the ranges PyTorch checks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a negative or non-finite value or an alpha above 1.
+    pub fn validate(&self) -> Result<()> {
+        check_hyper("lr", self.lr, 0.0..=f64::MAX)?;
+        check_hyper("alpha", self.alpha, 0.0..=1.0)?;
+        check_hyper("eps", self.eps, 0.0..=f64::MAX)?;
+        check_hyper("weight_decay", self.weight_decay, 0.0..=f64::MAX)?;
+        check_hyper("momentum", self.momentum, 0.0..=f64::MAX)
+    }
+}
+
+/// RMSProp's state: the step count, the squared-gradient average and the momentum buffer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RmsPropState {
+    /// Steps taken.
+    pub step: u64,
+    /// PyTorch's `square_avg`.
+    pub square_avg: Vec<f32>,
+    /// PyTorch's `momentum_buffer` (zeros while momentum is 0).
+    pub momentum_buffer: Vec<f32>,
+}
+
+/// RMSProp, as PyTorch's `torch.optim.RMSprop` with `centered=False`:
+///
+/// ```text
+/// g = grad + weight_decay * p
+/// s = alpha * s + (1 - alpha) * g * g
+/// a = sqrt(s) + eps
+/// p = p - lr * g / a                          (momentum = 0)
+/// b = momentum * b + g / a; p = p - lr * b    (momentum > 0)
+/// ```
+#[derive(Clone, Debug)]
+pub struct RmsProp {
+    config: RmsPropConfig,
+    state: RmsPropState,
+}
+
+impl RmsProp {
+    /// RMSProp for `len` parameters.
+    ///
+    /// # Errors
+    /// As [`RmsPropConfig::validate`].
+    pub fn new(len: usize, config: RmsPropConfig) -> Result<Self> {
+        config.validate()?;
+        let state =
+            RmsPropState { step: 0, square_avg: vec![0.0; len], momentum_buffer: vec![0.0; len] };
+        Ok(RmsProp { config, state })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &RmsPropConfig {
+        &self.config
+    }
+
+    /// The state, for saving.
+    pub fn state(&self) -> &RmsPropState {
+        &self.state
+    }
+
+    /// Replaces the state, for restoring.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for a buffer of the wrong length; [`Error::NonFinite`] for a
+    /// NaN or infinite value.
+    pub fn set_state(&mut self, state: RmsPropState) -> Result<()> {
+        let len = self.state.square_avg.len();
+        check_len("square_avg", state.square_avg.len(), len)?;
+        check_len("momentum_buffer", state.momentum_buffer.len(), len)?;
+        if !all_finite(&state.square_avg) || !all_finite(&state.momentum_buffer) {
+            return Err(Error::NonFinite { what: "RMSProp state".into() });
+        }
+        self.state = state;
+        Ok(())
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<()> {
+        check_step("RMSProp", self.state.square_avg.len(), params, grads)?;
+        let c = self.config;
+        self.state.step += 1;
+        let (alpha, one_minus_alpha) =
+            (f32x8::splat(c.alpha as f32), f32x8::splat((1.0 - c.alpha) as f32));
+        let (eps, neg_lr, momentum) = (
+            f32x8::splat(c.eps as f32),
+            f32x8::splat(-c.lr as f32),
+            f32x8::splat(c.momentum as f32),
+        );
+        let (weight_decay, use_momentum) = (c.weight_decay as f32, c.momentum > 0.0);
+        let RmsPropState { square_avg, momentum_buffer, .. } = &mut self.state;
+        for_each_lane(params, grads, [square_avg, momentum_buffer], |p, g, [s, b]| {
+            let g = if weight_decay != 0.0 { g + *p * f32x8::splat(weight_decay) } else { g };
+            *s = *s * alpha + one_minus_alpha * g * g;
+            let avg = s.sqrt() + eps;
+            if use_momentum {
+                *b = *b * momentum + g / avg;
+                *p += neg_lr * *b;
+            } else {
+                *p += neg_lr * g / avg;
+            }
+        });
+        Ok(())
+    }
+}
