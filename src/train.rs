@@ -215,9 +215,8 @@ impl Trainer {
     /// generator's); the networks stay usable.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a batch or noise of the wrong shape, or a batch of one
-    /// (BatchNorm needs two values per channel); [`Error::NonFinite`] for NaN or infinity in
-    /// the inputs, a logit or a gradient.
+    /// [`Error::InvalidArgument`] for an empty batch or a batch or noise of the wrong shape;
+    /// [`Error::NonFinite`] for NaN or infinity in the inputs, a logit or a gradient.
     pub fn step_with_noise(&mut self, real: Array4<f32>, z: Array4<f32>) -> Result<StepStats> {
         let n = real.shape()[0];
         check_shape("real batch shape", real.shape(), self.config.image_shape(n))?;
