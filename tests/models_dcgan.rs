@@ -220,8 +220,11 @@ fn step_rejects_bad_batches() {
     assert!(matches!(trainer.step(real), Err(Error::NonFinite { .. })));
 }
 
+/// Everything a run produces: G and D parameters, G gradients, running statistics, step stats.
+type RunResult = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<String>, Vec<StepStats>);
+
 /// Two training steps of a small model in a pool of `threads` threads.
-fn two_steps(threads: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<String>, Vec<StepStats>) {
+fn two_steps(threads: usize) -> RunResult {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let config = DcganConfig { nz: 16, ngf: 8, ndf: 8, channels: 1, image_size: 32 };

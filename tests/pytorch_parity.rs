@@ -27,8 +27,15 @@ const PARAM_ATOL: f32 = 1e-6;
 const FIXTURE: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dcgan_parity.safetensors");
 
-/// Every tensor of the fixture, as `f32` (int64 buffers converted) with its shape.
-fn load_fixture() -> HashMap<String, (Vec<usize>, Vec<f32>, Vec<i64>)> {
+/// One tensor of the fixture: its shape and its elements, `f32` or `i64`.
+struct Stored {
+    shape: Vec<usize>,
+    floats: Vec<f32>,
+    ints: Vec<i64>,
+}
+
+/// Every tensor of the fixture, by name.
+fn load_fixture() -> HashMap<String, Stored> {
     let bytes = std::fs::read(FIXTURE).expect("fixture file; regenerate with make_parity.py");
     let tensors = SafeTensors::deserialize(&bytes).expect("valid safetensors");
     tensors
@@ -53,13 +60,13 @@ fn load_fixture() -> HashMap<String, (Vec<usize>, Vec<f32>, Vec<i64>)> {
                 ),
                 other => panic!("{name}: unexpected dtype {other:?}"),
             };
-            (name, (shape, floats, ints))
+            (name, Stored { shape, floats, ints })
         })
         .collect()
 }
 
 struct Fixture {
-    tensors: HashMap<String, (Vec<usize>, Vec<f32>, Vec<i64>)>,
+    tensors: HashMap<String, Stored>,
 }
 
 impl Fixture {
@@ -68,15 +75,19 @@ impl Fixture {
     }
 
     fn floats(&self, name: &str) -> &[f32] {
-        &self.tensors.get(name).unwrap_or_else(|| panic!("{name} missing from the fixture")).1
+        &self.get(name).floats
+    }
+
+    fn get(&self, name: &str) -> &Stored {
+        self.tensors.get(name).unwrap_or_else(|| panic!("{name} missing from the fixture"))
     }
 
     fn shape(&self, name: &str) -> &[usize] {
-        &self.tensors[name].0
+        &self.get(name).shape
     }
 
     fn ints(&self, name: &str) -> &[i64] {
-        &self.tensors[name].2
+        &self.get(name).ints
     }
 
     fn array(&self, name: &str) -> Array4<f32> {
