@@ -23,9 +23,8 @@ fn train_step(c: &mut Criterion) {
     {
         // A fixed batch of values in [-1, 1), like images scaled for a Tanh generator.
         let mut rng = Rng::from_seed(1);
-        let real = Array4::from_shape_simple_fn(config.image_shape(BATCH), || {
-            2.0 * rng.uniform() - 1.0
-        });
+        let real =
+            Array4::from_shape_simple_fn(config.image_shape(BATCH), || 2.0 * rng.uniform() - 1.0);
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut trainer = Trainer::new(config, 0, GanLoss::default()).unwrap();

@@ -21,7 +21,7 @@ pub struct LossGrad {
     pub grad: Array4<f32>,
 }
 
-/// The logistic function in `f64` without overflow.
+/// Computes the logistic function in `f64` without overflow.
 fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
@@ -67,8 +67,8 @@ pub fn bce_with_logits(logits: &Array4<f32>, target: f32) -> Result<LossGrad> {
     Ok(LossGrad { loss: loss / n, grad })
 }
 
-/// The mean of `sigmoid(logits)`: the discriminator's average probability that its inputs are
-/// real (`D(x)` and `D(G(z))` in the DCGAN example's log).
+/// Computes the mean of `sigmoid(logits)`, the discriminator's average probability that its
+/// inputs are real (`D(x)` and `D(G(z))` in the DCGAN example's log).
 pub fn mean_probability(logits: &Array4<f32>) -> f64 {
     if logits.is_empty() {
         return f64::NAN;
@@ -111,7 +111,7 @@ impl GanLoss {
         Ok(())
     }
 
-    /// The discriminator's loss term on real samples, from its logits.
+    /// Computes the discriminator's loss term on real samples from its logits.
     ///
     /// # Errors
     /// As [`bce_with_logits`].
@@ -121,7 +121,7 @@ impl GanLoss {
         }
     }
 
-    /// The discriminator's loss term on generated samples, from its logits.
+    /// Computes the discriminator's loss term on generated samples from its logits.
     ///
     /// # Errors
     /// As [`bce_with_logits`].
@@ -131,7 +131,7 @@ impl GanLoss {
         }
     }
 
-    /// The generator's loss, from the discriminator's logits on generated samples.
+    /// Computes the generator's loss from the discriminator's logits on generated samples.
     ///
     /// # Errors
     /// As [`bce_with_logits`].

@@ -49,12 +49,12 @@ pub struct DcganConfig {
 type Layers = Vec<Box<dyn Layer + Send + Sync>>;
 
 impl DcganConfig {
-    /// The PyTorch example's 64x64 colour model: nz 100, ngf = ndf = 64.
+    /// Returns the PyTorch example's 64x64 colour model: nz 100, ngf = ndf = 64.
     pub fn dcgan64() -> Self {
         DcganConfig { nz: 100, ngf: 64, ndf: 64, channels: 3, image_size: 64 }
     }
 
-    /// A 32x32 greyscale model for MNIST: nz 100, ngf = ndf = 64.
+    /// Returns a 32x32 greyscale model for MNIST: nz 100, ngf = ndf = 64.
     pub fn dcgan32() -> Self {
         DcganConfig { nz: 100, ngf: 64, ndf: 64, channels: 1, image_size: 32 }
     }
@@ -84,7 +84,7 @@ impl DcganConfig {
         Ok(())
     }
 
-    /// The generator's layers, with parameters not yet allocated.
+    /// Builds the generator's layers, with parameters not yet allocated.
     fn generator_layers(&self) -> Result<Layers> {
         let mut layers: Layers = Vec::new();
         let mut mult = self.image_size / 8;
@@ -107,7 +107,7 @@ impl DcganConfig {
         Ok(layers)
     }
 
-    /// The discriminator's layers, with parameters not yet allocated.
+    /// Builds the discriminator's layers, with parameters not yet allocated.
     fn discriminator_layers(&self) -> Result<Layers> {
         let down = |c_in, c_out| Conv2dSpec::new(c_in, c_out, 4).stride(2).padding(1);
         let mut layers: Layers = vec![
@@ -127,7 +127,7 @@ impl DcganConfig {
         Ok(layers)
     }
 
-    /// The generator, initialised from `rng` with [`Init::Dcgan`].
+    /// Builds the generator, initialised from `rng` with [`Init::Dcgan`].
     ///
     /// # Errors
     /// As [`validate`](DcganConfig::validate).
@@ -136,7 +136,7 @@ impl DcganConfig {
         Network::new("main", self.generator_layers()?, rng, Init::Dcgan)
     }
 
-    /// The discriminator, initialised from `rng` with [`Init::Dcgan`].
+    /// Builds the discriminator, initialised from `rng` with [`Init::Dcgan`].
     ///
     /// # Errors
     /// As [`validate`](DcganConfig::validate).
@@ -145,8 +145,8 @@ impl DcganConfig {
         Network::new("main", self.discriminator_layers()?, rng, Init::Dcgan)
     }
 
-    /// Both networks, initialised from `Rng::stream(seed, Stream::Init)`: first the generator,
-    /// then the discriminator.
+    /// Builds both networks, initialised from `Rng::stream(seed, Stream::Init)`: first the
+    /// generator, then the discriminator.
     ///
     /// # Errors
     /// As [`validate`](DcganConfig::validate).
@@ -157,12 +157,12 @@ impl DcganConfig {
         Ok((generator, discriminator))
     }
 
-    /// The generator's input shape for a batch of `n`.
+    /// Returns the generator's input shape for a batch of `n`.
     pub fn noise_shape(&self, n: usize) -> [usize; 4] {
         [n, self.nz, 1, 1]
     }
 
-    /// The image shape for a batch of `n`.
+    /// Returns the image shape for a batch of `n`.
     pub fn image_shape(&self, n: usize) -> [usize; 4] {
         [n, self.channels, self.image_size, self.image_size]
     }

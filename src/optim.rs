@@ -119,7 +119,7 @@ impl Default for AdamConfig {
 }
 
 impl AdamConfig {
-    /// The DCGAN paper's settings: lr 2e-4, betas (0.5, 0.999).
+    /// Returns the DCGAN paper's settings: lr 2e-4, betas (0.5, 0.999).
     pub fn dcgan() -> Self {
         AdamConfig { lr: 2e-4, betas: (0.5, 0.999), ..AdamConfig::default() }
     }
@@ -175,12 +175,12 @@ impl Adam {
         Ok(Adam { config, state })
     }
 
-    /// The hyper-parameters.
+    /// Returns the hyper-parameters.
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }
 
-    /// The state, for saving.
+    /// Returns the state, for saving.
     pub fn state(&self) -> &AdamState {
         &self.state
     }
@@ -291,12 +291,12 @@ impl Sgd {
         Ok(Sgd { config, state: SgdState { step: 0, momentum_buffer: vec![0.0; len] } })
     }
 
-    /// The hyper-parameters.
+    /// Returns the hyper-parameters.
     pub fn config(&self) -> &SgdConfig {
         &self.config
     }
 
-    /// The state, for saving.
+    /// Returns the state, for saving.
     pub fn state(&self) -> &SgdState {
         &self.state
     }
@@ -423,12 +423,12 @@ impl RmsProp {
         Ok(RmsProp { config, state })
     }
 
-    /// The hyper-parameters.
+    /// Returns the hyper-parameters.
     pub fn config(&self) -> &RmsPropConfig {
         &self.config
     }
 
-    /// The state, for saving.
+    /// Returns the state, for saving.
     pub fn state(&self) -> &RmsPropState {
         &self.state
     }

@@ -3,12 +3,13 @@
 //! [`Trainer::step`] draws `z` from the noise stream, generates `fake = G(z)` in training mode,
 //! then:
 //!
-//! 1. Discriminator step: zero D's gradients; `D(real)` against the real target and `D(fake)`
-//!    against the fake target, each followed at once by its backward pass (the layers cache
-//!    one forward pass at a time) into D's gradients only; Adam on D.
-//! 2. Generator step: zero G's gradients; `D(fake)` with the updated D against the generator's
-//!    target, back through D without forming D's weight gradients, then through G into G's
-//!    gradients; Adam on G.
+//! 1. Discriminator step: zero D's gradients, then score `D(real)` against the real target and
+//!    `D(fake)` against the fake target. Each forward pass is followed at once by its backward
+//!    pass into D's gradients, because the layers cache one forward pass at a time. Adam
+//!    updates D.
+//! 2. Generator step: zero G's gradients, then score `D(fake)` with the updated D against the
+//!    generator's target. The gradient flows back through D without forming D's weight
+//!    gradients, then through G into G's gradients. Adam updates G.
 //!
 //! The two halves are public ([`Trainer::discriminator_step`], [`Trainer::generator_step`]) so
 //! that schedules with several discriminator steps per generator step can be built from them.
@@ -22,7 +23,7 @@ use crate::models::DcganConfig;
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::rng::{Rng, Stream};
 
-/// What one training step measured.
+/// Losses and discriminator outputs of one training step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
     /// The discriminator's loss, real term plus fake term.
@@ -37,7 +38,7 @@ pub struct StepStats {
     pub d_fake_after: f64,
 }
 
-/// What a discriminator step measured.
+/// Loss and outputs of one discriminator step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiscriminatorStats {
     /// Real term plus fake term of the discriminator's loss.
@@ -48,7 +49,7 @@ pub struct DiscriminatorStats {
     pub d_fake: f64,
 }
 
-/// What a generator step measured.
+/// Loss and discriminator output of one generator step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GeneratorStats {
     /// The generator's loss.
@@ -77,9 +78,9 @@ fn check_shape(what: &'static str, actual: &[usize], expected: [usize; 4]) -> Re
 }
 
 impl Trainer {
-    /// A DCGAN trainer: networks from [`DcganConfig::build`] with `seed`, Adam with the DCGAN
-    /// settings (lr 2e-4, betas (0.5, 0.999)) for both, noise from
-    /// `Rng::stream(seed, Stream::Noise)`.
+    /// Creates a DCGAN trainer. The networks come from [`DcganConfig::build`] with `seed`, both
+    /// optimisers are Adam with the DCGAN settings (lr 2e-4, betas (0.5, 0.999)), and the noise
+    /// comes from `Rng::stream(seed, Stream::Noise)`.
     ///
     /// # Errors
     /// As [`DcganConfig::validate`] and [`GanLoss::validate`].
@@ -91,12 +92,12 @@ impl Trainer {
         Trainer::from_parts(config, generator, discriminator, g_optimizer, d_optimizer, loss, noise)
     }
 
-    /// A trainer from existing parts, for resuming a run.
+    /// Creates a trainer from existing parts, for resuming a run.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the generator does not map `config`'s noise shape to its
     /// image shape, the discriminator does not map images to one logit per sample, or the loss
-    /// is invalid; [`Error::LengthMismatch`] when an optimiser's length differs from its
+    /// is invalid. [`Error::LengthMismatch`] when an optimiser's length differs from its
     /// network's parameter count.
     pub fn from_parts(
         config: DcganConfig,
@@ -132,57 +133,57 @@ impl Trainer {
         Ok(Trainer { config, generator, discriminator, g_optimizer, d_optimizer, loss, noise })
     }
 
-    /// The model sizes.
+    /// Returns the model sizes.
     pub fn config(&self) -> &DcganConfig {
         &self.config
     }
 
-    /// The generator.
+    /// Returns the generator.
     pub fn generator(&self) -> &Network {
         &self.generator
     }
 
-    /// The generator, mutable (for loading weights or sampling in evaluation mode).
+    /// Returns the generator, mutable (for loading weights or sampling in evaluation mode).
     pub fn generator_mut(&mut self) -> &mut Network {
         &mut self.generator
     }
 
-    /// The discriminator.
+    /// Returns the discriminator.
     pub fn discriminator(&self) -> &Network {
         &self.discriminator
     }
 
-    /// The discriminator, mutable.
+    /// Returns the discriminator, mutable.
     pub fn discriminator_mut(&mut self) -> &mut Network {
         &mut self.discriminator
     }
 
-    /// The generator's optimiser.
+    /// Returns the generator's optimiser.
     pub fn g_optimizer(&self) -> &Adam {
         &self.g_optimizer
     }
 
-    /// The generator's optimiser, mutable (for restoring its state).
+    /// Returns the generator's optimiser, mutable (for restoring its state).
     pub fn g_optimizer_mut(&mut self) -> &mut Adam {
         &mut self.g_optimizer
     }
 
-    /// The discriminator's optimiser.
+    /// Returns the discriminator's optimiser.
     pub fn d_optimizer(&self) -> &Adam {
         &self.d_optimizer
     }
 
-    /// The discriminator's optimiser, mutable (for restoring its state).
+    /// Returns the discriminator's optimiser, mutable (for restoring its state).
     pub fn d_optimizer_mut(&mut self) -> &mut Adam {
         &mut self.d_optimizer
     }
 
-    /// The loss.
+    /// Returns the loss.
     pub fn loss(&self) -> &GanLoss {
         &self.loss
     }
 
-    /// The noise stream, for saving a run's state.
+    /// Returns the noise stream, for saving a run's state.
     pub fn noise_rng(&self) -> &Rng {
         &self.noise
     }
@@ -199,7 +200,7 @@ impl Trainer {
         z
     }
 
-    /// One training step on the batch `real` (`[n, channels, image_size, image_size]`, values
+    /// Runs one training step on the batch `real` (`[n, channels, image_size, image_size]`, values
     /// in `[-1, 1]`), with fresh noise.
     ///
     /// # Errors
@@ -209,7 +210,7 @@ impl Trainer {
         self.step_with_noise(real, z)
     }
 
-    /// One training step on `real` with the latent batch `z` (`[n, nz, 1, 1]`).
+    /// Runs one training step on `real` with the latent batch `z` (`[n, nz, 1, 1]`).
     ///
     /// An error part-way leaves the step half done (a discriminator update without the
     /// generator's); the networks stay usable.

@@ -3,8 +3,8 @@
 //! training and evaluation mode.
 //!
 //! Tolerances are relative to the largest expected magnitude of the tensor: `1e-5` for outputs
-//! and `1e-4` for gradients (sums of up to a few hundred `f32` products carry relative errors
-//! near `1e-6`; the finite differences themselves are good to about `1e-10`, see
+//! and `1e-4` for gradients. Sums of up to a few hundred `f32` products carry relative errors
+//! near `1e-6`, and the finite differences themselves are good to about `1e-10` (see
 //! `layers_common`).
 
 mod layers_common;
@@ -193,7 +193,8 @@ proptest! {
         let shape = [n, c, h, w];
         let mut probe = Dropout::new(p, layer.rng().clone()).unwrap();
         let ones = Array4::<f32>::ones(shape);
-        let mask: Vec<f64> = probe.forward(&[], ones, mode).unwrap().iter().map(|&v| v as f64).collect();
+        let probed = probe.forward(&[], ones, mode).unwrap();
+        let mask: Vec<f64> = probed.iter().map(|&v| v as f64).collect();
         let scale = if mode == Mode::Train && p < 1.0 { 1.0 / (1.0 - p as f64) } else { 1.0 };
         for &m in &mask {
             prop_assert!(m == 0.0 || (m - scale).abs() < 1e-6, "mask value {m}, scale {scale}");

@@ -73,7 +73,7 @@ fn dcgan64_matches_the_pytorch_example() {
 }
 
 #[test]
-fn every_supported_size_maps_noise_to_images_to_logits() {
+fn supported_sizes_build_and_connect() {
     for size in [16, 32, 64, 128] {
         let config = DcganConfig { nz: 5, ngf: 2, ndf: 3, channels: 2, image_size: size };
         let (g, d) = config.build(1).unwrap();
@@ -92,12 +92,12 @@ fn every_supported_size_maps_noise_to_images_to_logits() {
     assert!(config.build(1).is_err());
 }
 
-/// The tiny model of the gradient and parity tests.
+/// Returns the tiny model of the gradient and parity tests.
 fn tiny() -> DcganConfig {
     DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 }
 }
 
-/// The generator of the PyTorch example at 16x16, written out layer by layer.
+/// Returns the generator of the PyTorch example at 16x16, written out layer by layer.
 fn reference_generator(c: &DcganConfig) -> Vec<RefLayer> {
     let bn = |features| RefLayer::BatchNorm { features, eps: 1e-5, running: None };
     let up = |c_in, c_out| ConvTranspose2dSpec::new(c_in, c_out, 4).stride(2).padding(1);
@@ -116,7 +116,7 @@ fn reference_generator(c: &DcganConfig) -> Vec<RefLayer> {
     ]
 }
 
-/// The discriminator of the PyTorch example at 16x16, written out layer by layer.
+/// Returns the discriminator of the PyTorch example at 16x16, written out layer by layer.
 fn reference_discriminator(c: &DcganConfig) -> Vec<RefLayer> {
     let down = |c_in, c_out| Conv2dSpec::new(c_in, c_out, 4).stride(2).padding(1);
     vec![
@@ -129,7 +129,8 @@ fn reference_discriminator(c: &DcganConfig) -> Vec<RefLayer> {
     ]
 }
 
-/// A few indices of every parameter tensor: its first and last element and four random ones.
+/// Picks a few indices of every parameter tensor: its first and last element and four random
+/// ones.
 fn sample_indices(net: &Network, rng: &mut Rng) -> Vec<usize> {
     let mut indices = Vec::new();
     let mut offset = 0;
@@ -223,7 +224,7 @@ fn step_rejects_bad_batches() {
 /// Everything a run produces: G and D parameters, G gradients, running statistics, step stats.
 type RunResult = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<String>, Vec<StepStats>);
 
-/// Two training steps of a small model in a pool of `threads` threads.
+/// Runs two training steps of a small model in a pool of `threads` threads.
 fn two_steps(threads: usize) -> RunResult {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {

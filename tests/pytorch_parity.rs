@@ -34,7 +34,7 @@ struct Stored {
     ints: Vec<i64>,
 }
 
-/// Every tensor of the fixture, by name.
+/// Loads every tensor of the fixture, by name.
 fn load_fixture() -> HashMap<String, Stored> {
     let bytes = std::fs::read(FIXTURE).expect("fixture file; regenerate with make_parity.py");
     let tensors = SafeTensors::deserialize(&bytes).expect("valid safetensors");
@@ -100,7 +100,7 @@ impl Fixture {
         self.floats(name)[0] as f64
     }
 
-    /// A trainer whose networks hold the fixture's initial parameters.
+    /// Creates a trainer whose networks contain the fixture's initial parameters.
     fn trainer(&self) -> Trainer {
         let config = DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 };
         let mut trainer = Trainer::new(config, 0, GanLoss::default()).unwrap();

@@ -12,7 +12,7 @@ use super::elementwise::{map_in_place, masked_scale, positive_mask, zip_in_place
 use super::{check_grad_shape, no_forward_error, shape4, standard, Activation, Layer, Mode};
 use crate::error::{Error, Result};
 
-/// What ReLU and LeakyReLU keep for the backward pass.
+/// The sign mask of the last input, cached by ReLU and LeakyReLU for the backward pass.
 #[derive(Debug)]
 struct MaskCache {
     shape: [usize; 4],
@@ -46,7 +46,7 @@ pub(crate) fn activate(v: f32x8, activation: Activation) -> f32x8 {
     }
 }
 
-/// The slope of `activation` on the negative side: 0 for ReLU.
+/// Returns the slope of `activation` on the negative side: 0 for ReLU.
 pub(crate) fn negative_slope(activation: Activation) -> f32 {
     match activation {
         Activation::Relu => 0.0,
@@ -73,7 +73,7 @@ pub struct Relu {
 }
 
 impl Relu {
-    /// A ReLU.
+    /// Creates a ReLU.
     pub fn new() -> Self {
         Relu::default()
     }
@@ -120,7 +120,7 @@ pub struct LeakyRelu {
 }
 
 impl LeakyRelu {
-    /// A LeakyReLU with negative-side slope `slope` (DCGAN's discriminator uses 0.2).
+    /// Creates a LeakyReLU with negative-side slope `slope` (DCGAN's discriminator uses 0.2).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a non-finite slope.
@@ -131,7 +131,7 @@ impl LeakyRelu {
         Ok(LeakyRelu { slope, cache: None })
     }
 
-    /// The negative-side slope.
+    /// Returns the negative-side slope.
     pub fn slope(&self) -> f32 {
         self.slope
     }
@@ -205,7 +205,7 @@ pub struct Tanh {
 }
 
 impl Tanh {
-    /// A Tanh.
+    /// Creates a Tanh.
     pub fn new() -> Self {
         Tanh::default()
     }
@@ -248,13 +248,14 @@ pub struct Sigmoid {
 }
 
 impl Sigmoid {
-    /// A Sigmoid.
+    /// Creates a Sigmoid.
     pub fn new() -> Self {
         Sigmoid::default()
     }
 }
 
-/// The logistic function without overflow: `exp` only ever sees a non-positive argument.
+/// Computes the logistic function without overflow, because the argument of `exp` is never
+/// positive.
 pub(crate) fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())

@@ -39,7 +39,7 @@ struct Moments {
 }
 
 impl Moments {
-    /// The moments of one plane, by two passes over it.
+    /// Computes the moments of one plane in two passes over it.
     fn of_plane(xs: &[f32]) -> Moments {
         let count = xs.len() as f64;
         let mean = lane_sum(xs, |x| x as f64) / count;
@@ -99,7 +99,7 @@ struct ChannelNorm {
     beta: f32,
 }
 
-/// What the backward pass needs.
+/// Values cached by the forward pass for the backward pass.
 #[derive(Debug)]
 struct BnCache {
     /// The normalised input, `(x - mean) * invstd`.
@@ -187,17 +187,17 @@ impl BatchNorm {
         Ok(self)
     }
 
-    /// The running mean, one value per channel.
+    /// Returns the running mean, one value per channel.
     pub fn running_mean(&self) -> &[f32] {
         &self.running_mean
     }
 
-    /// The running (unbiased) variance, one value per channel.
+    /// Returns the running (unbiased) variance, one value per channel.
     pub fn running_var(&self) -> &[f32] {
         &self.running_var
     }
 
-    /// The number of training batches seen.
+    /// Returns the number of training batches seen.
     pub fn num_batches_tracked(&self) -> i64 {
         self.num_batches_tracked
     }

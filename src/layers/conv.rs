@@ -1,7 +1,7 @@
 //! Conv2d and ConvTranspose2d layers over the kernels of [`crate::kernels`].
 //!
 //! Both keep their input for the backward pass, which needs it for the weight gradient. The
-//! parameter slice holds the weight in PyTorch's layout, then the bias when there is one.
+//! parameter slice contains the weight in PyTorch's layout, then the bias when there is one.
 
 use ndarray::Array4;
 
@@ -59,7 +59,7 @@ fn init_conv_params(
     fill_uniform(bias, rng, bound);
 }
 
-/// What a convolution keeps for the backward pass.
+/// Geometry and input of the last forward pass, cached for the backward pass.
 #[derive(Debug)]
 struct ConvCache<G> {
     geometry: G,
@@ -79,7 +79,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A convolution with the hyper-parameters of `spec`, with a bias when `bias` is true.
+    /// Creates a convolution with the hyper-parameters of `spec`, with a bias when `bias` is true.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero channel count, kernel size, stride or dilation;
@@ -93,7 +93,7 @@ impl Conv2d {
         Ok(Conv2d { spec, bias, weight_len, cache: None })
     }
 
-    /// The hyper-parameters.
+    /// Returns the hyper-parameters.
     pub fn spec(&self) -> &Conv2dSpec {
         &self.spec
     }
@@ -201,8 +201,8 @@ pub struct ConvTranspose2d {
 }
 
 impl ConvTranspose2d {
-    /// A transposed convolution with the hyper-parameters of `spec`, with a bias when `bias`
-    /// is true.
+    /// Creates a transposed convolution with the hyper-parameters of `spec`, with a bias when
+    /// `bias` is true.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero channel count, kernel size, stride or dilation, or
@@ -215,7 +215,7 @@ impl ConvTranspose2d {
         Ok(ConvTranspose2d { spec, bias, weight_len, cache: None })
     }
 
-    /// The hyper-parameters.
+    /// Returns the hyper-parameters.
     pub fn spec(&self) -> &ConvTranspose2dSpec {
         &self.spec
     }

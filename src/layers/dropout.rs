@@ -8,8 +8,8 @@ use super::{check_grad_shape, no_forward_error, shape4, standard, Layer, Mode};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
-/// What the backward pass needs: the multiplier applied to each element (0 or `1 / (1 - p)`),
-/// or nothing after an evaluation pass.
+/// The multiplier applied to each element (0 or `1 / (1 - p)`), cached for the backward pass;
+/// an evaluation pass caches only the shape.
 #[derive(Debug)]
 enum DropoutCache {
     Train(Array4<f32>),
@@ -41,12 +41,12 @@ impl Dropout {
         Ok(Dropout { p, rng, cache: None })
     }
 
-    /// The drop probability.
+    /// Returns the drop probability.
     pub fn p(&self) -> f32 {
         self.p
     }
 
-    /// The random stream, for saving a run's state.
+    /// Returns the random stream, for saving a run's state.
     pub fn rng(&self) -> &Rng {
         &self.rng
     }

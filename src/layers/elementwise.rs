@@ -119,7 +119,7 @@ pub(crate) fn masked_scale(dy: &mut [f32], mask: &[u8], slope: f32) {
     });
 }
 
-/// Whether every element is finite, checked eight lanes at a time.
+/// Returns whether every element is finite, checked eight lanes at a time.
 pub(crate) fn all_finite(xs: &[f32]) -> bool {
     xs.par_chunks(PAR_CHUNK).all(|chunk| {
         let mut ok = f32x8::splat(f32::from_bits(u32::MAX));

@@ -14,7 +14,7 @@ use super::{
 use crate::error::{check_len, checked_product, Error, Result};
 use crate::rng::Rng;
 
-/// What the backward pass needs.
+/// The input, cached for the backward pass.
 #[derive(Debug)]
 struct LinearCache {
     input: Array4<f32>,
@@ -31,7 +31,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// A linear map from `in_features` to `out_features`, with a bias when `bias` is true.
+    /// Creates a linear map from `in_features` to `out_features`, with a bias when `bias` is true.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for zero features; [`Error::Overflow`] when the weight size

@@ -70,12 +70,12 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    /// Number of elements, the product of the shape.
+    /// Returns the number of elements, the product of the shape.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
 
-    /// Whether the tensor has no elements.
+    /// Returns whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -91,7 +91,7 @@ pub enum BufferData<'a> {
 }
 
 impl BufferData<'_> {
-    /// Number of elements.
+    /// Returns the number of elements.
     pub fn len(&self) -> usize {
         match self {
             BufferData::F32(v) => v.len(),
@@ -99,7 +99,7 @@ impl BufferData<'_> {
         }
     }
 
-    /// Whether there are no elements.
+    /// Returns whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -132,11 +132,11 @@ pub enum Activation {
 /// [`param_specs`](Layer::param_specs) lists them, each tensor C-contiguous. The trait is
 /// object safe, so networks hold `Box<dyn Layer + Send + Sync>`.
 pub trait Layer: std::fmt::Debug + Send + Sync {
-    /// A short description in PyTorch's notation, e.g. `Conv2d(3, 64, kernel_size=4, stride=2,
-    /// padding=1, bias=False)`.
+    /// Describes the layer in PyTorch's notation, e.g. `Conv2d(3, 64, kernel_size=4,
+    /// stride=2, padding=1, bias=False)`.
     fn describe(&self) -> String;
 
-    /// The trainable parameter tensors, in their order within the layer's slice.
+    /// Returns the trainable parameter tensors, in their order within the layer's slice.
     fn param_specs(&self) -> Vec<ParamSpec> {
         Vec::new()
     }
@@ -144,7 +144,7 @@ pub trait Layer: std::fmt::Debug + Send + Sync {
     /// Fills `params` (this layer's slice) with initial values drawn from `rng`.
     fn init_params(&self, _params: &mut [f32], _rng: &mut Rng, _init: Init) {}
 
-    /// The output shape for an input of shape `input` (`[n, c, h, w]`).
+    /// Returns the output shape for an input of shape `input` (`[n, c, h, w]`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the layer cannot take such an input.
@@ -153,9 +153,9 @@ pub trait Layer: std::fmt::Debug + Send + Sync {
     /// Computes the output for `x` and keeps what [`backward`](Layer::backward) needs.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an input shape [`output_shape`](Layer::output_shape)
+    /// [`Error::InvalidArgument`] for an input shape that [`output_shape`](Layer::output_shape)
     /// rejects, or a batch the layer cannot process in `mode` (BatchNorm in training with one
-    /// value per channel); [`Error::LengthMismatch`] for a `params` slice of the wrong length;
+    /// value per channel). [`Error::LengthMismatch`] for a `params` slice of the wrong length.
     /// [`Error::NonFinite`] where the layer detects NaN or infinity.
     fn forward(&mut self, params: &[f32], x: Array4<f32>, mode: Mode) -> Result<Array4<f32>>;
 
@@ -175,7 +175,7 @@ pub trait Layer: std::fmt::Debug + Send + Sync {
         input_grad: bool,
     ) -> Result<Option<Array4<f32>>>;
 
-    /// The non-trainable buffers (running statistics), in state-dict order.
+    /// Returns the non-trainable buffers (running statistics), in state-dict order.
     fn buffers(&self) -> Vec<Buffer<'_>> {
         Vec::new()
     }
@@ -189,12 +189,12 @@ pub trait Layer: std::fmt::Debug + Send + Sync {
         Err(Error::invalid("buffer name", name, format!("a buffer of {}", self.describe())))
     }
 
-    /// The activation this layer computes, if it is one a preceding layer can fuse.
+    /// Returns the activation this layer computes, if it is one a preceding layer can fuse.
     fn as_activation(&self) -> Option<Activation> {
         None
     }
 
-    /// Whether [`forward_fused`](Layer::forward_fused) is implemented.
+    /// Returns whether [`forward_fused`](Layer::forward_fused) is implemented.
     fn fuses_activation(&self) -> bool {
         false
     }
@@ -228,13 +228,13 @@ pub(crate) fn standard(x: Array4<f32>) -> Array4<f32> {
     }
 }
 
-/// The shape of `x` as an array.
+/// Returns the shape of `x` as an array.
 pub(crate) fn shape4(x: &Array4<f32>) -> [usize; 4] {
     let s = x.shape();
     [s[0], s[1], s[2], s[3]]
 }
 
-/// The error for a `backward` call with no cached forward pass.
+/// Returns the error for a `backward` call with no cached forward pass.
 pub(crate) fn no_forward_error(layer: &str) -> Error {
     Error::invalid(
         "layer state",

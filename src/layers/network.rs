@@ -1,8 +1,8 @@
 //! A sequential network: layers run in order over one flat parameter buffer.
 //!
-//! Parameter `k` of layer `i` is named `{prefix}.{i}.{name}` as in a PyTorch state dict of an
-//! `nn.Sequential` stored under `prefix` (the DCGAN example uses `main`); every layer takes one
-//! index, activations included. Buffers are named the same way.
+//! A parameter `name` of layer `i` is called `{prefix}.{i}.{name}`, as in the state dict of a
+//! PyTorch `nn.Sequential` stored under `prefix` (the DCGAN example uses `main`). Every layer
+//! takes one index, activations included, and buffers are named the same way.
 //!
 //! When a layer that fuses activations (BatchNorm) is directly followed by a ReLU or LeakyReLU
 //! and both run in the same call, the pair runs as one pass forward and one pass backward. The
@@ -57,7 +57,7 @@ pub struct NamedBuffer<'a> {
     pub data: BufferData<'a>,
 }
 
-/// Where one parameter tensor lives in the flat buffers.
+/// Name, shape and location of one parameter tensor in the flat buffers.
 #[derive(Clone, Debug)]
 struct ParamEntry {
     name: String,
@@ -135,12 +135,12 @@ impl Network {
         }
     }
 
-    /// Number of layers.
+    /// Returns the number of layers.
     pub fn len(&self) -> usize {
         self.layers.len()
     }
 
-    /// Whether there are no layers (never true for a constructed network).
+    /// Returns whether there are no layers (never true for a constructed network).
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
@@ -150,7 +150,7 @@ impl Network {
         self.layers.get(index).map(|l| l.as_ref())
     }
 
-    /// The layers' descriptions, one line each, with their indices.
+    /// Returns the layers' descriptions, one line each, with their indices.
     pub fn describe(&self) -> String {
         let lines: Vec<String> = self
             .layers
@@ -161,12 +161,12 @@ impl Network {
         lines.join("\n")
     }
 
-    /// The state-dict prefix.
+    /// Returns the state-dict prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// Whether BatchNorm + activation pairs run fused (the default).
+    /// Returns whether BatchNorm + activation pairs run fused (the default).
     pub fn fusion(&self) -> bool {
         self.fusion
     }
@@ -176,32 +176,32 @@ impl Network {
         self.fusion = fusion;
     }
 
-    /// Number of trainable parameters.
+    /// Returns the number of trainable parameters.
     pub fn num_params(&self) -> usize {
         self.params.len()
     }
 
-    /// All parameters, layer by layer, each tensor C-contiguous.
+    /// Returns all parameters, layer by layer, each tensor C-contiguous.
     pub fn params(&self) -> &[f32] {
         &self.params
     }
 
-    /// All parameters, mutable.
+    /// Returns all parameters, mutable.
     pub fn params_mut(&mut self) -> &mut [f32] {
         &mut self.params
     }
 
-    /// All gradients, laid out as [`params`](Network::params).
+    /// Returns all gradients, laid out as [`params`](Network::params).
     pub fn grads(&self) -> &[f32] {
         &self.grads
     }
 
-    /// All gradients, mutable.
+    /// Returns all gradients, mutable.
     pub fn grads_mut(&mut self) -> &mut [f32] {
         &mut self.grads
     }
 
-    /// The parameters (mutable) and gradients together, for an optimiser step.
+    /// Returns the parameters (mutable) and gradients together, for an optimiser step.
     pub fn params_and_grads_mut(&mut self) -> (&mut [f32], &[f32]) {
         (&mut self.params, &self.grads)
     }
@@ -211,7 +211,7 @@ impl Network {
         self.grads.fill(0.0);
     }
 
-    /// Each parameter tensor with its name and shape, in state-dict order.
+    /// Returns each parameter tensor with its name and shape, in state-dict order.
     pub fn named_params(&self) -> impl Iterator<Item = NamedTensor<'_>> + '_ {
         self.entries.iter().map(|e| NamedTensor {
             name: e.name.clone(),
@@ -220,7 +220,7 @@ impl Network {
         })
     }
 
-    /// Each gradient tensor, named after its parameter.
+    /// Returns each gradient tensor, named after its parameter.
     pub fn named_grads(&self) -> impl Iterator<Item = NamedTensor<'_>> + '_ {
         self.entries.iter().map(|e| NamedTensor {
             name: e.name.clone(),
@@ -229,7 +229,7 @@ impl Network {
         })
     }
 
-    /// Each non-trainable buffer with its name, shape and data, in state-dict order.
+    /// Returns each non-trainable buffer with its name, shape and data, in state-dict order.
     pub fn named_buffers(&self) -> impl Iterator<Item = NamedBuffer<'_>> + '_ {
         self.layers.iter().enumerate().flat_map(move |(i, layer)| {
             layer.buffers().into_iter().map(move |b| NamedBuffer {
@@ -254,7 +254,7 @@ impl Network {
         })
     }
 
-    /// The parameter tensor `name`.
+    /// Returns the parameter tensor `name`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown name.
@@ -262,7 +262,7 @@ impl Network {
         Ok(&self.params[self.entry(name)?.range.clone()])
     }
 
-    /// The gradient of parameter `name`.
+    /// Returns the gradient of parameter `name`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown name.
@@ -305,7 +305,7 @@ impl Network {
         layer.set_buffer(buffer, data)
     }
 
-    /// The output shape for an input of shape `input`.
+    /// Returns the output shape for an input of shape `input`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when a layer rejects the shape it would receive.

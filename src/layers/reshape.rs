@@ -18,7 +18,7 @@ pub struct Flatten {
 }
 
 impl Flatten {
-    /// A Flatten.
+    /// Creates a Flatten.
     pub fn new() -> Self {
         Flatten::default()
     }

@@ -3,10 +3,10 @@
 //!
 //! Each reference layer is written from its textbook definition (convolutions use the crate's
 //! direct-loop reference in `f64`), without caching, fusion or SIMD, so it shares no code path
-//! with the layers under test. Finite differences of `f64` references need no tolerance
-//! for `f32` rounding: with step `h = 1e-6` on values of order 1, the truncation error is about
-//! `h^2 = 1e-12` and the rounding error about `1e-16 / h = 1e-10`, far below the `f32` error of
-//! the analytic gradients being checked.
+//! with the layers under test. Finite differences of `f64` references need no allowance for
+//! `f32` rounding. With step `h = 1e-6` on values of order 1, the truncation error is about
+//! `h^2 = 1e-12` and the rounding error about `1e-16 / h = 1e-10`. Both are far below the `f32`
+//! error of the analytic gradients being checked.
 #![allow(dead_code)]
 
 use dcgan::kernels::{reference, Conv2dSpec, ConvTranspose2dSpec};
@@ -60,7 +60,7 @@ pub enum RefLayer {
 }
 
 impl RefLayer {
-    /// Number of parameters the layer reads.
+    /// Returns the number of parameters the layer reads.
     pub fn num_params(&self) -> usize {
         match self {
             RefLayer::Conv2d { spec, bias } => {
@@ -77,7 +77,7 @@ impl RefLayer {
         }
     }
 
-    /// The layer's output for `x` with parameters `p`.
+    /// Returns the layer's output for `x` with parameters `p`.
     pub fn forward(&self, p: &[f64], x: &T64) -> T64 {
         assert_eq!(p.len(), self.num_params());
         let [n, c, h, w] = x.shape;
@@ -200,12 +200,12 @@ pub fn bce64(logits: &[f64], target: f64) -> f64 {
         / logits.len() as f64
 }
 
-/// Values uniform in `[-scale, scale)`, rounded to `f32`.
+/// Returns values uniform in `[-scale, scale)`, rounded to `f32`.
 pub fn random_vec(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| scale * (2.0 * rng.uniform() - 1.0)).collect()
 }
 
-/// A random `f32` array of `shape`.
+/// Returns a random `f32` array of `shape`.
 pub fn random_array(rng: &mut Rng, shape: [usize; 4], scale: f32) -> Array4<f32> {
     let len = shape.iter().product();
     Array4::from_shape_vec(shape, random_vec(rng, len, scale)).unwrap()
