@@ -3,9 +3,15 @@
 //! Conv2d is lowered to im2col + GEMM and ConvTranspose2d to GEMM + col2im, over the shared
 //! geometry of [`ConvGeometry`]. [`mod@reference`] holds direct loops used as the ground truth.
 
+mod col2im;
 pub mod conv;
 pub mod conv_transpose;
+mod disjoint;
+pub mod elementwise;
+pub mod gemm;
 pub mod geometry;
+mod im2col;
+mod lowering;
 pub mod reference;
 
 pub use conv::{conv2d_forward, conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight};

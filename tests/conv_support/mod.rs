@@ -1,0 +1,170 @@
+//! Shared helpers of the convolution tests: data, the f64 reference, error bounds.
+#![allow(dead_code)]
+
+use dcgan::kernels::{conv, conv_transpose, reference, Conv2dGeometry, ConvTranspose2dGeometry};
+use dcgan::rng::Rng;
+
+/// Unit roundoff of f32 (round to nearest).
+pub const U32: f64 = f32::EPSILON as f64 / 2.0;
+/// Unit roundoff of f64.
+pub const U64: f64 = f64::EPSILON / 2.0;
+
+/// Higham's `gamma_m = m u / (1 - m u)`: a sum of `m` products computed in floating point, in
+/// any order and with or without fused multiply-adds, differs from the exact sum by at most
+/// `gamma_m` times the sum of the products' absolute values.
+pub fn gamma(m: usize, u: f64) -> f64 {
+    let mu = m as f64 * u;
+    assert!(mu < 0.5, "gamma({m}) too large to bound anything");
+    mu / (1.0 - mu)
+}
+
+/// `len` standard-normal values from `seed`.
+pub fn normal(seed: u64, len: usize) -> Vec<f32> {
+    let mut out = vec![0.0; len];
+    Rng::from_seed(seed).fill_normal(&mut out, 0.0, 1.0);
+    out
+}
+
+/// `len` integers in `-range..=range`, as f32, from `seed`.
+pub fn integers(seed: u64, len: usize, range: usize) -> Vec<f32> {
+    let mut rng = Rng::from_seed(seed);
+    (0..len).map(|_| rng.below(2 * range + 1) as f32 - range as f32).collect()
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+pub fn abs64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| (x as f64).abs()).collect()
+}
+
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Asserts `|got[i] - exact[i]| <= bound[i]` for every element, naming the first failure.
+pub fn assert_close(what: &str, got: &[f32], exact: &[f64], bound: &[f64]) {
+    assert_eq!(got.len(), exact.len(), "{what}: lengths");
+    for (i, ((g, e), b)) in got.iter().zip(exact).zip(bound).enumerate() {
+        let err = (*g as f64 - e).abs();
+        assert!(err <= *b, "{what}[{i}]: got {g}, exact {e}, error {err:e} > bound {b:e}");
+    }
+}
+
+/// The four results of one convolution's kernels, as our f32 implementation computes them.
+pub struct Passes {
+    pub y: Vec<f32>,
+    pub dx: Vec<f32>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+}
+
+/// Runs the conv2d kernels on NaN-filled outputs (forward, grad-input) and zeroed gradients.
+pub fn conv_passes(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    dy: &[f32],
+) -> Passes {
+    let l = &g.lowering;
+    let mut y = vec![f32::NAN; l.grid_len()];
+    conv::conv2d_forward(g, x, w, b, &mut y).unwrap();
+    let mut dx = vec![f32::NAN; l.image_len()];
+    conv::conv2d_grad_input(g, w, dy, &mut dx).unwrap();
+    let mut dw = vec![0.0; l.weight_len()];
+    conv::conv2d_grad_weight(g, x, dy, &mut dw).unwrap();
+    let mut db = vec![0.0; l.c_out];
+    conv::conv2d_grad_bias(g, dy, &mut db).unwrap();
+    Passes { y, dx, dw, db }
+}
+
+/// Runs the conv_transpose2d kernels on NaN-filled outputs and zeroed gradients.
+pub fn conv_transpose_passes(
+    g: &ConvTranspose2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    dy: &[f32],
+) -> Passes {
+    let l = &g.lowering;
+    let mut y = vec![f32::NAN; l.image_len()];
+    conv_transpose::conv_transpose2d_forward(g, x, w, b, &mut y).unwrap();
+    let mut dx = vec![f32::NAN; l.grid_len()];
+    conv_transpose::conv_transpose2d_grad_input(g, w, dy, &mut dx).unwrap();
+    let mut dw = vec![0.0; l.weight_len()];
+    conv_transpose::conv_transpose2d_grad_weight(g, x, dy, &mut dw).unwrap();
+    let mut db = vec![0.0; l.c_in];
+    conv_transpose::conv_transpose2d_grad_bias(g, dy, &mut db).unwrap();
+    Passes { y, dx, dw, db }
+}
+
+/// Either convolution, so that one test body covers both.
+#[derive(Clone, Copy, Debug)]
+pub enum Conv {
+    Forward(Conv2dGeometry),
+    Transposed(ConvTranspose2dGeometry),
+}
+
+impl Conv {
+    /// `[input, output, weight, bias]` lengths.
+    pub fn lens(&self) -> [usize; 4] {
+        match self {
+            Conv::Forward(g) => {
+                let l = &g.lowering;
+                [l.image_len(), l.grid_len(), l.weight_len(), l.c_out]
+            }
+            Conv::Transposed(g) => {
+                let l = &g.lowering;
+                [l.grid_len(), l.image_len(), l.weight_len(), l.c_in]
+            }
+        }
+    }
+
+    /// Number of products summed into one element of the output, of grad-input and of
+    /// grad-weight (upper bounds).
+    pub fn terms(&self) -> [usize; 3] {
+        let (Conv::Forward(Conv2dGeometry { lowering: l })
+        | Conv::Transposed(ConvTranspose2dGeometry { lowering: l })) = self;
+        let image_side = l.c_out * l.k_h * l.k_w; // products per image pixel
+        let grid_side = l.k(); // products per grid element
+        let weight_side = l.n * l.positions(); // products per weight element
+        match self {
+            Conv::Forward(_) => [grid_side + 1, image_side, weight_side],
+            Conv::Transposed(_) => [image_side + 1, grid_side, weight_side],
+        }
+    }
+
+    /// Our f32 kernels.
+    pub fn passes(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, dy: &[f32]) -> Passes {
+        match self {
+            Conv::Forward(g) => conv_passes(g, x, w, b, dy),
+            Conv::Transposed(g) => conv_transpose_passes(g, x, w, b, dy),
+        }
+    }
+
+    /// The reference forward pass in f64.
+    pub fn forward64(&self, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+        match self {
+            Conv::Forward(g) => reference::conv2d_forward(g, x, w, b),
+            Conv::Transposed(g) => reference::conv_transpose2d_forward(g, x, w, b),
+        }
+    }
+
+    /// The reference gradients in f64: `[dx, dw, db]` for output gradient `dy`.
+    pub fn grads64(&self, x: &[f64], w: &[f64], dy: &[f64]) -> [Vec<f64>; 3] {
+        match self {
+            Conv::Forward(g) => [
+                reference::conv2d_grad_input(g, w, dy),
+                reference::conv2d_grad_weight(g, x, dy),
+                reference::conv2d_grad_bias(g, dy),
+            ],
+            Conv::Transposed(g) => [
+                reference::conv_transpose2d_grad_input(g, w, dy),
+                reference::conv_transpose2d_grad_weight(g, x, dy),
+                reference::conv_transpose2d_grad_bias(g, dy),
+            ],
+        }
+    }
+}
