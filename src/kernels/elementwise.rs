@@ -72,6 +72,44 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Transposes the `rows x cols` matrix `src` (row stride `src_ld`) into `dst` (row stride
+/// `dst_ld`): `dst[j * dst_ld + i] = src[i * src_ld + j]`, in 8x8 vector blocks.
+///
+/// # Panics
+/// If either slice is too short for its matrix.
+pub fn transpose(
+    (src, src_ld): (&[f32], usize),
+    [rows, cols]: [usize; 2],
+    (dst, dst_ld): (&mut [f32], usize),
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(src.len() >= (rows - 1) * src_ld + cols, "transpose: source too short");
+    assert!(dst.len() >= (cols - 1) * dst_ld + rows, "transpose: destination too short");
+    let (full_rows, full_cols) = (rows / LANES * LANES, cols / LANES * LANES);
+    for i in (0..full_rows).step_by(LANES) {
+        for j in (0..full_cols).step_by(LANES) {
+            let block: [f32x8; LANES] =
+                std::array::from_fn(|r| load(&src[(i + r) * src_ld + j..][..LANES]));
+            for (c, v) in f32x8::transpose(block).into_iter().enumerate() {
+                store(&mut dst[(j + c) * dst_ld + i..][..LANES], v);
+            }
+        }
+    }
+    // The right edge, then the bottom edge, element by element.
+    for i in 0..full_rows {
+        for j in full_cols..cols {
+            dst[j * dst_ld + i] = src[i * src_ld + j];
+        }
+    }
+    for i in full_rows..rows {
+        for j in 0..cols {
+            dst[j * dst_ld + i] = src[i * src_ld + j];
+        }
+    }
+}
+
 /// Adds the scalar `value` to every element of `dst`.
 #[inline]
 pub fn add_scalar(dst: &mut [f32], value: f32) {
@@ -210,6 +248,23 @@ mod tests {
             add_scalar(&mut dst, 0.5);
             let shifted: Vec<f32> = doubled.iter().map(|v| v + 0.5).collect();
             assert_eq!(dst, shifted, "add_scalar, length {len}");
+        }
+    }
+
+    #[test]
+    fn transpose_blocks_and_edges() {
+        for (rows, cols) in [(1, 1), (3, 5), (8, 8), (9, 17), (16, 24), (21, 8)] {
+            let (src_ld, dst_ld) = (cols + 2, rows + 3);
+            let src: Vec<f32> = (0..rows * src_ld).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; cols * dst_ld];
+            transpose((&src, src_ld), [rows, cols], (&mut dst, dst_ld));
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * dst_ld + i], src[i * src_ld + j], "{rows}x{cols} ({i}, {j})");
+                }
+            }
+            let gaps = (0..cols).flat_map(|j| (rows..dst_ld).map(move |i| j * dst_ld + i));
+            assert!(gaps.into_iter().all(|o| dst[o].is_nan()), "{rows}x{cols}: write in a gap");
         }
     }
 

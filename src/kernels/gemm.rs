@@ -88,6 +88,23 @@ impl<'a> MatRef<'a> {
     pub fn shape(&self) -> [usize; 2] {
         [self.rows, self.cols]
     }
+
+    /// Writes the transpose, `cols x rows`, to `dst` in row-major order.
+    ///
+    /// # Panics
+    /// If `dst` is shorter than `rows * cols`.
+    pub fn transpose_into(&self, dst: &mut [f32]) {
+        if self.col_stride == 1 {
+            let src = (self.data, self.row_stride);
+            super::elementwise::transpose(src, [self.rows, self.cols], (dst, self.rows));
+        } else {
+            for i in 0..self.rows {
+                for j in 0..self.cols {
+                    dst[j * self.rows + i] = self.data[i * self.row_stride + j * self.col_stride];
+                }
+            }
+        }
+    }
 }
 
 impl<'a> MatMut<'a> {
@@ -121,6 +138,17 @@ impl<'a> MatMut<'a> {
     /// `[rows, cols]`.
     pub fn shape(&self) -> [usize; 2] {
         [self.rows, self.cols]
+    }
+
+    /// The same view, borrowed for a shorter time, so that it can be passed to [`gemm`] again.
+    pub fn reborrow(&mut self) -> MatMut<'_> {
+        MatMut {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
     }
 }
 

@@ -7,12 +7,14 @@
 //! - [`grid_to_image`]: `image = col2im(W^T * Y)` (conv grad-input, transposed-conv forward);
 //! - [`weight_product`]: `dW += sum over samples of Y * cols^T` (both grad-weights).
 //!
-//! `cols` is never materialised: a tile of at most [`K_TILE`] rows and [`TILE_ELEMENTS`]
+//! `cols` is never materialised: a tile of at most [`K_TILE`] rows and about [`TILE_ELEMENTS`]
 //! elements is packed (im2col) or produced (GEMM), used, and overwritten by the next, in
-//! per-thread scratch. Grids with fewer than [`MIN_COLUMNS`] positions per sample put several
-//! samples side by side in one GEMM. Every partition below (tiles, sample groups, channel blocks,
-//! reduction chunks) is computed from the geometry alone, never from the number of threads, and
-//! each output element is summed in one fixed order, so results are bit-identical on any pool.
+//! per-thread scratch. Two layouts need no packing at all, because `cols` is then a strided view
+//! of the image ([`Direct`]). Grids with fewer than [`MIN_COLUMNS`] positions per sample put
+//! several samples side by side in one GEMM. Every partition (tiles, sample groups, channel
+//! blocks, reduction chunks) is computed from the geometry alone, never from the number of
+//! threads, and each output element is summed in one fixed order, so results are bit-identical
+//! on any pool.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -21,10 +23,11 @@ use rayon::prelude::*;
 
 use super::col2im::col2im_add;
 use super::disjoint::DisjointSlice;
-use super::elementwise::{add_assign, add_channel_bias, copy};
+use super::elementwise::{add_assign, add_channel_bias, copy, transpose};
 use super::gemm::{gemm, MatMut, MatRef};
 use super::geometry::ConvGeometry;
-use super::im2col::{im2col, RowTaps, Tile};
+use super::im2col::im2col;
+use super::phases::{PhasePlan, Tile};
 
 /// Rows of the column matrix per tile. It equals matrixmultiply's f32 depth block (`KC = 256`),
 /// so cutting `k` into tiles adds no pass over the output that sgemm would not make anyway.
@@ -52,12 +55,14 @@ const PARTIAL_ELEMENTS: usize = 1 << 24;
 struct Scratch {
     /// A column-matrix tile.
     cols: Vec<f32>,
+    /// A column-matrix tile, transposed.
+    cols_t: Vec<f32>,
     /// A folded block of the grid, `[c_out, samples * positions]`.
     grid: Vec<f32>,
     /// An accumulator: a folded output block, or a weight-gradient tile.
     acc: Vec<f32>,
-    /// Phase slots of one image row (see `RowTaps`).
-    slots: Vec<f32>,
+    /// Phase planes of one image channel (see `phases.rs`).
+    planes: Vec<f32>,
 }
 
 thread_local! {
@@ -83,20 +88,35 @@ fn part(len: usize, parts: usize, i: usize) -> Range<usize> {
     i * len / parts..(i + 1) * len / parts
 }
 
-/// How a batch is cut into GEMM columns: groups of `group` samples, the last possibly shorter.
-#[derive(Clone, Copy, Debug)]
-struct Layout {
-    /// Positions per sample.
-    positions: usize,
-    /// Samples per group; above 1 only when a sample has fewer than [`MIN_COLUMNS`] positions.
-    group: usize,
-    /// Number of groups.
-    groups: usize,
-    n: usize,
+/// Lowerings whose column matrix is a strided view of the image, so that im2col and col2im
+/// reduce to nothing (or to a copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direct {
+    /// The kernel covers the whole unpadded image (a 1x1 grid): column `b` of the batch's column
+    /// matrix is sample `b`, flattened. DCGAN's first generator and last discriminator layers.
+    Whole,
+    /// A 1x1 kernel with stride 1 and no padding: a sample's column matrix is the sample itself,
+    /// `[c_in, h * w]`.
+    Pointwise,
+    /// Anything else: im2col and col2im do the work.
+    No,
 }
 
-impl Layout {
-    fn new(g: &ConvGeometry) -> Self {
+/// Everything a pass needs to know about one geometry, computed once per call.
+struct Lowering<'g> {
+    g: &'g ConvGeometry,
+    plan: PhasePlan,
+    direct: Direct,
+    /// Positions per sample.
+    positions: usize,
+    /// Samples per GEMM; above 1 only when a sample has fewer than [`MIN_COLUMNS`] positions.
+    group: usize,
+    /// Number of sample groups.
+    groups: usize,
+}
+
+impl<'g> Lowering<'g> {
+    fn new(g: &'g ConvGeometry) -> Self {
         let positions = g.positions();
         let group = if positions >= MIN_COLUMNS {
             1
@@ -105,15 +125,38 @@ impl Layout {
             let fits = (GROUP_ELEMENTS / (g.c_out * positions).max(1)).max(1);
             wanted.min(fits).min(g.n)
         };
-        Layout { positions, group, groups: g.n.div_ceil(group), n: g.n }
+        let unit_dilation = |axis: usize, k: usize| g.dilation[axis] == 1 || k == 1;
+        let direct = if g.pad == [0, 0]
+            && (g.k_h, g.k_w) == (g.h, g.w)
+            && unit_dilation(0, g.k_h)
+            && unit_dilation(1, g.k_w)
+        {
+            Direct::Whole
+        } else if (g.k_h, g.k_w) == (1, 1) && g.stride == [1, 1] && g.pad == [0, 0] {
+            Direct::Pointwise
+        } else {
+            Direct::No
+        };
+        Lowering {
+            g,
+            plan: PhasePlan::new(g),
+            direct,
+            positions,
+            group,
+            groups: g.n.div_ceil(group),
+        }
     }
 
     fn samples(&self, group: usize) -> Range<usize> {
-        group * self.group..((group + 1) * self.group).min(self.n)
+        group * self.group..((group + 1) * self.group).min(self.g.n)
     }
 
-    /// Number of position tiles per sample for column tiles of `rows` rows: one when samples
-    /// are folded, otherwise enough to keep a tile within [`TILE_ELEMENTS`].
+    fn sample_len(&self) -> usize {
+        self.g.c_in * self.g.h * self.g.w
+    }
+
+    /// Number of position tiles per sample for tiles of `rows` rows: one when samples are
+    /// folded, otherwise enough to keep a tile within [`TILE_ELEMENTS`].
     fn position_tiles(&self, rows: usize) -> usize {
         if self.group > 1 {
             return 1;
@@ -121,35 +164,67 @@ impl Layout {
         let columns = (TILE_ELEMENTS / rows.max(1)).max(MIN_COLUMNS);
         self.positions.div_ceil(columns)
     }
-}
 
-/// Copies samples `samples` of `grid [n, c_out, positions]` into `block [c_out, samples *
-/// positions]`.
-fn gather_grid(g: &ConvGeometry, grid: &[f32], samples: &Range<usize>, block: &mut [f32]) {
-    let (p, columns) = (g.positions(), samples.len() * g.positions());
-    for (s, b) in samples.clone().enumerate() {
-        for co in 0..g.c_out {
-            copy(&mut block[co * columns + s * p..][..p], &grid[(b * g.c_out + co) * p..][..p]);
+    /// Rows `rows` of the column matrices of `samples`, positions `positions` of each, side by
+    /// side: `[rows, samples * positions]`. A view of `image` when the lowering is [`Direct`],
+    /// otherwise packed into `cols`.
+    fn columns<'a>(
+        &self,
+        image: &'a [f32],
+        (samples, rows, positions): (&Range<usize>, &Range<usize>, &Range<usize>),
+        cols: &'a mut Vec<f32>,
+        planes: &mut Vec<f32>,
+    ) -> MatRef<'a> {
+        let (g, sample_len) = (self.g, self.sample_len());
+        let first = samples.start * sample_len;
+        match self.direct {
+            Direct::Whole => {
+                let shape = [rows.len(), samples.len()];
+                return MatRef::new(&image[first + rows.start..], shape, [1, sample_len]);
+            }
+            Direct::Pointwise if samples.len() == 1 => {
+                let (p, shape) = (self.positions, [rows.len(), positions.len()]);
+                let start = first + rows.start * p + positions.start;
+                return MatRef::new(&image[start..], shape, [p, 1]);
+            }
+            _ => {}
         }
+        let ld = samples.len() * positions.len();
+        let tile = Tile { rows: rows.clone(), positions: positions.clone() };
+        let cols = prefix(cols, rows.len() * ld);
+        let planes = prefix(planes, self.plan.window(g, &tile).len());
+        for (s, b) in samples.clone().enumerate() {
+            let x = &image[b * sample_len..][..sample_len];
+            im2col(g, &self.plan, x, &tile, (&mut cols[s * positions.len()..], ld), planes);
+        }
+        MatRef::row_major(cols, rows.len(), ld)
     }
-}
 
-/// Packs rows `rows` of the column matrices of samples `samples`, side by side, into `cols`
-/// `[rows, samples * positions]`.
-fn pack_group(
-    g: &ConvGeometry,
-    taps: &RowTaps,
-    image: &[f32],
-    (samples, rows): (&Range<usize>, &Range<usize>),
-    cols: &mut [f32],
-    slots: &mut [f32],
-) {
-    let (p, sample_len) = (g.positions(), g.c_in * g.h * g.w);
-    let ld = samples.len() * p;
-    for (s, b) in samples.clone().enumerate() {
-        let tile = Tile { rows: rows.clone(), positions: 0..p };
-        let x = &image[b * sample_len..][..sample_len];
-        im2col(g, taps, x, &tile, (&mut cols[s * p..], ld), slots);
+    /// Positions `positions` of `samples` of `grid [n, c_out, positions]`, side by side:
+    /// `[c_out, samples * positions]`. A view when possible, otherwise gathered into `block`.
+    fn grid_block<'a>(
+        &self,
+        grid: &'a [f32],
+        (samples, positions): (&Range<usize>, &Range<usize>),
+        block: &'a mut Vec<f32>,
+    ) -> MatRef<'a> {
+        let (c_out, p) = (self.g.c_out, self.positions);
+        let first = samples.start * c_out * p;
+        if samples.len() == 1 {
+            let shape = [c_out, positions.len()];
+            return MatRef::new(&grid[first + positions.start..], shape, [p, 1]);
+        }
+        if p == 1 {
+            return MatRef::new(&grid[first..], [c_out, samples.len()], [1, c_out]);
+        }
+        let columns = samples.len() * p;
+        let block = prefix(block, c_out * columns);
+        for (s, b) in samples.clone().enumerate() {
+            for co in 0..c_out {
+                copy(&mut block[co * columns + s * p..][..p], &grid[(b * c_out + co) * p..][..p]);
+            }
+        }
+        MatRef::row_major(block, c_out, columns)
     }
 }
 
@@ -162,59 +237,59 @@ pub(crate) fn image_to_grid(
     bias: Option<&[f32]>,
     grid: &mut [f32],
 ) {
-    let layout = Layout::new(g);
-    let taps = RowTaps::new(g);
-    if layout.group == 1 {
-        image_to_grid_per_sample(g, &layout, &taps, (image, weight, bias), grid);
+    let lowering = Lowering::new(g);
+    // sgemm packs its left operand fastest when each column is contiguous, so hand it W^T
+    // [k, c_out] read as W: one transpose per call instead of a slow pack per tile.
+    let (k, c_out) = (g.k(), g.c_out);
+    let mut weight_t = vec![0.0f32; k * c_out];
+    let rows_per_task = k.div_ceil(MIN_ITEMS).max(1);
+    weight_t.par_chunks_mut(rows_per_task * c_out).enumerate().for_each(|(i, dst)| {
+        let first = i * rows_per_task;
+        let src = (&weight[first..], k);
+        transpose(src, [c_out, dst.len() / c_out], (dst, c_out));
+    });
+    if lowering.group == 1 {
+        image_to_grid_per_sample(&lowering, (image, &weight_t, bias), grid);
     } else {
-        image_to_grid_folded(g, &layout, &taps, (image, weight, bias), grid);
+        image_to_grid_folded(&lowering, (image, &weight_t, bias), grid);
     }
 }
 
+/// Image, weight and bias; the weight transposed, `W^T [k, c_out]`.
 type Operands<'a> = (&'a [f32], &'a [f32], Option<&'a [f32]>);
 
 /// [`image_to_grid`] for grids of at least [`MIN_COLUMNS`] positions: one work item per sample
 /// (and per block of output channels when the batch is small), writing its rows of `grid`
 /// directly, one position tile and one `k` tile at a time.
 fn image_to_grid_per_sample(
-    g: &ConvGeometry,
-    layout: &Layout,
-    taps: &RowTaps,
-    (image, weight, bias): Operands<'_>,
+    lowering: &Lowering<'_>,
+    (image, weight_t, bias): Operands<'_>,
     grid: &mut [f32],
 ) {
-    let (k, p) = (g.k(), layout.positions);
+    let (g, p) = (lowering.g, lowering.positions);
+    let k = g.k();
     let k_tiles = k.div_ceil(K_TILE);
-    let p_tiles = layout.position_tiles(k.div_ceil(k_tiles));
-    let blocks =
-        if g.n >= MIN_ITEMS { 1 } else { MIN_ITEMS.div_ceil(g.n).min(g.c_out.div_ceil(16)) };
+    let p_tiles = lowering.position_tiles(k.div_ceil(k_tiles));
+    let blocks = if g.n >= MIN_ITEMS { 1 } else { MIN_ITEMS.div_ceil(g.n).min(g.c_out.div_ceil(16)) };
     let block_rows = g.c_out.div_ceil(blocks);
-    let sample_len = g.c_in * g.h * g.w;
 
-    grid.par_chunks_mut(g.c_out * p).zip(image.par_chunks(sample_len)).for_each(|(y, x)| {
+    grid.par_chunks_mut(g.c_out * p).enumerate().for_each(|(b, y)| {
         y.par_chunks_mut(block_rows * p).enumerate().for_each(|(block, y)| {
             let co = block * block_rows..block * block_rows + y.len() / p;
             with_scratch(|scratch| {
-                let slots = prefix(&mut scratch.slots, taps.buffer_len());
                 for pt in 0..p_tiles {
                     let positions = part(p, p_tiles, pt);
-                    let columns = positions.len();
                     for kt in 0..k_tiles {
-                        // Pack the tile [rows, columns], then y[co, positions] (+)= W * tile.
+                        // y[co, positions] (+)= W[co, rows] * cols[rows, positions]
                         let rows = part(k, k_tiles, kt);
-                        let cols = prefix(&mut scratch.cols, rows.len() * columns);
-                        let tile = Tile { rows: rows.clone(), positions: positions.clone() };
-                        im2col(g, taps, x, &tile, (cols, columns), slots);
+                        let tile = (&(b..b + 1), &rows, &positions);
+                        let cols = lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
                         gemm(
                             1.0,
-                            MatRef::new(
-                                &weight[co.start * k + rows.start..],
-                                [co.len(), rows.len()],
-                                [k, 1],
-                            ),
-                            MatRef::row_major(cols, rows.len(), columns),
+                            MatRef::new(&weight_t[rows.start * g.c_out + co.start..], [co.len(), rows.len()], [1, g.c_out]),
+                            cols,
                             if kt == 0 { 0.0 } else { 1.0 },
-                            MatMut::new(&mut y[positions.start..], [co.len(), columns], [p, 1]),
+                            MatMut::new(&mut y[positions.start..], [co.len(), positions.len()], [p, 1]),
                         );
                     }
                 }
@@ -227,36 +302,37 @@ fn image_to_grid_per_sample(
 }
 
 /// `acc [c_out, samples * positions] = sum over k tiles `k_tiles` of W[:, tile] * cols[tile, :]`
-/// for the samples of one group.
+/// for the samples of one group, from the transposed weight `W^T [k, c_out]`.
 fn group_product(
-    g: &ConvGeometry,
-    taps: &RowTaps,
-    (image, weight): (&[f32], &[f32]),
+    lowering: &Lowering<'_>,
+    (image, weight_t): (&[f32], &[f32]),
     (samples, k_tiles): (&Range<usize>, Range<usize>),
-    acc: &mut [f32],
+    acc: MatMut<'_>,
     scratch: &mut Scratch,
 ) {
+    let g = lowering.g;
     let k = g.k();
     let tiles = k.div_ceil(K_TILE);
-    let columns = samples.len() * g.positions();
-    let slots = prefix(&mut scratch.slots, taps.buffer_len());
+    let positions = 0..lowering.positions;
+    let [_, columns] = acc.shape();
+    let mut acc = acc;
     for kt in k_tiles.clone() {
         let rows = part(k, tiles, kt);
-        let cols = prefix(&mut scratch.cols, rows.len() * columns);
-        pack_group(g, taps, image, (samples, &rows), cols, slots);
+        let tile = (samples, &rows, &positions);
+        let cols = lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
+        debug_assert_eq!(cols.shape(), [rows.len(), columns]);
         gemm(
             1.0,
-            MatRef::new(&weight[rows.start..], [g.c_out, rows.len()], [k, 1]),
-            MatRef::row_major(cols, rows.len(), columns),
+            MatRef::new(&weight_t[rows.start * g.c_out..], [g.c_out, rows.len()], [1, g.c_out]),
+            cols,
             if kt == k_tiles.start { 0.0 } else { 1.0 },
-            MatMut::row_major(acc, g.c_out, columns),
+            acc.reborrow(),
         );
     }
 }
 
-/// Writes a folded block `acc [c_out, samples * positions]` to `y [samples, c_out, positions]`,
-/// adding the bias.
-fn scatter_grid(g: &ConvGeometry, acc: &[f32], y: &mut [f32], bias: Option<&[f32]>) {
+/// Writes a folded block `acc [c_out, samples * positions]` to `y [samples, c_out, positions]`.
+fn scatter_grid(g: &ConvGeometry, acc: &[f32], y: &mut [f32]) {
     let p = g.positions();
     let samples = y.len() / (g.c_out * p);
     for s in 0..samples {
@@ -265,49 +341,58 @@ fn scatter_grid(g: &ConvGeometry, acc: &[f32], y: &mut [f32], bias: Option<&[f32
             copy(dst, &acc[co * samples * p + s * p..][..p]);
         }
     }
-    if let Some(bias) = bias {
-        add_channel_bias(y, bias, p);
-    }
 }
 
 /// [`image_to_grid`] for small grids: one GEMM per group of samples. When there are too few
 /// groups to keep the threads busy, `k` is also split into chunks whose partial products are
 /// summed in chunk order.
 fn image_to_grid_folded(
-    g: &ConvGeometry,
-    layout: &Layout,
-    taps: &RowTaps,
-    (image, weight, bias): Operands<'_>,
+    lowering: &Lowering<'_>,
+    (image, weight_t, bias): Operands<'_>,
     grid: &mut [f32],
 ) {
+    let (g, p) = (lowering.g, lowering.positions);
     let k_tiles = g.k().div_ceil(K_TILE);
-    let block_len = g.c_out * layout.group * layout.positions;
-    let fits = (PARTIAL_ELEMENTS / (block_len * layout.groups)).max(1);
-    let chunks = MIN_ITEMS.div_ceil(layout.groups).min(k_tiles).min(fits);
+    let block_len = g.c_out * lowering.group * p;
+    let fits = (PARTIAL_ELEMENTS / (block_len * lowering.groups)).max(1);
+    let chunks = MIN_ITEMS.div_ceil(lowering.groups).min(k_tiles).min(fits);
 
     if chunks == 1 {
         grid.par_chunks_mut(block_len).enumerate().for_each(|(group, y)| {
-            let samples = layout.samples(group);
+            let samples = lowering.samples(group);
+            let columns = samples.len() * p;
             with_scratch(|scratch| {
-                let mut acc = std::mem::take(&mut scratch.acc);
-                let block = prefix(&mut acc, g.c_out * samples.len() * layout.positions);
-                group_product(g, taps, (image, weight), (&samples, 0..k_tiles), block, scratch);
-                scatter_grid(g, block, y, bias);
-                scratch.acc = acc;
+                let operands = (image, weight_t);
+                if p == 1 {
+                    // y [samples, c_out] is the block itself, transposed.
+                    let acc = MatMut::new(y, [g.c_out, columns], [1, g.c_out]);
+                    group_product(lowering, operands, (&samples, 0..k_tiles), acc, scratch);
+                } else {
+                    let mut block = std::mem::take(&mut scratch.acc);
+                    let acc = prefix(&mut block, g.c_out * columns);
+                    let view = MatMut::row_major(acc, g.c_out, columns);
+                    group_product(lowering, operands, (&samples, 0..k_tiles), view, scratch);
+                    scatter_grid(g, acc, y);
+                    scratch.acc = block;
+                }
             });
+            if let Some(bias) = bias {
+                add_channel_bias(y, bias, p);
+            }
         });
         return;
     }
 
     // Split k: partial products per (group, chunk), then each group sums its chunks in order.
-    let mut partials = vec![0.0f32; layout.groups * chunks * block_len];
+    let mut partials = vec![0.0f32; lowering.groups * chunks * block_len];
     partials.par_chunks_mut(block_len).enumerate().for_each(|(item, acc)| {
         let (group, chunk) = (item / chunks, item % chunks);
-        let samples = layout.samples(group);
-        let acc = &mut acc[..g.c_out * samples.len() * layout.positions];
+        let samples = lowering.samples(group);
+        let columns = samples.len() * p;
+        let acc = MatMut::row_major(acc, g.c_out, columns);
         let k_range = part(k_tiles, chunks, chunk);
         with_scratch(|scratch| {
-            group_product(g, taps, (image, weight), (&samples, k_range), acc, scratch)
+            group_product(lowering, (image, weight_t), (&samples, k_range), acc, scratch)
         });
     });
     partials.par_chunks_mut(chunks * block_len).zip(grid.par_chunks_mut(block_len)).for_each(
@@ -317,7 +402,10 @@ fn image_to_grid_folded(
             for chunk in rest.chunks(block_len) {
                 add_assign(&mut total[..len], &chunk[..len]);
             }
-            scatter_grid(g, &total[..len], y, bias);
+            scatter_grid(g, &total[..len], y);
+            if let Some(bias) = bias {
+                add_channel_bias(y, bias, p);
+            }
         },
     );
 }
@@ -335,74 +423,88 @@ pub(crate) fn grid_to_image(
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
-    let layout = Layout::new(g);
-    let taps = RowTaps::new(g);
-    let (k, p, plane, taps_per_channel) = (g.k(), g.positions(), g.h * g.w, g.k_h * g.k_w);
-    let block_channels = (K_TILE / taps_per_channel).max(1);
+    let lowering = Lowering::new(g);
+    let (k, p, plane, taps) = (g.k(), g.positions(), g.h * g.w, g.k_h * g.k_w);
+    let block_channels = (K_TILE / taps).max(1);
     let blocks = g.c_in.div_ceil(block_channels);
     let out = DisjointSlice::new(image);
 
-    (0..layout.groups * blocks).into_par_iter().for_each(|item| {
+    (0..lowering.groups * blocks).into_par_iter().for_each(|item| {
         let (group, block) = (item / blocks, item % blocks);
-        let samples = layout.samples(group);
+        let samples = lowering.samples(group);
         let channels = block * block_channels..((block + 1) * block_channels).min(g.c_in);
-        let block_rows = channels.start * taps_per_channel..channels.end * taps_per_channel;
+        let block_rows = channels.start * taps..channels.end * taps;
         let row_tiles = block_rows.len().div_ceil(K_TILE);
-        let p_tiles = layout.position_tiles(block_rows.len().div_ceil(row_tiles));
+        let p_tiles = lowering.position_tiles(block_rows.len().div_ceil(row_tiles));
+        // Channels `channels` of sample `b`, `[channels, h, w]`.
         let region = |b: usize| {
             let start = (b * g.c_in + channels.start) * plane;
-            // SAFETY: item (group, block) touches only channels `channels` of the samples of
-            // `group`; groups partition the samples and blocks the channels, so no other item
-            // asks for an overlapping range.
+            // SAFETY: item (group, block) asks only for channels `channels` of the samples of
+            // `group`, one sample at a time; groups partition the samples and blocks the
+            // channels, so no other item asks for an overlapping range.
             unsafe { out.range_mut(start..start + channels.len() * plane) }
         };
+        let block_geometry = ConvGeometry { c_in: channels.len(), ..*g };
 
         with_scratch(|scratch| {
-            let Scratch { cols, grid: grid_block, slots, .. } = scratch;
-            let slots = prefix(slots, taps.buffer_len());
-            let columns_max =
-                if layout.group > 1 { samples.len() * p } else { p.div_ceil(p_tiles) };
-
-            // The grid operand: the sample itself, or the group's samples gathered side by side.
-            let (operand, ld) = if layout.group > 1 {
-                let block = prefix(grid_block, g.c_out * samples.len() * p);
-                gather_grid(g, grid, &samples, block);
-                (&*block, samples.len() * p)
-            } else {
-                (&grid[samples.start * g.c_out * p..][..g.c_out * p], p)
+            let Scratch { cols, grid: gathered, planes, .. } = scratch;
+            let scatters = match lowering.direct {
+                Direct::Whole => false,
+                Direct::Pointwise => samples.len() > 1,
+                Direct::No => true,
             };
-
-            for (s, b) in samples.clone().enumerate() {
-                let x = region(b);
-                x.fill(0.0);
-                for pt in 0..p_tiles {
-                    let positions = part(p, p_tiles, pt);
-                    let first_column = if layout.group > 1 { s * p } else { positions.start };
-                    for rt in 0..row_tiles {
-                        // tile [rows, columns] = W^T[rows, :] * grid[:, columns], then col2im.
-                        let r = part(block_rows.len(), row_tiles, rt);
-                        let rows = block_rows.start + r.start..block_rows.start + r.end;
-                        let tile_cols = prefix(cols, rows.len() * columns_max);
-                        let columns = positions.len();
-                        gemm(
-                            1.0,
-                            MatRef::new(&weight[rows.start..], [rows.len(), g.c_out], [1, k]),
-                            MatRef::new(&operand[first_column..], [g.c_out, columns], [ld, 1]),
-                            0.0,
-                            MatMut::row_major(tile_cols, rows.len(), columns),
-                        );
-                        let local = rows.start - channels.start * taps_per_channel
-                            ..rows.end - channels.start * taps_per_channel;
-                        let tile = Tile { rows: local, positions: positions.clone() };
-                        let block_geometry = ConvGeometry { c_in: channels.len(), ..*g };
-                        col2im_add(&block_geometry, &taps, (tile_cols, columns), &tile, x, slots);
-                    }
+            if scatters {
+                // col2im adds into the image, so it starts from zero.
+                for b in samples.clone() {
+                    region(b).fill(0.0);
                 }
-                if let Some(bias) = bias {
-                    add_channel_bias(x, &bias[channels.clone()], plane);
+            }
+            for pt in 0..p_tiles {
+                let positions = if lowering.group > 1 { 0..p } else { part(p, p_tiles, pt) };
+                let y = lowering.grid_block(grid, (&samples, &positions), gathered);
+                let columns = y.shape()[1];
+                for rt in 0..row_tiles {
+                    // Rows of the tile, within the block and within the whole matrix.
+                    let local = part(block_rows.len(), row_tiles, rt);
+                    let rows = block_rows.start + local.start..block_rows.start + local.end;
+                    let w_t = MatRef::new(&weight[rows.start..], [rows.len(), g.c_out], [1, k]);
+                    match lowering.direct {
+                        Direct::Pointwise if samples.len() == 1 => {
+                            // The tile is the image block itself.
+                            let x = &mut region(samples.start)[local.start * p + positions.start..];
+                            gemm(1.0, w_t, y, 0.0, MatMut::new(x, [rows.len(), columns], [p, 1]));
+                        }
+                        Direct::Whole => {
+                            // Column s of the tile is sample s's rows; store them sample-major.
+                            let tile = prefix(cols, rows.len() * columns);
+                            let t = MatMut::new(tile, [rows.len(), columns], [1, rows.len()]);
+                            gemm(1.0, w_t, y, 0.0, t);
+                            for (s, b) in samples.clone().enumerate() {
+                                let src = &tile[s * rows.len()..][..rows.len()];
+                                copy(&mut region(b)[local.clone()], src);
+                            }
+                        }
+                        _ => {
+                            let tile = prefix(cols, rows.len() * columns);
+                            gemm(1.0, w_t, y, 0.0, MatMut::row_major(tile, rows.len(), columns));
+                            let t = Tile { rows: local.clone(), positions: positions.clone() };
+                            let window = lowering.plan.window(g, &t).len();
+                            let planes = prefix(planes, window);
+                            for (s, b) in samples.clone().enumerate() {
+                                let from = (&tile[s * positions.len()..], columns);
+                                let plan = &lowering.plan;
+                                col2im_add(&block_geometry, plan, from, &t, region(b), planes);
+                            }
+                        }
+                    }
                 }
             }
         });
+        if let Some(bias) = bias {
+            for b in samples {
+                add_channel_bias(region(b), &bias[channels.clone()], plane);
+            }
+        }
     });
 }
 
@@ -414,18 +516,17 @@ pub(crate) fn grid_to_image(
 /// is split into chunks only when there are fewer than [`MIN_ITEMS`] tiles, and the number of
 /// chunks depends on the tile count and the batch size alone.
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
-    let layout = Layout::new(g);
-    let taps = RowTaps::new(g);
+    let lowering = Lowering::new(g);
     let k = g.k();
     let k_tiles = k.div_ceil(K_TILE);
     let tile_len = g.c_out * k.div_ceil(k_tiles);
     let fits = (PARTIAL_ELEMENTS / (tile_len * k_tiles)).max(1);
-    let chunks = MIN_ITEMS.div_ceil(k_tiles).min(layout.groups).min(fits);
+    let chunks = MIN_ITEMS.div_ceil(k_tiles).min(lowering.groups).min(fits);
     let out = DisjointSlice::new(dweight);
     let add_tile = |rows: &Range<usize>, acc: &[f32]| {
         for co in 0..g.c_out {
-            // SAFETY: the ranges of tile `rows` are columns `rows` of dweight's rows; tiles
-            // partition the columns, and each tile is added by one task.
+            // SAFETY: tile `rows` is columns `rows` of every row of dweight; tiles partition
+            // the columns, and each tile is added by one task.
             let dst = unsafe { out.range_mut(co * k + rows.start..co * k + rows.end) };
             add_assign(dst, &acc[co * rows.len()..][..rows.len()]);
         }
@@ -437,8 +538,8 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
             with_scratch(|scratch| {
                 let mut acc = std::mem::take(&mut scratch.acc);
                 let tile = prefix(&mut acc, g.c_out * rows.len());
-                let groups = 0..layout.groups;
-                weight_tile(g, &layout, &taps, (image, grid), (&rows, groups), tile, scratch);
+                let groups = 0..lowering.groups;
+                weight_tile(&lowering, (image, grid), (&rows, groups), tile, scratch);
                 add_tile(&rows, tile);
                 scratch.acc = acc;
             });
@@ -450,11 +551,9 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
     partials.par_chunks_mut(tile_len).enumerate().for_each(|(item, acc)| {
         let (kt, chunk) = (item / chunks, item % chunks);
         let rows = part(k, k_tiles, kt);
-        let groups = part(layout.groups, chunks, chunk);
+        let groups = part(lowering.groups, chunks, chunk);
         let acc = &mut acc[..g.c_out * rows.len()];
-        with_scratch(|scratch| {
-            weight_tile(g, &layout, &taps, (image, grid), (&rows, groups), acc, scratch)
-        });
+        with_scratch(|scratch| weight_tile(&lowering, (image, grid), (&rows, groups), acc, scratch));
     });
     partials.par_chunks_mut(chunks * tile_len).enumerate().for_each(|(kt, parts)| {
         let rows = part(k, k_tiles, kt);
@@ -468,49 +567,54 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
 }
 
 /// `acc [c_out, rows] = sum over groups `groups`, in order, of grid * cols[rows, :]^T`.
+///
+/// Both operands arrive with the summed index (positions) contiguous, which is the slowest
+/// layout for sgemm to pack; each is transposed once per tile instead, unless it is already a
+/// view with the right layout.
 fn weight_tile(
-    g: &ConvGeometry,
-    layout: &Layout,
-    taps: &RowTaps,
+    lowering: &Lowering<'_>,
     (image, grid): (&[f32], &[f32]),
     (rows, groups): (&Range<usize>, Range<usize>),
     acc: &mut [f32],
     scratch: &mut Scratch,
 ) {
-    let Scratch { cols, grid: grid_block, slots, .. } = scratch;
-    let slots = prefix(slots, taps.buffer_len());
-    let (p, sample_len) = (layout.positions, g.c_in * g.h * g.w);
-    let p_tiles = layout.position_tiles(rows.len());
+    let (g, p) = (lowering.g, lowering.positions);
+    let p_tiles = lowering.position_tiles(rows.len());
     let mut first = true;
     for group in groups {
-        let samples = layout.samples(group);
+        let samples = lowering.samples(group);
         for pt in 0..p_tiles {
-            // Pack cols[rows, columns] and find the matching grid block [c_out, columns].
-            let (operand, columns, ld) = if layout.group > 1 {
-                let columns = samples.len() * p;
-                let tile = prefix(cols, rows.len() * columns);
-                pack_group(g, taps, image, (&samples, rows), tile, slots);
-                let block = prefix(grid_block, g.c_out * columns);
-                gather_grid(g, grid, &samples, block);
-                (&*block, columns, columns)
+            let positions = part(p, p_tiles, pt);
+            let columns = samples.len() * positions.len();
+
+            // cols^T [columns, rows]
+            let cols_t = if lowering.direct == Direct::Whole {
+                let tile = (&samples, rows, &positions);
+                lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes).t()
             } else {
-                let b = samples.start;
-                let positions = part(p, p_tiles, pt);
-                let tile = prefix(cols, rows.len() * positions.len());
-                let x = &image[b * sample_len..][..sample_len];
-                let t = Tile { rows: rows.clone(), positions: positions.clone() };
-                im2col(g, taps, x, &t, (tile, positions.len()), slots);
-                (&grid[b * g.c_out * p + positions.start..], positions.len(), p)
+                let tile = (&samples, rows, &positions);
+                let cols = lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
+                let cols_t = prefix(&mut scratch.cols_t, columns * rows.len());
+                cols.transpose_into(cols_t);
+                MatRef::row_major(cols_t, columns, rows.len())
             };
 
-            // acc (+)= grid_block * cols^T
-            gemm(
-                1.0,
-                MatRef::new(operand, [g.c_out, columns], [ld, 1]),
-                MatRef::row_major(&cols[..rows.len() * columns], rows.len(), columns).t(),
-                if first { 0.0 } else { 1.0 },
-                MatMut::row_major(acc, g.c_out, rows.len()),
-            );
+            // grid [c_out, columns], stored column by column
+            let y = if samples.len() > 1 && p == 1 {
+                lowering.grid_block(grid, (&samples, &positions), &mut scratch.grid)
+            } else {
+                let y_t = prefix(&mut scratch.grid, columns * g.c_out);
+                for (s, b) in samples.clone().enumerate() {
+                    let src = (&grid[b * g.c_out * p + positions.start..], p);
+                    let dst = (&mut y_t[s * positions.len() * g.c_out..], g.c_out);
+                    transpose(src, [g.c_out, positions.len()], dst);
+                }
+                MatRef::new(y_t, [g.c_out, columns], [1, g.c_out])
+            };
+
+            // acc (+)= grid * cols^T
+            let beta = if first { 0.0 } else { 1.0 };
+            gemm(1.0, y, cols_t, beta, MatMut::row_major(acc, g.c_out, rows.len()));
             first = false;
         }
     }

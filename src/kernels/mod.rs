@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod geometry;
 mod im2col;
 mod lowering;
+mod phases;
 pub mod reference;
 
 pub use conv::{conv2d_forward, conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight};

@@ -1,0 +1,71 @@
+//! Prints GFLOP/s of every DCGAN convolution pass at batch 64, beside matrixmultiply's sgemm on
+//! the same whole-batch GEMM shape (the roofline of the im2col + GEMM design).
+//!
+//! ```sh
+//! cargo run --release --example conv_gflops            # every layer
+//! cargo run --release --example conv_gflops -- D2 G3   # layers whose name contains a filter
+//! ```
+//!
+//! Each time is the minimum over repetitions (at least 3, and at least 0.3 s per variant), which
+//! filters out interference from other processes; ours and sgemm are timed alternately so that
+//! both see the same machine state. FLOPs are `2 * m * k * n` of the pass's GEMM.
+
+#[path = "../benches/dcgan_layers.rs"]
+mod dcgan_layers;
+
+use std::time::{Duration, Instant};
+
+use dcgan_layers::{dcgan_layers, pool, GemmWorkload, Pass, Workload};
+
+const BATCH: usize = 64;
+
+/// Minimum wall time of `f` over at least 3 calls and 0.3 s, after one warm-up call.
+fn min_time(mut f: impl FnMut()) -> Duration {
+    f();
+    let (start, mut best, mut reps) = (Instant::now(), Duration::MAX, 0);
+    while reps < 3 || start.elapsed() < Duration::from_millis(300) {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed());
+        reps += 1;
+    }
+    best
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).collect();
+    let (one, two) = (pool(1), pool(2));
+    println!("batch {BATCH}; GFLOP/s = 2*m*k*n / time; ratio = ours / sgemm (1 thread)");
+    println!(
+        "{:<34} {:<11} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "layer", "pass", "gemm m x k x n", "ours 1t", "ours 2t", "sgemm 1t", "ratio1", "ratio2"
+    );
+    for layer in dcgan_layers() {
+        let name = layer.name();
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let mut work = Workload::new(layer, BATCH);
+        for pass in Pass::ALL {
+            let shape = layer.gemm_shape(pass, BATCH);
+            let gflop = layer.flops(pass, BATCH) as f64 * 1e-9;
+            let mut sgemm = GemmWorkload::new(shape);
+            let ours1 = min_time(|| one.install(|| work.run(pass)));
+            let reference = min_time(|| sgemm.run());
+            let ours2 = min_time(|| two.install(|| work.run(pass)));
+            let rate = |t: Duration| gflop / t.as_secs_f64();
+            let [m, k, n] = shape;
+            println!(
+                "{:<34} {:<11} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2}",
+                name,
+                pass.name(),
+                format!("{m}x{k}x{n}"),
+                rate(ours1),
+                rate(ours2),
+                rate(reference),
+                reference.as_secs_f64() / ours1.as_secs_f64(),
+                reference.as_secs_f64() / ours2.as_secs_f64(),
+            );
+        }
+    }
+}
