@@ -214,13 +214,15 @@ impl Workload {
             (Geometry::Conv(g), Pass::GradWeight) => {
                 conv::conv2d_grad_weight(&g, &w.input, &w.grad_output, &mut w.grad_weight)
             }
-            (Geometry::ConvTranspose(g), Pass::Forward) => conv_transpose::conv_transpose2d_forward(
-                &g,
-                &w.input,
-                &w.weight,
-                Some(&w.bias),
-                &mut w.output,
-            ),
+            (Geometry::ConvTranspose(g), Pass::Forward) => {
+                conv_transpose::conv_transpose2d_forward(
+                    &g,
+                    &w.input,
+                    &w.weight,
+                    Some(&w.bias),
+                    &mut w.output,
+                )
+            }
             (Geometry::ConvTranspose(g), Pass::GradInput) => {
                 conv_transpose::conv_transpose2d_grad_input(
                     &g,

@@ -260,7 +260,11 @@ mod tests {
             transpose((&src, src_ld), [rows, cols], (&mut dst, dst_ld));
             for i in 0..rows {
                 for j in 0..cols {
-                    assert_eq!(dst[j * dst_ld + i], src[i * src_ld + j], "{rows}x{cols} ({i}, {j})");
+                    assert_eq!(
+                        dst[j * dst_ld + i],
+                        src[i * src_ld + j],
+                        "{rows}x{cols} ({i}, {j})"
+                    );
                 }
             }
             let gaps = (0..cols).flat_map(|j| (rows..dst_ld).map(move |i| j * dst_ld + i));

@@ -7,9 +7,7 @@
 
 use super::elementwise;
 use super::geometry::ConvGeometry;
-use super::phases::{
-    copy_runs, for_each_row, split_strided, GridRows, PhasePlan, Tile, Window,
-};
+use super::phases::{copy_runs, for_each_row, split_strided, GridRows, PhasePlan, Tile, Window};
 
 /// `dst[j] = src[j * stride]`, with a vectorisable loop for stride 2.
 #[inline]
@@ -17,14 +15,21 @@ fn gather_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     match stride {
         1 => elementwise::copy(dst, &src[..dst.len()]),
         2 => {
-            // Chunks of 8 outputs, each reading the 15 inputs from its first to its last.
-            let chunks = dst.len() / 8;
-            for (i, dc) in dst.chunks_exact_mut(8).enumerate() {
-                let sc: &[f32; 15] = src[16 * i..16 * i + 15].try_into().expect("15 inputs");
+            // Chunks of 8 outputs from 16 inputs (two plain vector loads); the inputs of the
+            // last chunk may end one short of 16, which the scalar loop below covers.
+            let mut done = (dst.len() / 8).min(src.len() / 16) * 8;
+            for (dc, sc) in dst.chunks_exact_mut(8).zip(src.chunks_exact(16)) {
+                let sc: &[f32; 16] = sc.try_into().expect("16 inputs");
                 let even: [f32; 8] = std::array::from_fn(|j| sc[2 * j]);
                 dc.copy_from_slice(&even);
             }
-            for j in chunks * 8..dst.len() {
+            if dst.len() - done >= 8 {
+                let sc: &[f32; 15] = src[2 * done..2 * done + 15].try_into().expect("15 inputs");
+                let even: [f32; 8] = std::array::from_fn(|j| sc[2 * j]);
+                dst[done..done + 8].copy_from_slice(&even);
+                done += 8;
+            }
+            for j in done..dst.len() {
                 dst[j] = src[2 * j];
             }
         }
@@ -38,7 +43,11 @@ fn gather_strided(dst: &mut [f32], src: &[f32], stride: usize) {
 
 /// Where each phase plane's rows meet the image: per plane, the counts of leading zero entries,
 /// entries inside the image row and trailing zero entries, and the first image column inside.
-pub(crate) fn plane_borders(g: &ConvGeometry, plan: &PhasePlan, window: &Window) -> Vec<[usize; 4]> {
+pub(crate) fn plane_borders(
+    g: &ConvGeometry,
+    plan: &PhasePlan,
+    window: &Window,
+) -> Vec<[usize; 4]> {
     (0..window.planes)
         .map(|slot| {
             let (len, base) = plan.plane_row(slot, window, g.stride[1]);

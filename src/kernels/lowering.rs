@@ -35,16 +35,21 @@ const K_TILE: usize = 256;
 
 /// Elements of one column-matrix tile (512 KiB): half of a 1 MiB L2 cache, leaving the other
 /// half for the copy sgemm packs from it.
-const TILE_ELEMENTS: usize = 128 * 1024;
+const TILE_ELEMENTS: usize = 256 * 1024;
 
-/// Fewest GEMM columns worth a call: grids with fewer positions per sample fold samples together.
+/// GEMM columns a call aims for: matrixmultiply's f32 column block (`NC = 1024`). sgemm packs
+/// its left operand once per call and column block, so narrower calls pack it more often.
+const GEMM_COLUMNS: usize = 1024;
+
+/// Fewest columns per position tile when a sample is tiled.
 const MIN_COLUMNS: usize = 128;
 
 /// Largest folded grid block `[c_out, samples * positions]` kept in scratch (4 MiB).
 const GROUP_ELEMENTS: usize = 1 << 20;
 
-/// Work items a pass tries to offer rayon, so that threads can balance.
-const MIN_ITEMS: usize = 8;
+/// Work items a pass tries to offer rayon, so that threads can balance. Sample groups are kept
+/// small enough that a batch of at least `2 * MIN_ITEMS` samples has this many.
+const MIN_ITEMS: usize = 4;
 
 /// Largest total of partial sums a split reduction may allocate (64 MiB).
 const PARTIAL_ELEMENTS: usize = 1 << 24;
@@ -118,13 +123,10 @@ struct Lowering<'g> {
 impl<'g> Lowering<'g> {
     fn new(g: &'g ConvGeometry) -> Self {
         let positions = g.positions();
-        let group = if positions >= MIN_COLUMNS {
-            1
-        } else {
-            let wanted = MIN_COLUMNS.div_ceil(positions);
-            let fits = (GROUP_ELEMENTS / (g.c_out * positions).max(1)).max(1);
-            wanted.min(fits).min(g.n)
-        };
+        let wanted = GEMM_COLUMNS.div_ceil(positions);
+        let spread = (g.n / MIN_ITEMS).max(1);
+        let fits = (GROUP_ELEMENTS / (g.c_out * positions).max(1)).max(1);
+        let group = wanted.min(spread).min(fits).min(g.n).max(1);
         let unit_dilation = |axis: usize, k: usize| g.dilation[axis] == 1 || k == 1;
         let direct = if g.pad == [0, 0]
             && (g.k_h, g.k_w) == (g.h, g.w)
@@ -270,7 +272,8 @@ fn image_to_grid_per_sample(
     let k = g.k();
     let k_tiles = k.div_ceil(K_TILE);
     let p_tiles = lowering.position_tiles(k.div_ceil(k_tiles));
-    let blocks = if g.n >= MIN_ITEMS { 1 } else { MIN_ITEMS.div_ceil(g.n).min(g.c_out.div_ceil(16)) };
+    let blocks =
+        if g.n >= MIN_ITEMS { 1 } else { MIN_ITEMS.div_ceil(g.n).min(g.c_out.div_ceil(16)) };
     let block_rows = g.c_out.div_ceil(blocks);
 
     grid.par_chunks_mut(g.c_out * p).enumerate().for_each(|(b, y)| {
@@ -283,13 +286,22 @@ fn image_to_grid_per_sample(
                         // y[co, positions] (+)= W[co, rows] * cols[rows, positions]
                         let rows = part(k, k_tiles, kt);
                         let tile = (&(b..b + 1), &rows, &positions);
-                        let cols = lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
+                        let cols =
+                            lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
                         gemm(
                             1.0,
-                            MatRef::new(&weight_t[rows.start * g.c_out + co.start..], [co.len(), rows.len()], [1, g.c_out]),
+                            MatRef::new(
+                                &weight_t[rows.start * g.c_out + co.start..],
+                                [co.len(), rows.len()],
+                                [1, g.c_out],
+                            ),
                             cols,
                             if kt == 0 { 0.0 } else { 1.0 },
-                            MatMut::new(&mut y[positions.start..], [co.len(), positions.len()], [p, 1]),
+                            MatMut::new(
+                                &mut y[positions.start..],
+                                [co.len(), positions.len()],
+                                [p, 1],
+                            ),
                         );
                     }
                 }
@@ -301,23 +313,22 @@ fn image_to_grid_per_sample(
     });
 }
 
-/// `acc [c_out, samples * positions] = sum over k tiles `k_tiles` of W[:, tile] * cols[tile, :]`
-/// for the samples of one group, from the transposed weight `W^T [k, c_out]`.
+/// `acc [c_out, samples * positions] = W * cols`, summed over `k` tiles in order, for the samples
+/// of one group, from the transposed weight `W^T [k, c_out]`.
 fn group_product(
     lowering: &Lowering<'_>,
     (image, weight_t): (&[f32], &[f32]),
-    (samples, k_tiles): (&Range<usize>, Range<usize>),
-    acc: MatMut<'_>,
+    samples: &Range<usize>,
+    mut acc: MatMut<'_>,
     scratch: &mut Scratch,
 ) {
     let g = lowering.g;
     let k = g.k();
-    let tiles = k.div_ceil(K_TILE);
+    let k_tiles = k.div_ceil(K_TILE);
     let positions = 0..lowering.positions;
     let [_, columns] = acc.shape();
-    let mut acc = acc;
-    for kt in k_tiles.clone() {
-        let rows = part(k, tiles, kt);
+    for kt in 0..k_tiles {
+        let rows = part(k, k_tiles, kt);
         let tile = (samples, &rows, &positions);
         let cols = lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
         debug_assert_eq!(cols.shape(), [rows.len(), columns]);
@@ -325,7 +336,7 @@ fn group_product(
             1.0,
             MatRef::new(&weight_t[rows.start * g.c_out..], [g.c_out, rows.len()], [1, g.c_out]),
             cols,
-            if kt == k_tiles.start { 0.0 } else { 1.0 },
+            if kt == 0 { 0.0 } else { 1.0 },
             acc.reborrow(),
         );
     }
@@ -343,71 +354,37 @@ fn scatter_grid(g: &ConvGeometry, acc: &[f32], y: &mut [f32]) {
     }
 }
 
-/// [`image_to_grid`] for small grids: one GEMM per group of samples. When there are too few
-/// groups to keep the threads busy, `k` is also split into chunks whose partial products are
-/// summed in chunk order.
+/// [`image_to_grid`] for small grids: one GEMM per group of samples, computed into scratch and
+/// scattered to the samples' rows of `grid`, or written in place when each sample's grid is a
+/// single position.
 fn image_to_grid_folded(
     lowering: &Lowering<'_>,
     (image, weight_t, bias): Operands<'_>,
     grid: &mut [f32],
 ) {
     let (g, p) = (lowering.g, lowering.positions);
-    let k_tiles = g.k().div_ceil(K_TILE);
-    let block_len = g.c_out * lowering.group * p;
-    let fits = (PARTIAL_ELEMENTS / (block_len * lowering.groups)).max(1);
-    let chunks = MIN_ITEMS.div_ceil(lowering.groups).min(k_tiles).min(fits);
-
-    if chunks == 1 {
-        grid.par_chunks_mut(block_len).enumerate().for_each(|(group, y)| {
-            let samples = lowering.samples(group);
-            let columns = samples.len() * p;
-            with_scratch(|scratch| {
-                let operands = (image, weight_t);
-                if p == 1 {
-                    // y [samples, c_out] is the block itself, transposed.
-                    let acc = MatMut::new(y, [g.c_out, columns], [1, g.c_out]);
-                    group_product(lowering, operands, (&samples, 0..k_tiles), acc, scratch);
-                } else {
-                    let mut block = std::mem::take(&mut scratch.acc);
-                    let acc = prefix(&mut block, g.c_out * columns);
-                    let view = MatMut::row_major(acc, g.c_out, columns);
-                    group_product(lowering, operands, (&samples, 0..k_tiles), view, scratch);
-                    scatter_grid(g, acc, y);
-                    scratch.acc = block;
-                }
-            });
-            if let Some(bias) = bias {
-                add_channel_bias(y, bias, p);
-            }
-        });
-        return;
-    }
-
-    // Split k: partial products per (group, chunk), then each group sums its chunks in order.
-    let mut partials = vec![0.0f32; lowering.groups * chunks * block_len];
-    partials.par_chunks_mut(block_len).enumerate().for_each(|(item, acc)| {
-        let (group, chunk) = (item / chunks, item % chunks);
+    grid.par_chunks_mut(g.c_out * lowering.group * p).enumerate().for_each(|(group, y)| {
         let samples = lowering.samples(group);
         let columns = samples.len() * p;
-        let acc = MatMut::row_major(acc, g.c_out, columns);
-        let k_range = part(k_tiles, chunks, chunk);
         with_scratch(|scratch| {
-            group_product(lowering, (image, weight_t), (&samples, k_range), acc, scratch)
+            let operands = (image, weight_t);
+            if p == 1 {
+                // y [samples, c_out] is the block itself, transposed.
+                let acc = MatMut::new(y, [g.c_out, columns], [1, g.c_out]);
+                group_product(lowering, operands, &samples, acc, scratch);
+            } else {
+                let mut block = std::mem::take(&mut scratch.acc);
+                let acc = prefix(&mut block, g.c_out * columns);
+                let view = MatMut::row_major(acc, g.c_out, columns);
+                group_product(lowering, operands, &samples, view, scratch);
+                scatter_grid(g, acc, y);
+                scratch.acc = block;
+            }
         });
+        if let Some(bias) = bias {
+            add_channel_bias(y, bias, p);
+        }
     });
-    partials.par_chunks_mut(chunks * block_len).zip(grid.par_chunks_mut(block_len)).for_each(
-        |(parts, y)| {
-            let len = y.len();
-            let (total, rest) = parts.split_at_mut(block_len);
-            for chunk in rest.chunks(block_len) {
-                add_assign(&mut total[..len], &chunk[..len]);
-            }
-            scatter_grid(g, &total[..len], y);
-            if let Some(bias) = bias {
-                add_channel_bias(y, bias, p);
-            }
-        },
-    );
 }
 
 /// `image = col2im(W^T * grid) + bias`, overwriting `image [n, c_in, h, w]` from `grid [n,
@@ -553,7 +530,9 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
         let rows = part(k, k_tiles, kt);
         let groups = part(lowering.groups, chunks, chunk);
         let acc = &mut acc[..g.c_out * rows.len()];
-        with_scratch(|scratch| weight_tile(&lowering, (image, grid), (&rows, groups), acc, scratch));
+        with_scratch(|scratch| {
+            weight_tile(&lowering, (image, grid), (&rows, groups), acc, scratch)
+        });
     });
     partials.par_chunks_mut(chunks * tile_len).enumerate().for_each(|(kt, parts)| {
         let rows = part(k, k_tiles, kt);

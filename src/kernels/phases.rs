@@ -171,15 +171,15 @@ impl GridRows {
         let (last_row, last_ox) = (end / out_w, end % out_w);
         if first_row == last_row {
             // Inside one grid row, never a whole one.
-            let head = (start < end).then(|| Segment { oy: first_row, ox: first_ox..last_ox, col: 0 });
+            let head =
+                (start < end).then_some(Segment { oy: first_row, ox: first_ox..last_ox, col: 0 });
             return GridRows { head, body: 0..0, body_col: 0, tail: None };
         }
-        let head = (first_ox > 0)
-            .then(|| Segment { oy: first_row, ox: first_ox..out_w, col: 0 });
+        let head = (first_ox > 0).then_some(Segment { oy: first_row, ox: first_ox..out_w, col: 0 });
         let body_start = if first_ox > 0 { first_row + 1 } else { first_row };
         let body_col = head.as_ref().map_or(0, |h| h.ox.len());
         let tail_col = body_col + (last_row - body_start) * out_w;
-        let tail = (last_ox > 0).then(|| Segment { oy: last_row, ox: 0..last_ox, col: tail_col });
+        let tail = (last_ox > 0).then_some(Segment { oy: last_row, ox: 0..last_ox, col: tail_col });
         GridRows { head, body: body_start..last_row, body_col, tail }
     }
 }
@@ -289,7 +289,8 @@ mod tests {
 
     #[test]
     fn for_each_row_counts_like_division() {
-        let g = Conv2dSpec { kernel: [3, 2], ..Conv2dSpec::new(4, 1, 1) }.geometry(1, 5, 5).unwrap();
+        let g =
+            Conv2dSpec { kernel: [3, 2], ..Conv2dSpec::new(4, 1, 1) }.geometry(1, 5, 5).unwrap();
         let mut visited = Vec::new();
         for_each_row(&g.lowering, &(5..20), |ci, ky, kx, i| visited.push((ci, ky, kx, i)));
         let expected: Vec<_> = (5..20).map(|r| (r / 6, (r / 2) % 3, r % 2, r - 5)).collect();
@@ -300,13 +301,19 @@ mod tests {
     fn grid_rows_of_tiles() {
         let seg = |oy, ox, col| Some(Segment { oy, ox, col });
         let rows = GridRows::new(5, &(3..13));
-        assert_eq!(rows, GridRows { head: seg(0, 3..5, 0), body: 1..2, body_col: 2, tail: seg(2, 0..3, 7) });
+        assert_eq!(
+            rows,
+            GridRows { head: seg(0, 3..5, 0), body: 1..2, body_col: 2, tail: seg(2, 0..3, 7) }
+        );
         let rows = GridRows::new(5, &(5..15));
         assert_eq!(rows, GridRows { head: None, body: 1..3, body_col: 0, tail: None });
         let rows = GridRows::new(5, &(6..8));
         assert_eq!(rows, GridRows { head: seg(1, 1..3, 0), body: 0..0, body_col: 0, tail: None });
         let rows = GridRows::new(5, &(4..6));
-        assert_eq!(rows, GridRows { head: seg(0, 4..5, 0), body: 1..1, body_col: 1, tail: seg(1, 0..1, 1) });
+        assert_eq!(
+            rows,
+            GridRows { head: seg(0, 4..5, 0), body: 1..1, body_col: 1, tail: seg(1, 0..1, 1) }
+        );
     }
 
     /// Image row read by grid row `oy` through kernel row `ky`, if it lies inside the image.
@@ -316,7 +323,8 @@ mod tests {
 
     #[test]
     fn rows_inside_matches_image_row() {
-        for (k, s, p, d, h) in [(4, 2, 1, 1, 8), (3, 1, 3, 2, 5), (2, 4, 0, 1, 11), (1, 3, 3, 1, 4)] {
+        for (k, s, p, d, h) in [(4, 2, 1, 1, 8), (3, 1, 3, 2, 5), (2, 4, 0, 1, 11), (1, 3, 3, 1, 4)]
+        {
             let spec = Conv2dSpec::new(1, 1, k).stride(s).padding(p).dilation(d);
             let g = spec.geometry(1, h, h).unwrap().lowering;
             for ky in 0..k {
@@ -352,7 +360,10 @@ mod tests {
         // k 4, stride 2, pad 1: taps start at -1, 0, 1, 2 = phases 1, 0, 1, 0 from q = -1, 0, 0, 1.
         let g = Conv2dSpec::new(1, 1, 4).stride(2).padding(1).geometry(1, 8, 8).unwrap().lowering;
         let plan = PhasePlan::new(&g);
-        assert_eq!((0..4).map(|kx| plan.tap(kx)).collect::<Vec<_>>(), [(0, 0), (1, 0), (0, 1), (1, 1)]);
+        assert_eq!(
+            (0..4).map(|kx| plan.tap(kx)).collect::<Vec<_>>(),
+            [(0, 0), (1, 0), (0, 1), (1, 1)]
+        );
         let window = plan.window(&g, &Tile { rows: 0..16, positions: 0..16 });
         assert_eq!((window.iy, window.ox, window.pitch, window.planes), (0..8, 0..4, 5, 2));
         // Plane 0 (phase 1) starts at column -1, plane 1 (phase 0) at column 0.

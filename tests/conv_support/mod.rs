@@ -144,6 +144,20 @@ impl Conv {
         }
     }
 
+    /// Adds this pass's grad-weight and grad-bias into `dw` and `db` again.
+    pub fn accumulate_grads(&self, x: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+        match self {
+            Conv::Forward(g) => {
+                conv::conv2d_grad_weight(g, x, dy, dw).unwrap();
+                conv::conv2d_grad_bias(g, dy, db).unwrap();
+            }
+            Conv::Transposed(g) => {
+                conv_transpose::conv_transpose2d_grad_weight(g, x, dy, dw).unwrap();
+                conv_transpose::conv_transpose2d_grad_bias(g, dy, db).unwrap();
+            }
+        }
+    }
+
     /// The reference forward pass in f64.
     pub fn forward64(&self, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
         match self {
