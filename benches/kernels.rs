@@ -1,7 +1,7 @@
 //! Every convolution and transposed-convolution layer of the two DCGAN configurations at batch
-//! 64: forward, grad-input and grad-weight separately, on rayon pools of 1 and 2 threads, and
-//! beside them matrixmultiply's sgemm on that pass's whole-batch GEMM shape, the roofline of the
-//! im2col + GEMM design.
+//! 64: forward, grad-input and grad-weight separately, on rayon pools of 1 and 2 threads. Beside
+//! each pass runs matrixmultiply's sgemm on that pass's whole-batch GEMM shape, the roofline of
+//! the im2col + GEMM design.
 //!
 //! Throughput is reported as elements per second where one element is one floating-point
 //! operation of the pass's GEMM, `2 * m * k * n` per call, so criterion's `Gelem/s` reads as

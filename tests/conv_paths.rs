@@ -37,9 +37,15 @@ fn shapes() -> Vec<Shape> {
             conv: conv(2, Conv2dSpec::new(20, 40, 4).stride(2).padding(1), [82, 82]),
         },
         Shape {
-            // k = 1024: four k tiles, one reduction chunk.
-            name: "many k tiles",
-            conv: conv(4, dcgan(64, 8), [8, 8]),
+            // k = 1024: four k tiles, one reduction chunk, the grid transposed once for all
+            // tiles; two samples per group.
+            name: "many k tiles, folded",
+            conv: conv(8, dcgan(64, 8), [8, 8]),
+        },
+        Shape {
+            // The same with one sample per group.
+            name: "many k tiles, per sample",
+            conv: conv(3, dcgan(64, 6), [10, 10]),
         },
         Shape {
             // A 17x17 kernel has 289 taps per channel: tiles split a channel's rows.
@@ -52,9 +58,9 @@ fn shapes() -> Vec<Shape> {
             conv: convt(8, ConvTranspose2dSpec::new(30, 20, 4), [1, 1]),
         },
         Shape {
-            // Same, as a convolution, batch large enough to fold.
+            // Same, as a convolution, batch large enough to fold, k = 1024 in four tiles.
             name: "whole-image conv",
-            conv: conv(9, Conv2dSpec::new(24, 3, 4), [4, 4]),
+            conv: conv(9, Conv2dSpec::new(64, 3, 4), [4, 4]),
         },
         Shape {
             // 1x1 kernel, stride 1: the image is its own column matrix.
@@ -115,6 +121,23 @@ fn paths_match_reference() {
         );
         let db_terms = y_len / b_len;
         assert_close(&format!("{name}: grad_bias"), &ours.db, &exact_db, &bound(&abs_db, db_terms));
+    }
+}
+
+#[test]
+fn weight_gradient_over_grid_slices() {
+    // A grid of 20 x 64 x 256 = 327680 elements, more than the weight gradient transposes at
+    // once, with k = 784 in four tiles. Integer data keeps every sum exact in f32, so the
+    // result must equal the f64 reference exactly.
+    let g = Conv2dSpec::new(49, 64, 4).stride(2).padding(1).geometry(20, 32, 32).unwrap();
+    let l = &g.lowering;
+    let x = integers(1, l.image_len(), 2);
+    let dy = integers(2, l.grid_len(), 2);
+    let mut dw = vec![0.0; l.weight_len()];
+    dcgan::kernels::conv2d_grad_weight(&g, &x, &dy, &mut dw).unwrap();
+    let exact = dcgan::kernels::reference::conv2d_grad_weight(&g, &to_f64(&x), &to_f64(&dy));
+    for (i, (got, want)) in dw.iter().zip(&exact).enumerate() {
+        assert_eq!(*got as f64, *want, "grad_weight[{i}]");
     }
 }
 

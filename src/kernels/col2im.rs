@@ -3,8 +3,8 @@
 //! The adjoint of im2col: every entry of the tile is added to the image pixel im2col reads it
 //! from, and entries that fall in the padding are dropped. Per image channel, the tile's
 //! (tap, grid row) runs are first summed into zeroed phase planes (see `phases.rs`) with
-//! contiguous vector adds; then each plane row is added into every `stride_w`-th pixel of its
-//! image row once.
+//! contiguous vector adds. Each plane row is then added once into every `stride_w`-th pixel of
+//! its image row.
 
 use super::elementwise;
 use super::geometry::ConvGeometry;

@@ -3,8 +3,8 @@
 //! `wide` picks its instructions when the crate is compiled: with AVX enabled (this repository
 //! builds for x86-64-v4) an `f32x8` is one 256-bit register, otherwise two 128-bit halves, so the
 //! same code runs in the portable build too. Every loop works on chunks of 8 from the start of the
-//! slice and handles the remainder with scalar code, so a result depends only on the data and the
-//! length, never on alignment or on the thread that computed it.
+//! slice and handles the remainder with scalar code. A result therefore depends only on the data
+//! and the length, never on alignment or on the thread that computed it.
 
 use wide::f32x8;
 
@@ -123,7 +123,7 @@ pub fn add_scalar(dst: &mut [f32], value: f32) {
     }
 }
 
-/// Adds `bias[c]` to every element of channel `c` of `data`, which holds whole planes of `plane`
+/// Adds `bias[c]` to every element of channel `c` of `data`, which contains whole planes of `plane`
 /// elements for channels `0, 1, ..., bias.len() - 1, 0, 1, ...` (an NCHW tensor, or a
 /// channel-aligned part of one).
 ///
@@ -165,8 +165,8 @@ pub fn sum(src: &[f32]) -> f32 {
     total
 }
 
-/// Scalar twin of [`sum`]: the same additions in the same order, one element at a time. It exists
-/// so tests can check that the vector loop computes exactly what its documentation says.
+/// Scalar twin of [`sum`]: the same additions in the same order, one element at a time. Tests
+/// compare the two to check that the vector loop computes exactly what its documentation states.
 pub fn sum_scalar(src: &[f32]) -> f32 {
     let whole = src.len() / LANES * LANES;
     let mut lanes = [0.0f32; LANES];

@@ -2,8 +2,8 @@
 //!
 //! Matrices are views into slices with arbitrary non-negative row and column strides, so a
 //! transpose or a sub-block of a larger matrix costs nothing. matrixmultiply packs both operands
-//! into cache-sized panels and picks its microkernel (AVX-512, AVX2+FMA, ...) at run time; this
-//! crate builds it without its `threading` feature, so each call runs on the calling thread and
+//! into cache-sized panels and picks its microkernel (AVX-512, AVX2+FMA, ...) at run time. This
+//! crate builds it without its `threading` feature, so each call runs on the calling thread, and
 //! parallelism comes from running independent calls on rayon's workers.
 
 /// A read-only `rows x cols` matrix: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
@@ -36,18 +36,18 @@ fn last_offset(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -
 }
 
 /// Panics unless every element of the view lies inside a slice of `len` elements.
-fn assert_in_bounds(what: &str, len: usize, shape: [usize; 2], strides: [usize; 2]) {
+fn assert_in_bounds(view: &str, len: usize, shape: [usize; 2], strides: [usize; 2]) {
     if let Some(last) = last_offset(shape[0], shape[1], strides[0], strides[1]) {
         assert!(
             last < len,
-            "{what}: a {}x{} view with strides {strides:?} reaches element {last} of a slice \
+            "{view}: a {}x{} view with strides {strides:?} reaches element {last} of a slice \
              of {len}",
             shape[0],
             shape[1],
         );
     } else {
         let empty = shape[0] == 0 || shape[1] == 0;
-        assert!(empty, "{what}: offset of a {shape:?} view with strides {strides:?} overflows");
+        assert!(empty, "{view}: offset of a {shape:?} view with strides {strides:?} overflows");
     }
 }
 
@@ -73,7 +73,7 @@ impl<'a> MatRef<'a> {
         Self::new(data, [rows, cols], [cols, 1])
     }
 
-    /// The transpose, `cols x rows`, over the same elements.
+    /// Returns the transpose, `cols x rows`, over the same elements.
     pub fn t(self) -> Self {
         MatRef {
             data: self.data,
@@ -140,7 +140,7 @@ impl<'a> MatMut<'a> {
         [self.rows, self.cols]
     }
 
-    /// The same view, borrowed for a shorter time, so that it can be passed to [`gemm`] again.
+    /// Reborrows the view for a shorter time, so that it can be passed to [`gemm`] again.
     pub fn reborrow(&mut self) -> MatMut<'_> {
         MatMut {
             data: self.data,
@@ -157,10 +157,10 @@ impl<'a> MatMut<'a> {
 /// `A` is `m x k`, `B` is `k x n` and `C` is `m x n`, each with its own row and column strides.
 /// When `beta == 0` the old contents of `C` are never read, so `C` may hold NaN or garbage.
 /// With `alpha == 1` each element of the result is a fixed function of its row of `A`, its
-/// column of `B`, its old value, `beta` and the microkernel matrixmultiply selects for this CPU
-/// (matrixmultiply 0.3 sums `k` in order, in chunks of a constant size, and rounds edge tiles
-/// the same way as full ones). It does not depend on `m`, `n` or the element's position, so
-/// splitting a product into blocks of rows or columns gives the same bits.
+/// column of `B`, its old value, `beta` and the microkernel matrixmultiply selects for this CPU.
+/// matrixmultiply 0.3 sums `k` in order, in chunks of a constant size, and rounds edge tiles the
+/// same way as full ones. So the result does not depend on `m`, `n` or the element's position,
+/// and splitting a product into blocks of rows or columns gives the same bits.
 ///
 /// # Panics
 /// If the shapes do not agree (`A`'s columns differ from `B`'s rows, or `C` is not `m x n`).

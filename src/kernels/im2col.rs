@@ -15,8 +15,8 @@ fn gather_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     match stride {
         1 => elementwise::copy(dst, &src[..dst.len()]),
         2 => {
-            // Chunks of 8 outputs from 16 inputs (two plain vector loads); the inputs of the
-            // last chunk may end one short of 16, which the scalar loop below covers.
+            // Chunks of 8 outputs from 16 inputs, two plain vector loads. When the input ends
+            // one short of the last chunk's 16, that chunk reads exactly 15.
             let mut done = (dst.len() / 8).min(src.len() / 16) * 8;
             for (dc, sc) in dst.chunks_exact_mut(8).zip(src.chunks_exact(16)) {
                 let sc: &[f32; 16] = sc.try_into().expect("16 inputs");
@@ -41,8 +41,9 @@ fn gather_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     }
 }
 
-/// Where each phase plane's rows meet the image: per plane, the counts of leading zero entries,
-/// entries inside the image row and trailing zero entries, and the first image column inside.
+/// Computes where each phase plane's rows meet the image: per plane, the counts of leading zero
+/// entries, entries inside the image row and trailing zero entries, and the first image column
+/// inside.
 pub(crate) fn plane_borders(
     g: &ConvGeometry,
     plan: &PhasePlan,
@@ -57,7 +58,7 @@ pub(crate) fn plane_borders(
 }
 
 /// Gathers the phases of channel `plane` (one `[h, w]` image plane) into the inside entries of
-/// `planes`; the zero entries around them are written once per tile by the caller.
+/// `planes`. The caller writes the zero entries around them once per tile.
 fn fill_planes(
     g: &ConvGeometry,
     window: &Window,

@@ -10,11 +10,11 @@
 //! `cols` is never materialised: a tile of at most [`K_TILE`] rows and about [`TILE_ELEMENTS`]
 //! elements is packed (im2col) or produced (GEMM), used, and overwritten by the next, in
 //! per-thread scratch. Two layouts need no packing at all, because `cols` is then a strided view
-//! of the image ([`Direct`]). Grids with fewer than [`MIN_COLUMNS`] positions per sample put
-//! several samples side by side in one GEMM. Every partition (tiles, sample groups, channel
-//! blocks, reduction chunks) is computed from the geometry alone, never from the number of
-//! threads, and each output element is summed in one fixed order, so results are bit-identical
-//! on any pool.
+//! of the image ([`Direct`]). Samples with fewer than [`GEMM_COLUMNS`] positions sit side by
+//! side in one GEMM, as many as fit while the batch still splits into [`MIN_ITEMS`] groups.
+//! Every partition (tiles, sample groups, channel blocks, reduction chunks) is computed from the
+//! geometry alone, never from the number of threads, and each output element is summed in one
+//! fixed order, so results are bit-identical on any pool.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -33,15 +33,16 @@ use super::phases::{PhasePlan, Tile};
 /// so cutting `k` into tiles adds no pass over the output that sgemm would not make anyway.
 const K_TILE: usize = 256;
 
-/// Elements of one column-matrix tile (512 KiB): half of a 1 MiB L2 cache, leaving the other
-/// half for the copy sgemm packs from it.
-const TILE_ELEMENTS: usize = 256 * 1024;
+/// Elements of one column-matrix tile (1 MiB): one `K_TILE x GEMM_COLUMNS` block, the size of
+/// the panel matrixmultiply packs from it.
+const TILE_ELEMENTS: usize = K_TILE * GEMM_COLUMNS;
 
 /// GEMM columns a call aims for: matrixmultiply's f32 column block (`NC = 1024`). sgemm packs
-/// its left operand once per call and column block, so narrower calls pack it more often.
+/// its left operand (the weight) once per call and column block, so narrower calls pack the
+/// weight more often.
 const GEMM_COLUMNS: usize = 1024;
 
-/// Fewest columns per position tile when a sample is tiled.
+/// Minimum columns per position tile when a sample is tiled.
 const MIN_COLUMNS: usize = 128;
 
 /// Largest folded grid block `[c_out, samples * positions]` kept in scratch (4 MiB).
@@ -54,8 +55,14 @@ const MIN_ITEMS: usize = 4;
 /// Largest total of partial sums a split reduction may allocate (64 MiB).
 const PARTIAL_ELEMENTS: usize = 1 << 24;
 
-/// Per-thread scratch, grown on demand and kept for the thread's lifetime, so a call allocates
-/// nothing once every worker has run one call of the largest shape.
+/// Largest slice of the batch's grid that [`weight_product`] transposes at once (1 MiB).
+const SHARED_GRID_ELEMENTS: usize = 1 << 18;
+
+/// Per-thread scratch for tiles, grown on demand and kept for the thread's lifetime, so tiles
+/// cost no allocation once every worker has run one call of the largest shape. What a call
+/// still allocates is at most a few times the weight: the transposed weight of
+/// [`image_to_grid`] and the partial sums of a split [`weight_product`] (and matrixmultiply
+/// allocates its packing buffers inside each sgemm call).
 #[derive(Default)]
 struct Scratch {
     /// A column-matrix tile.
@@ -64,7 +71,7 @@ struct Scratch {
     cols_t: Vec<f32>,
     /// A folded block of the grid, `[c_out, samples * positions]`.
     grid: Vec<f32>,
-    /// An accumulator: a folded output block, or a weight-gradient tile.
+    /// A folded output block of [`image_to_grid`].
     acc: Vec<f32>,
     /// Phase planes of one image channel (see `phases.rs`).
     planes: Vec<f32>,
@@ -80,7 +87,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
-/// The first `len` elements of `buffer`, growing it if needed; old contents are kept.
+/// Returns the first `len` elements of `buffer`, growing it if needed. Old contents are kept.
 fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
@@ -100,8 +107,8 @@ enum Direct {
     /// The kernel covers the whole unpadded image (a 1x1 grid): column `b` of the batch's column
     /// matrix is sample `b`, flattened. DCGAN's first generator and last discriminator layers.
     Whole,
-    /// A 1x1 kernel with stride 1 and no padding: a sample's column matrix is the sample itself,
-    /// `[c_in, h * w]`.
+    /// A 1x1 kernel with stride 1, no padding and a grid as large as the image: a sample's column
+    /// matrix is the sample itself, `[c_in, h * w]`.
     Pointwise,
     /// Anything else: im2col and col2im do the work.
     No,
@@ -114,7 +121,7 @@ struct Lowering<'g> {
     direct: Direct,
     /// Positions per sample.
     positions: usize,
-    /// Samples per GEMM; above 1 only when a sample has fewer than [`MIN_COLUMNS`] positions.
+    /// Samples per GEMM; above 1 only when a sample has fewer than [`GEMM_COLUMNS`] positions.
     group: usize,
     /// Number of sample groups.
     groups: usize,
@@ -123,18 +130,25 @@ struct Lowering<'g> {
 impl<'g> Lowering<'g> {
     fn new(g: &'g ConvGeometry) -> Self {
         let positions = g.positions();
-        let wanted = GEMM_COLUMNS.div_ceil(positions);
+        let per_call = GEMM_COLUMNS.div_ceil(positions);
         let spread = (g.n / MIN_ITEMS).max(1);
         let fits = (GROUP_ELEMENTS / (g.c_out * positions).max(1)).max(1);
-        let group = wanted.min(spread).min(fits).min(g.n).max(1);
+        let group = per_call.min(spread).min(fits).min(g.n).max(1);
         let unit_dilation = |axis: usize, k: usize| g.dilation[axis] == 1 || k == 1;
-        let direct = if g.pad == [0, 0]
+        let unpadded = g.pad == [0, 0];
+        let direct = if unpadded
             && (g.k_h, g.k_w) == (g.h, g.w)
+            && (g.out_h, g.out_w) == (1, 1)
             && unit_dilation(0, g.k_h)
             && unit_dilation(1, g.k_w)
         {
             Direct::Whole
-        } else if (g.k_h, g.k_w) == (1, 1) && g.stride == [1, 1] && g.pad == [0, 0] {
+        } else if unpadded
+            && (g.k_h, g.k_w) == (1, 1)
+            && g.stride == [1, 1]
+            // A transposed convolution's output padding can make the image larger than the grid.
+            && (g.out_h, g.out_w) == (g.h, g.w)
+        {
             Direct::Pointwise
         } else {
             Direct::No
@@ -260,9 +274,9 @@ pub(crate) fn image_to_grid(
 /// Image, weight and bias; the weight transposed, `W^T [k, c_out]`.
 type Operands<'a> = (&'a [f32], &'a [f32], Option<&'a [f32]>);
 
-/// [`image_to_grid`] for grids of at least [`MIN_COLUMNS`] positions: one work item per sample
-/// (and per block of output channels when the batch is small), writing its rows of `grid`
-/// directly, one position tile and one `k` tile at a time.
+/// [`image_to_grid`] one sample per GEMM: one work item per sample (and per block of output
+/// channels when the batch is small), writing its rows of `grid` directly, one position tile
+/// and one `k` tile at a time.
 fn image_to_grid_per_sample(
     lowering: &Lowering<'_>,
     (image, weight_t, bias): Operands<'_>,
@@ -390,9 +404,9 @@ fn image_to_grid_folded(
 /// `image = col2im(W^T * grid) + bias`, overwriting `image [n, c_in, h, w]` from `grid [n,
 /// c_out, positions]` and `weight [c_out, k]`.
 ///
-/// One work item per (group of samples, block of image channels): the block's rows of `W^T`
-/// times the group's grid give its tile of the column matrix, which col2im adds into the block's
-/// channels only, so items write disjoint parts of `image`.
+/// One work item per (group of samples, block of image channels). The block's rows of `W^T`
+/// times the group's grid give its tile of the column matrix. col2im adds that tile into the
+/// block's channels only, so items write disjoint parts of `image`.
 pub(crate) fn grid_to_image(
     g: &ConvGeometry,
     grid: &[f32],
@@ -416,9 +430,9 @@ pub(crate) fn grid_to_image(
         // Channels `channels` of sample `b`, `[channels, h, w]`.
         let region = |b: usize| {
             let start = (b * g.c_in + channels.start) * plane;
-            // SAFETY: item (group, block) asks only for channels `channels` of the samples of
-            // `group`, one sample at a time; groups partition the samples and blocks the
-            // channels, so no other item asks for an overlapping range.
+            // SAFETY: item (group, block) requests only channels `channels` of the samples of
+            // `group`, one sample at a time. Groups partition the samples and blocks the
+            // channels, so no other item requests an overlapping range.
             unsafe { out.range_mut(start..start + channels.len() * plane) }
         };
         let block_geometry = ConvGeometry { c_in: channels.len(), ..*g };
@@ -488,10 +502,12 @@ pub(crate) fn grid_to_image(
 /// `dweight += sum over samples of grid * cols^T`, for `image [n, c_in, h, w]`, `grid [n,
 /// c_out, positions]` and `dweight [c_out, k]`.
 ///
-/// One work item per (`k` tile, chunk of samples). Each item sums its samples in order into a
-/// `[c_out, tile]` accumulator; the chunks of a tile are then added in chunk order. The batch
-/// is split into chunks only when there are fewer than [`MIN_ITEMS`] tiles, and the number of
-/// chunks depends on the tile count and the batch size alone.
+/// One work item per `k` tile, summing all samples in order into a `[c_out, tile]`
+/// accumulator. The grid operand needs a transpose (see [`weight_tile`]), which the tiles share:
+/// it is done once per slice of the batch, not once per tile. With fewer than [`MIN_ITEMS`]
+/// tiles, the batch is also split into chunks, each item transposes its own part of the grid,
+/// and the chunks of a tile are added in chunk order. The number of chunks depends on the tile
+/// count and the batch size alone.
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
     let lowering = Lowering::new(g);
     let k = g.k();
@@ -499,41 +515,51 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
     let tile_len = g.c_out * k.div_ceil(k_tiles);
     let fits = (PARTIAL_ELEMENTS / (tile_len * k_tiles)).max(1);
     let chunks = MIN_ITEMS.div_ceil(k_tiles).min(lowering.groups).min(fits);
-    let out = DisjointSlice::new(dweight);
-    let add_tile = |rows: &Range<usize>, acc: &[f32]| {
-        for co in 0..g.c_out {
-            // SAFETY: tile `rows` is columns `rows` of every row of dweight; tiles partition
-            // the columns, and each tile is added by one task.
-            let dst = unsafe { out.range_mut(co * k + rows.start..co * k + rows.end) };
-            add_assign(dst, &acc[co * rows.len()..][..rows.len()]);
-        }
-    };
+    let mut partials = vec![0.0f32; k_tiles * chunks * tile_len];
 
     if chunks == 1 {
-        (0..k_tiles).into_par_iter().for_each(|kt| {
+        let (p, c_out) = (lowering.positions, g.c_out);
+        // With one position per sample, the grid of a group is already a fast view, and a
+        // group too large to transpose at once is transposed tile by tile instead.
+        let group_len = c_out * lowering.group * p;
+        let shared = !(lowering.group > 1 && p == 1) && group_len <= SHARED_GRID_ELEMENTS;
+        let slice_groups = (SHARED_GRID_ELEMENTS / group_len).clamp(1, lowering.groups);
+        let mut grid_t = vec![0.0f32; if shared { slice_groups * group_len } else { 0 }];
+        for first in (0..lowering.groups).step_by(slice_groups) {
+            let groups = first..(first + slice_groups).min(lowering.groups);
+            let first_sample = lowering.samples(groups.start).start;
+            if shared {
+                // Sample b of the slice becomes rows [b * p, (b + 1) * p) of [positions, c_out].
+                let samples = first_sample..lowering.samples(groups.end - 1).end;
+                grid_t.par_chunks_mut(p * c_out).zip(samples).for_each(|(dst, b)| {
+                    transpose((&grid[b * c_out * p..], p), [c_out, p], (dst, c_out));
+                });
+            }
+            let grid_t = shared.then_some((&grid_t[..], first_sample));
+            partials.par_chunks_mut(tile_len).enumerate().for_each(|(kt, acc)| {
+                let rows = part(k, k_tiles, kt);
+                let acc = &mut acc[..c_out * rows.len()];
+                let groups = groups.clone();
+                with_scratch(|scratch| {
+                    let operands = (image, grid, grid_t);
+                    weight_tile(&lowering, operands, (&rows, groups), acc, scratch)
+                });
+            });
+        }
+    } else {
+        partials.par_chunks_mut(tile_len).enumerate().for_each(|(item, acc)| {
+            let (kt, chunk) = (item / chunks, item % chunks);
             let rows = part(k, k_tiles, kt);
+            let groups = part(lowering.groups, chunks, chunk);
+            let acc = &mut acc[..g.c_out * rows.len()];
             with_scratch(|scratch| {
-                let mut acc = std::mem::take(&mut scratch.acc);
-                let tile = prefix(&mut acc, g.c_out * rows.len());
-                let groups = 0..lowering.groups;
-                weight_tile(&lowering, (image, grid), (&rows, groups), tile, scratch);
-                add_tile(&rows, tile);
-                scratch.acc = acc;
+                weight_tile(&lowering, (image, grid, None), (&rows, groups), acc, scratch)
             });
         });
-        return;
     }
 
-    let mut partials = vec![0.0f32; k_tiles * chunks * tile_len];
-    partials.par_chunks_mut(tile_len).enumerate().for_each(|(item, acc)| {
-        let (kt, chunk) = (item / chunks, item % chunks);
-        let rows = part(k, k_tiles, kt);
-        let groups = part(lowering.groups, chunks, chunk);
-        let acc = &mut acc[..g.c_out * rows.len()];
-        with_scratch(|scratch| {
-            weight_tile(&lowering, (image, grid), (&rows, groups), acc, scratch)
-        });
-    });
+    // Sum each tile's chunks in order and add the total into dweight's columns of that tile.
+    let out = DisjointSlice::new(dweight);
     partials.par_chunks_mut(chunks * tile_len).enumerate().for_each(|(kt, parts)| {
         let rows = part(k, k_tiles, kt);
         let len = g.c_out * rows.len();
@@ -541,25 +567,34 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
         for chunk in rest.chunks(tile_len) {
             add_assign(&mut total[..len], &chunk[..len]);
         }
-        add_tile(&rows, &total[..len]);
+        for co in 0..g.c_out {
+            // SAFETY: tile `rows` is columns `rows` of every row of dweight. Tiles partition the
+            // columns, and each tile is added by one task.
+            let dst = unsafe { out.range_mut(co * k + rows.start..co * k + rows.end) };
+            add_assign(dst, &total[co * rows.len()..][..rows.len()]);
+        }
     });
 }
 
-/// `acc [c_out, rows] = sum over groups `groups`, in order, of grid * cols[rows, :]^T`.
+/// Image, grid, and optionally the grid transposed for a slice of the batch (`[positions,
+/// c_out]` per sample) with the slice's first sample.
+type WeightOperands<'a> = (&'a [f32], &'a [f32], Option<(&'a [f32], usize)>);
+
+/// `acc [c_out, rows] += sum over groups `groups`, in order, of grid * cols[rows, :]^T`.
 ///
-/// Both operands arrive with the summed index (positions) contiguous, which is the slowest
-/// layout for sgemm to pack; each is transposed once per tile instead, unless it is already a
-/// view with the right layout.
+/// Both operands arrive with the summed index (positions) contiguous, the layout sgemm packs
+/// slowest, element by element. So each is transposed with vector blocks: the grid by the
+/// caller when it passes `grid_t`, otherwise here once per tile, and the column matrix here,
+/// unless it is already a view with the right layout.
 fn weight_tile(
     lowering: &Lowering<'_>,
-    (image, grid): (&[f32], &[f32]),
+    (image, grid, grid_t): WeightOperands<'_>,
     (rows, groups): (&Range<usize>, Range<usize>),
     acc: &mut [f32],
     scratch: &mut Scratch,
 ) {
     let (g, p) = (lowering.g, lowering.positions);
     let p_tiles = lowering.position_tiles(rows.len());
-    let mut first = true;
     for group in groups {
         let samples = lowering.samples(group);
         for pt in 0..p_tiles {
@@ -567,34 +602,38 @@ fn weight_tile(
             let columns = samples.len() * positions.len();
 
             // cols^T [columns, rows]
+            let tile = (&samples, rows, &positions);
+            let cols = lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
             let cols_t = if lowering.direct == Direct::Whole {
-                let tile = (&samples, rows, &positions);
-                lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes).t()
+                cols.t()
             } else {
-                let tile = (&samples, rows, &positions);
-                let cols = lowering.columns(image, tile, &mut scratch.cols, &mut scratch.planes);
                 let cols_t = prefix(&mut scratch.cols_t, columns * rows.len());
                 cols.transpose_into(cols_t);
                 MatRef::row_major(cols_t, columns, rows.len())
             };
 
             // grid [c_out, columns], stored column by column
-            let y = if samples.len() > 1 && p == 1 {
-                lowering.grid_block(grid, (&samples, &positions), &mut scratch.grid)
-            } else {
-                let y_t = prefix(&mut scratch.grid, columns * g.c_out);
-                for (s, b) in samples.clone().enumerate() {
-                    let src = (&grid[b * g.c_out * p + positions.start..], p);
-                    let dst = (&mut y_t[s * positions.len() * g.c_out..], g.c_out);
-                    transpose(src, [g.c_out, positions.len()], dst);
+            let y = match grid_t {
+                Some((grid_t, first_sample)) => {
+                    let first_column = (samples.start - first_sample) * p + positions.start;
+                    MatRef::new(&grid_t[first_column * g.c_out..], [g.c_out, columns], [1, g.c_out])
                 }
-                MatRef::new(y_t, [g.c_out, columns], [1, g.c_out])
+                None if samples.len() > 1 && p == 1 => {
+                    lowering.grid_block(grid, (&samples, &positions), &mut scratch.grid)
+                }
+                None => {
+                    let y_t = prefix(&mut scratch.grid, columns * g.c_out);
+                    for (s, b) in samples.clone().enumerate() {
+                        let src = (&grid[b * g.c_out * p + positions.start..], p);
+                        let dst = (&mut y_t[s * positions.len() * g.c_out..], g.c_out);
+                        transpose(src, [g.c_out, positions.len()], dst);
+                    }
+                    MatRef::new(y_t, [g.c_out, columns], [1, g.c_out])
+                }
             };
 
-            // acc (+)= grid * cols^T
-            let beta = if first { 0.0 } else { 1.0 };
-            gemm(1.0, y, cols_t, beta, MatMut::row_major(acc, g.c_out, rows.len()));
-            first = false;
+            // acc += grid * cols^T
+            gemm(1.0, y, cols_t, 1.0, MatMut::row_major(acc, g.c_out, rows.len()));
         }
     }
 }

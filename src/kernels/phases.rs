@@ -6,8 +6,8 @@
 //! `stride_w`-th pixel of one image row, starting at `t = kx * dilation_w - pad_w`. Writing
 //! `t = q * stride_w + φ`, that is the run `q, q + 1, ...` of the row's phase `φ` (its pixels
 //! `φ, φ + stride_w, ...`). A *phase plane* stores one phase of every image row a tile needs,
-//! zero-extended on both sides, so that each (tap, grid row) pair of the tile becomes one
-//! contiguous run of a plane row: a plain vector copy with no bounds tests.
+//! zero-extended on both sides. Each (tap, grid row) pair of the tile then reads one contiguous
+//! run of a plane row, a plain vector copy with no bounds tests.
 
 use std::ops::Range;
 
@@ -23,7 +23,7 @@ pub(crate) struct Tile {
     pub positions: Range<usize>,
 }
 
-/// One phase plane: entry `j` of a plane row holds image column `base + j * stride_w`.
+/// One phase plane: entry `j` of a plane row contains image column `base + j * stride_w`.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     base: isize,
@@ -38,7 +38,7 @@ struct Tap {
     start: usize,
 }
 
-/// Which phase plane each kernel column reads, for one geometry.
+/// The mapping from kernel columns to the phase planes they read, for one geometry.
 #[derive(Clone, Debug)]
 pub(crate) struct PhasePlan {
     slots: Vec<Slot>,
@@ -113,7 +113,7 @@ impl PhasePlan {
         PhasePlan { slots, taps, spread, inside }
     }
 
-    /// The window of the planes that `tile` uses.
+    /// Returns the window of the planes that `tile` uses.
     pub fn window(&self, g: &ConvGeometry, tile: &Tile) -> Window {
         let (first, last) = (tile.positions.start, tile.positions.end.max(1) - 1);
         let (oy_first, oy_last) = (first / g.out_w, last / g.out_w);
@@ -261,7 +261,7 @@ pub(crate) fn add_runs(dst: &mut [f32], dst_pitch: usize, src: &[f32], rows: usi
 }
 
 /// Splits the image columns `base, base + stride, ...` (`len` of them) into those left of a
-/// row of `w` pixels, those inside it and those right of it; returns the three counts and the
+/// row of `w` pixels, those inside it and those right of it. Returns the three counts and the
 /// first inside column.
 pub(crate) fn split_strided(base: isize, stride: usize, len: usize, w: usize) -> [usize; 4] {
     let s = stride as isize;
