@@ -204,7 +204,8 @@ fn transposed_padding_crops_and_output_padding_extends() {
                         b[bc % c]
                     };
                     let got = y[(bc * h + r) * w_out + col];
-                    assert_eq!(got, expected, "padding {padding:?}, output padding {output_padding:?}, ({bc}, {r}, {col})");
+                    let case = format!("padding {padding:?}, output padding {output_padding:?}");
+                    assert_eq!(got, expected, "{case}: ({bc}, {r}, {col})");
                 }
             }
         }

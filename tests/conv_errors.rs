@@ -9,6 +9,7 @@ use dcgan::kernels::{
 };
 use dcgan::Error;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 /// Asserts a `LengthMismatch` naming `what`.
 fn assert_length_error(result: dcgan::Result<()>, what: &str) {
@@ -234,43 +235,76 @@ fn perturbed() -> impl Strategy<Value = (bool, [usize; 12])> {
     (any::<bool>(), prop::array::uniform12(0usize..6))
 }
 
+/// Runs the kernels on a geometry with arbitrary small fields: each returns `Ok` or an error,
+/// never panics, and accepts only what a spec would have built.
+fn check_arbitrary_geometry(transposed: bool, f: [usize; 12]) -> Result<(), TestCaseError> {
+    let lowering = dcgan::kernels::ConvGeometry {
+        n: f[0],
+        c_in: f[1],
+        h: f[2],
+        w: f[3],
+        c_out: f[4],
+        out_h: f[5],
+        out_w: f[6],
+        k_h: f[7],
+        k_w: f[8],
+        stride: [f[9], f[10]],
+        pad: [f[11], f[9] % 2],
+        dilation: [1, f[10].max(1)],
+    };
+    let l = lowering;
+    let x = vec![1.0; l.image_len()];
+    let y = vec![1.0; l.grid_len()];
+    let w = vec![1.0; l.weight_len()];
+    if transposed {
+        let g = ConvTranspose2dGeometry { lowering };
+        let b = vec![1.0; l.c_in];
+        let ok = conv_transpose::conv_transpose2d_forward(&g, &y, &w, Some(&b), &mut x.clone());
+        if ok.is_ok() {
+            // Only a geometry some spec reproduces gets through: search the output paddings.
+            let paddings = (0..6).flat_map(|a| (0..6).map(move |b| [a, b]));
+            let reproduced = paddings.into_iter().any(|output_padding| {
+                let spec = ConvTranspose2dSpec {
+                    c_in: l.c_out,
+                    c_out: l.c_in,
+                    kernel: [l.k_h, l.k_w],
+                    stride: l.stride,
+                    padding: l.pad,
+                    output_padding,
+                    dilation: l.dilation,
+                };
+                spec.geometry(l.n, l.out_h, l.out_w).ok() == Some(g)
+            });
+            prop_assert!(reproduced, "{:?} accepted", g);
+        }
+        let _ = conv_transpose::conv_transpose2d_grad_input(&g, &w, &x, &mut y.clone());
+        let _ = conv_transpose::conv_transpose2d_grad_weight(&g, &y, &x, &mut w.clone());
+    } else {
+        let g = Conv2dGeometry { lowering };
+        let b = vec![1.0; l.c_out];
+        let ok = conv::conv2d_forward(&g, &x, &w, Some(&b), &mut y.clone());
+        if ok.is_ok() {
+            let spec = Conv2dSpec {
+                c_in: l.c_in,
+                c_out: l.c_out,
+                kernel: [l.k_h, l.k_w],
+                stride: l.stride,
+                padding: l.pad,
+                dilation: l.dilation,
+            };
+            prop_assert_eq!(spec.geometry(l.n, l.h, l.w).ok(), Some(g));
+        }
+        let _ = conv::conv2d_grad_input(&g, &w, &y, &mut x.clone());
+        let _ = conv::conv2d_grad_weight(&g, &x, &y, &mut w.clone());
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Geometries with arbitrary small fields: every kernel returns `Ok` or an error, never
-    /// panics, and accepts only what the specs would have built.
     #[test]
-    fn arbitrary_geometry_fields_never_panic((transposed, f) in perturbed()) {
-        let lowering = dcgan::kernels::ConvGeometry {
-            n: f[0], c_in: f[1], h: f[2], w: f[3], c_out: f[4], out_h: f[5], out_w: f[6],
-            k_h: f[7], k_w: f[8], stride: [f[9], f[10]], pad: [f[11], f[9] % 2], dilation: [1, f[10].max(1)],
-        };
-        let (x, y, w, b) = (vec![1.0; lowering.image_len()], vec![1.0; lowering.grid_len()], vec![1.0; lowering.weight_len()], vec![1.0; f[4].max(f[1])]);
-        if transposed {
-            let g = ConvTranspose2dGeometry { lowering };
-            let b = &b[..lowering.c_in.min(b.len())];
-            let ok = conv_transpose::conv_transpose2d_forward(&g, &y, &w, Some(b), &mut x.clone()).is_ok();
-            if ok {
-                // Only a geometry some spec reproduces gets through: search the output paddings.
-                let l = lowering;
-                let reproduced = (0..6).flat_map(|a| (0..6).map(move |b| [a, b])).any(|output_padding| {
-                    let spec = ConvTranspose2dSpec { c_in: l.c_out, c_out: l.c_in, kernel: [l.k_h, l.k_w], stride: l.stride, padding: l.pad, output_padding, dilation: l.dilation };
-                    spec.geometry(l.n, l.out_h, l.out_w).ok() == Some(g)
-                });
-                prop_assert!(reproduced, "{:?} accepted", g);
-            }
-            let _ = conv_transpose::conv_transpose2d_grad_input(&g, &w, &x, &mut y.clone());
-            let _ = conv_transpose::conv_transpose2d_grad_weight(&g, &y, &x, &mut w.clone());
-        } else {
-            let g = Conv2dGeometry { lowering };
-            let b = &b[..lowering.c_out.min(b.len())];
-            let ok = conv::conv2d_forward(&g, &x, &w, Some(b), &mut y.clone()).is_ok();
-            if ok {
-                let spec = Conv2dSpec { c_in: f[1], c_out: f[4], kernel: [f[7], f[8]], stride: lowering.stride, padding: lowering.pad, dilation: lowering.dilation };
-                prop_assert_eq!(spec.geometry(f[0], f[2], f[3]).ok(), Some(g));
-            }
-            let _ = conv::conv2d_grad_input(&g, &w, &y, &mut x.clone());
-            let _ = conv::conv2d_grad_weight(&g, &x, &y, &mut w.clone());
-        }
+    fn arbitrary_geometry_fields_never_panic((transposed, fields) in perturbed()) {
+        check_arbitrary_geometry(transposed, fields)?;
     }
 }
