@@ -6,6 +6,7 @@
 pub mod conv;
 pub mod conv_transpose;
 pub mod geometry;
+pub mod packed_gemm;
 pub mod reference;
 
 pub use conv::{conv2d_forward, conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight};

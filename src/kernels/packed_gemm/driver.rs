@@ -1,0 +1,237 @@
+//! The blocked loops around the microkernel, and the per-thread packing buffers.
+
+use std::cell::Cell;
+use std::thread::LocalKey;
+
+use super::kernel::{acc_to_array, microkernel, Acc, BRow, Merge, LANES, MR, NR, NV, V};
+use super::pack::pack_a;
+use super::{MatMut, MatRef, PackB, Tile, KC, MC, NC, TILE_B_BYTES};
+
+thread_local! {
+    /// Packed A block, reused across calls on this thread.
+    static PACKED_A: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+    /// Packed B panel, reused across calls on this thread.
+    static PACKED_B: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+    /// Accumulated tiles of [`gemm_tiles`], reused across calls on this thread.
+    static TILE_SUMS: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's buffer `slot`, grown to at least `len` floats.
+///
+/// The buffer is taken out of the slot while `f` runs, so a nested GEMM call (from a packer or a
+/// tile closure) allocates its own instead of aliasing this one. Old contents are left in place:
+/// callers overwrite what they read.
+fn with_buffer<R>(
+    slot: &'static LocalKey<Cell<Vec<V>>>,
+    len: usize,
+    f: impl FnOnce(&mut [V]) -> R,
+) -> R {
+    let mut buffer = slot.take();
+    let vectors = len.div_ceil(LANES);
+    if buffer.len() < vectors {
+        buffer.resize(vectors, V::ZERO);
+    }
+    let result = f(&mut buffer[..vectors]);
+    slot.set(buffer);
+    result
+}
+
+/// Multiplies a packed `mc x kc` A block by a packed `kc x nc` B panel, one microtile at a time.
+///
+/// Calls `update(i, j, acc)` with each `MR x NR` product, `i` and `j` its offsets in the block;
+/// slivers are visited B-major, so one B sliver stays in L1 while the A slivers stream past it.
+#[inline(always)]
+fn multiply_block(
+    kc: usize,
+    a_block: &[f32],
+    b_panel: &[f32],
+    mut update: impl FnMut(usize, usize, &Acc),
+) {
+    let (b_rows, _) = b_panel.as_chunks::<NR>();
+    for (jr, b_sliver) in b_rows.chunks_exact(kc).enumerate() {
+        for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
+            let acc = microkernel(a_sliver, b_sliver_rows(b_sliver));
+            update(ir * MR, jr * NR, &acc);
+        }
+    }
+}
+
+/// Views rows of `NR` floats as rows of `NV` vectors' worth of lanes.
+#[inline(always)]
+fn b_sliver_rows(rows: &[[f32; NR]]) -> &[BRow] {
+    let flat = rows.as_flattened();
+    let (lanes, _) = flat.as_chunks::<LANES>();
+    let (brows, _) = lanes.as_chunks::<NV>();
+    brows
+}
+
+/// Merges one microtile into C at `(row, col)`: vector loads and stores when the tile is whole
+/// and C's rows are contiguous, element by element otherwise, with identical arithmetic.
+#[inline(always)]
+fn merge_tile(c: &mut MatMut<'_>, row: usize, col: usize, acc: &Acc, merge: Merge) {
+    let rows = MR.min(c.rows - row);
+    let cols = NR.min(c.cols - col);
+    let (rs, cs) = (c.row_stride, c.col_stride);
+
+    if rows == MR && cols == NR && cs == 1 {
+        for (i, acc_row) in acc.iter().enumerate() {
+            let start = (row + i) * rs + col;
+            let (c_vectors, _) = c.data[start..start + NR].as_chunks_mut::<LANES>();
+            for (c_vector, &ab) in c_vectors.iter_mut().zip(acc_row) {
+                *c_vector = merge.vector(ab, V::new(*c_vector)).to_array();
+            }
+        }
+    } else {
+        let values = acc_to_array(acc);
+        for (i, value_row) in values.iter().enumerate().take(rows) {
+            for (j, &ab) in value_row.iter().enumerate().take(cols) {
+                let index = (row + i) * rs + (col + j) * cs;
+                c.data[index] = merge.scalar(ab, c.data[index]);
+            }
+        }
+    }
+}
+
+/// Sets `C = beta * C`, writing zeros without reading C when `beta == 0`.
+fn scale_c(c: &mut MatMut<'_>, beta: f32) {
+    if beta == 1.0 {
+        return;
+    }
+    for i in 0..c.rows {
+        for j in 0..c.cols {
+            let index = i * c.row_stride + j * c.col_stride;
+            c.data[index] = if beta == 0.0 { 0.0 } else { beta * c.data[index] };
+        }
+    }
+}
+
+/// `C = alpha * A * B + beta * C`; dimensions are checked by the caller.
+pub fn gemm_into(alpha: f32, a: &MatRef<'_>, b: &impl PackB, beta: f32, c: &mut MatMut<'_>) {
+    let (m, k, n) = (c.rows, a.cols, c.cols);
+    debug_assert_eq!(a.rows, m, "rows of A and C differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        scale_c(c, beta);
+        return;
+    }
+
+    let kc_max = KC.min(k);
+    let nc_max = NC.min(n.next_multiple_of(NR));
+    let mc_max = MC.min(m.next_multiple_of(MR));
+    with_buffer(&PACKED_B, kc_max * nc_max, |b_buffer| {
+        with_buffer(&PACKED_A, mc_max * kc_max, |a_buffer| {
+            let b_buffer: &mut [f32] = bytemuck::cast_slice_mut(b_buffer);
+            let a_buffer: &mut [f32] = bytemuck::cast_slice_mut(a_buffer);
+
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    // The first k-block applies beta; later ones add to what it wrote.
+                    let merge = Merge::new(alpha, if pc == 0 { beta } else { 1.0 });
+
+                    // Pack B[pc.., jc..] as [nc / NR slivers][kc][NR].
+                    let b_panel = &mut b_buffer[..nc.next_multiple_of(NR) * kc];
+                    b.pack_b(pc, kc, jc, nc, b_panel);
+
+                    for ic in (0..m).step_by(MC) {
+                        let mc = MC.min(m - ic);
+
+                        // Pack A[ic.., pc..] as [mc / MR slivers][kc][MR].
+                        let a_block = &mut a_buffer[..mc.next_multiple_of(MR) * kc];
+                        pack_a(a, ic, mc, pc, kc, a_block);
+
+                        multiply_block(kc, a_block, b_panel, |i, j, acc| {
+                            merge_tile(c, ic + i, jc + j, acc, merge)
+                        });
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// Hands every tile of `alpha * A * B` to `tile`; see [`super::sgemm_tiles`].
+pub fn gemm_tiles(
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &impl PackB,
+    n: usize,
+    tile: &mut impl FnMut(&Tile<'_>),
+) {
+    let (m, k) = (a.rows, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        let zeros = [0.0; MR * NR];
+        for col in (0..n).step_by(NR) {
+            for row in (0..m).step_by(MR) {
+                let (rows, cols) = (MR.min(m - row), NR.min(n - col));
+                tile(&Tile { row, col, rows, cols, values: &zeros });
+            }
+        }
+        return;
+    }
+
+    // All k rows of a column block are packed at once, so every k-block of an A block can be
+    // applied before its tiles are handed out; the column block shrinks as k grows.
+    let nc_budget = (TILE_B_BYTES / (k * size_of::<f32>())) / NR * NR;
+    let nc_step = nc_budget.clamp(NR, NC);
+    let nc_max = nc_step.min(n.next_multiple_of(NR));
+    let kc_max = KC.min(k);
+    let mc_max = MC.min(m.next_multiple_of(MR));
+    let tile_vectors = MR * NV;
+    with_buffer(&PACKED_B, k * nc_max, |b_buffer| {
+        with_buffer(&PACKED_A, mc_max * kc_max, |a_buffer| {
+            with_buffer(&TILE_SUMS, mc_max * nc_max, |sums| {
+                let b_buffer: &mut [f32] = bytemuck::cast_slice_mut(b_buffer);
+                let a_buffer: &mut [f32] = bytemuck::cast_slice_mut(a_buffer);
+
+                for jc in (0..n).step_by(nc_step) {
+                    let nc = nc_step.min(n - jc);
+                    let nc_padded = nc.next_multiple_of(NR);
+
+                    // Pack B[.., jc..] as one [nc / NR][kc][NR] panel per k-block, back to back:
+                    // the panel of the block starting at pc starts at pc * nc_padded.
+                    for pc in (0..k).step_by(KC) {
+                        let kc = KC.min(k - pc);
+                        let start = pc * nc_padded;
+                        b.pack_b(pc, kc, jc, nc, &mut b_buffer[start..start + kc * nc_padded]);
+                    }
+
+                    for ic in (0..m).step_by(MC) {
+                        let mc = MC.min(m - ic);
+                        let tiles_down = mc.div_ceil(MR);
+
+                        for pc in (0..k).step_by(KC) {
+                            let kc = KC.min(k - pc);
+                            let last_block = pc + kc == k;
+                            let merge = Merge::new(alpha, if pc == 0 { 0.0 } else { 1.0 });
+                            let b_panel = &b_buffer[pc * nc_padded..(pc + kc) * nc_padded];
+                            let a_block = &mut a_buffer[..tiles_down * MR * kc];
+                            pack_a(a, ic, mc, pc, kc, a_block);
+
+                            multiply_block(kc, a_block, b_panel, |i, j, acc| {
+                                // Tile sums are stored tile by tile, column of tiles first.
+                                let index = (j / NR * tiles_down + i / MR) * tile_vectors;
+                                let sum = &mut sums[index..index + tile_vectors];
+                                for (s, &ab) in sum.iter_mut().zip(acc.as_flattened()) {
+                                    *s = merge.vector(ab, *s);
+                                }
+                                if last_block {
+                                    let (row, col) = (ic + i, jc + j);
+                                    let (rows, cols) = (MR.min(m - row), NR.min(n - col));
+                                    let values = bytemuck::cast_slice(sum);
+                                    tile(&Tile { row, col, rows, cols, values });
+                                }
+                            });
+                        }
+                    }
+                }
+            })
+        })
+    })
+}
