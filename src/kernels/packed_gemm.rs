@@ -28,10 +28,10 @@ use crate::error::{Error, Result};
 pub use kernel::{MR, NR};
 
 /// Depth of a k-block: an `MR x KC` sliver of A plus a `KC x NR` sliver of B stay in L1.
-pub const KC: usize = 256;
+pub const KC: usize = 384;
 
 /// Rows of an A block: an `MC x KC` packed block of A (480 KiB) stays in L2.
-pub const MC: usize = 40 * MR;
+pub const MC: usize = 24 * MR;
 
 /// Columns of a B block in [`sgemm`] and [`sgemm_with_packer`]: a `KC x NC` packed panel of B
 /// (4 MiB) is meant to stay in L3.

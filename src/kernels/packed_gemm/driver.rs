@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::thread::LocalKey;
 
-use super::kernel::{acc_to_array, microkernel, Acc, BRow, Merge, LANES, MR, NR, NV, V};
+use super::kernel::{acc_to_array, microkernel, prefetch, Acc, BRow, Merge, LANES, MR, NR, NV, V};
 use super::pack::pack_a;
 use super::{MatMut, MatRef, PackB, Tile, KC, MC, NC, TILE_B_BYTES};
 
@@ -36,22 +36,26 @@ fn with_buffer<R>(
     result
 }
 
+/// Where the microtiles of one block go: C itself, or the tile sums of [`gemm_tiles`].
+trait BlockOutput {
+    /// Hints the cache to load the destination of the microtile at `(i, j)` of the block.
+    fn prefetch(&self, i: usize, j: usize);
+    /// Combines the `MR x NR` product at `(i, j)` of the block with its destination.
+    fn update(&mut self, i: usize, j: usize, acc: &Acc);
+}
+
 /// Multiplies a packed `mc x kc` A block by a packed `kc x nc` B panel, one microtile at a time.
 ///
-/// Calls `update(i, j, acc)` with each `MR x NR` product, `i` and `j` its offsets in the block;
-/// slivers are visited B-major, so one B sliver stays in L1 while the A slivers stream past it.
+/// Slivers are visited B-major, so one B sliver stays in L1 while the A slivers stream past it.
+/// Each microtile's destination is prefetched before its product is computed.
 #[inline(always)]
-fn multiply_block(
-    kc: usize,
-    a_block: &[f32],
-    b_panel: &[f32],
-    mut update: impl FnMut(usize, usize, &Acc),
-) {
+fn multiply_block(kc: usize, a_block: &[f32], b_panel: &[f32], output: &mut impl BlockOutput) {
     let (b_rows, _) = b_panel.as_chunks::<NR>();
     for (jr, b_sliver) in b_rows.chunks_exact(kc).enumerate() {
         for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
+            output.prefetch(ir * MR, jr * NR);
             let acc = microkernel(a_sliver, b_sliver_rows(b_sliver));
-            update(ir * MR, jr * NR, &acc);
+            output.update(ir * MR, jr * NR, &acc);
         }
     }
 }
@@ -65,29 +69,104 @@ fn b_sliver_rows(rows: &[[f32; NR]]) -> &[BRow] {
     brows
 }
 
-/// Merges one microtile into C at `(row, col)`: vector loads and stores when the tile is whole
-/// and C's rows are contiguous, element by element otherwise, with identical arithmetic.
-#[inline(always)]
-fn merge_tile(c: &mut MatMut<'_>, row: usize, col: usize, acc: &Acc, merge: Merge) {
-    let rows = MR.min(c.rows - row);
-    let cols = NR.min(c.cols - col);
-    let (rs, cs) = (c.row_stride, c.col_stride);
+/// The block of C at `(row0, col0)`, merged into with `merge`.
+struct CBlock<'c, 'd> {
+    c: &'c mut MatMut<'d>,
+    row0: usize,
+    col0: usize,
+    merge: Merge,
+}
 
-    if rows == MR && cols == NR && cs == 1 {
-        for (i, acc_row) in acc.iter().enumerate() {
-            let start = (row + i) * rs + col;
-            let (c_vectors, _) = c.data[start..start + NR].as_chunks_mut::<LANES>();
-            for (c_vector, &ab) in c_vectors.iter_mut().zip(acc_row) {
-                *c_vector = merge.vector(ab, V::new(*c_vector)).to_array();
+impl CBlock<'_, '_> {
+    /// Returns the rows and columns of the microtile at `(row, col)` of C that lie inside C.
+    #[inline(always)]
+    fn extent(&self, row: usize, col: usize) -> (usize, usize) {
+        (MR.min(self.c.rows - row), NR.min(self.c.cols - col))
+    }
+}
+
+impl BlockOutput for CBlock<'_, '_> {
+    #[inline(always)]
+    fn prefetch(&self, i: usize, j: usize) {
+        let (row, col) = (self.row0 + i, self.col0 + j);
+        let (rows, cols) = self.extent(row, col);
+        if self.c.col_stride == 1 {
+            for r in row..row + rows {
+                let start = r * self.c.row_stride + col;
+                prefetch(&self.c.data[start..start + cols]);
             }
         }
-    } else {
-        let values = acc_to_array(acc);
-        for (i, value_row) in values.iter().enumerate().take(rows) {
-            for (j, &ab) in value_row.iter().enumerate().take(cols) {
-                let index = (row + i) * rs + (col + j) * cs;
-                c.data[index] = merge.scalar(ab, c.data[index]);
+    }
+
+    /// Uses vector loads and stores when the tile is whole and C's rows are contiguous, and goes
+    /// element by element otherwise, with identical arithmetic.
+    #[inline(always)]
+    fn update(&mut self, i: usize, j: usize, acc: &Acc) {
+        let (row, col) = (self.row0 + i, self.col0 + j);
+        let (rows, cols) = self.extent(row, col);
+        let (rs, cs) = (self.c.row_stride, self.c.col_stride);
+        let merge = self.merge;
+
+        if rows == MR && cols == NR && cs == 1 {
+            for (r, acc_row) in acc.iter().enumerate() {
+                let start = (row + r) * rs + col;
+                let (c_vectors, _) = self.c.data[start..start + NR].as_chunks_mut::<LANES>();
+                for (c_vector, &ab) in c_vectors.iter_mut().zip(acc_row) {
+                    *c_vector = merge.vector(ab, V::new(*c_vector)).to_array();
+                }
             }
+        } else {
+            let values = acc_to_array(acc);
+            for (r, value_row) in values.iter().enumerate().take(rows) {
+                for (s, &ab) in value_row.iter().enumerate().take(cols) {
+                    let index = (row + r) * rs + (col + s) * cs;
+                    self.c.data[index] = merge.scalar(ab, self.c.data[index]);
+                }
+            }
+        }
+    }
+}
+
+/// The tile sums of one `mc x nc` block of [`gemm_tiles`], stored tile by tile, column of tiles
+/// first; after the last k-block each finished tile goes to `tile`.
+struct TileSums<'s, F> {
+    sums: &'s mut [V],
+    tiles_down: usize,
+    merge: Merge,
+    last_block: bool,
+    row0: usize,
+    col0: usize,
+    m: usize,
+    n: usize,
+    tile: F,
+}
+
+impl<F: FnMut(&Tile<'_>)> TileSums<'_, F> {
+    /// Returns the range of `sums` holding the microtile at `(i, j)` of the block.
+    #[inline(always)]
+    fn range(&self, i: usize, j: usize) -> std::ops::Range<usize> {
+        let start = (j / NR * self.tiles_down + i / MR) * MR * NV;
+        start..start + MR * NV
+    }
+}
+
+impl<F: FnMut(&Tile<'_>)> BlockOutput for TileSums<'_, F> {
+    #[inline(always)]
+    fn prefetch(&self, i: usize, j: usize) {
+        prefetch(bytemuck::cast_slice(&self.sums[self.range(i, j)]));
+    }
+
+    #[inline(always)]
+    fn update(&mut self, i: usize, j: usize, acc: &Acc) {
+        let range = self.range(i, j);
+        let sum = &mut self.sums[range];
+        for (s, &ab) in sum.iter_mut().zip(acc.as_flattened()) {
+            *s = self.merge.vector(ab, *s);
+        }
+        if self.last_block {
+            let (row, col) = (self.row0 + i, self.col0 + j);
+            let (rows, cols) = (MR.min(self.m - row), NR.min(self.n - col));
+            (self.tile)(&Tile { row, col, rows, cols, values: bytemuck::cast_slice(sum) });
         }
     }
 }
@@ -143,9 +222,8 @@ pub fn gemm_into(alpha: f32, a: &MatRef<'_>, b: &impl PackB, beta: f32, c: &mut 
                         let a_block = &mut a_buffer[..mc.next_multiple_of(MR) * kc];
                         pack_a(a, ic, mc, pc, kc, a_block);
 
-                        multiply_block(kc, a_block, b_panel, |i, j, acc| {
-                            merge_tile(c, ic + i, jc + j, acc, merge)
-                        });
+                        let mut output = CBlock { c: &mut *c, row0: ic, col0: jc, merge };
+                        multiply_block(kc, a_block, b_panel, &mut output);
                     }
                 }
             }
@@ -183,7 +261,6 @@ pub fn gemm_tiles(
     let nc_max = nc_step.min(n.next_multiple_of(NR));
     let kc_max = KC.min(k);
     let mc_max = MC.min(m.next_multiple_of(MR));
-    let tile_vectors = MR * NV;
     with_buffer(&PACKED_B, k * nc_max, |b_buffer| {
         with_buffer(&PACKED_A, mc_max * kc_max, |a_buffer| {
             with_buffer(&TILE_SUMS, mc_max * nc_max, |sums| {
@@ -214,20 +291,18 @@ pub fn gemm_tiles(
                             let a_block = &mut a_buffer[..tiles_down * MR * kc];
                             pack_a(a, ic, mc, pc, kc, a_block);
 
-                            multiply_block(kc, a_block, b_panel, |i, j, acc| {
-                                // Tile sums are stored tile by tile, column of tiles first.
-                                let index = (j / NR * tiles_down + i / MR) * tile_vectors;
-                                let sum = &mut sums[index..index + tile_vectors];
-                                for (s, &ab) in sum.iter_mut().zip(acc.as_flattened()) {
-                                    *s = merge.vector(ab, *s);
-                                }
-                                if last_block {
-                                    let (row, col) = (ic + i, jc + j);
-                                    let (rows, cols) = (MR.min(m - row), NR.min(n - col));
-                                    let values = bytemuck::cast_slice(sum);
-                                    tile(&Tile { row, col, rows, cols, values });
-                                }
-                            });
+                            let mut output = TileSums {
+                                sums: &mut *sums,
+                                tiles_down,
+                                merge,
+                                last_block,
+                                row0: ic,
+                                col0: jc,
+                                m,
+                                n,
+                                tile: &mut *tile,
+                            };
+                            multiply_block(kc, a_block, b_panel, &mut output);
                         }
                     }
                 }

@@ -125,3 +125,19 @@ pub fn acc_to_array(acc: &Acc) -> [[f32; NR]; MR] {
     }
     out
 }
+
+/// Hints the cache to load the lines holding the first and the last element of `values`.
+#[inline(always)]
+pub fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(first), Some(last)) = (values.first(), values.last()) {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for address in [first as *const f32, last as *const f32] {
+            // SAFETY: a prefetch is a hint that never faults and changes no program state, and
+            // both addresses point into `values`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
