@@ -135,6 +135,22 @@ fn bench_gemm(criterion: &mut Criterion) {
             })
         });
 
+        // The tile path, with each tile copied into C as a col2im scatter would add it.
+        group.bench_function(BenchmarkId::new("ours_tiles", shape.name), |bencher| {
+            bencher.iter(|| {
+                let a = MatRef::new(&a, m, k, rsa, csa).unwrap();
+                let b = MatRef::new(&b, k, n, rsb, csb).unwrap();
+                packed_gemm::sgemm_tiles(1.0, a, &b, n, |tile| {
+                    for i in 0..tile.rows {
+                        let start = (tile.row + i) * n + tile.col;
+                        c[start..start + tile.cols].copy_from_slice(tile.row_values(i));
+                    }
+                })
+                .unwrap();
+                black_box(());
+            })
+        });
+
         group.bench_function(BenchmarkId::new("matrixmultiply", shape.name), |bencher| {
             bencher.iter(|| {
                 // SAFETY: the strides describe `m x k`, `k x n` and `m x n` matrices that lie

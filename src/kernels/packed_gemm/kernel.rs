@@ -12,9 +12,9 @@ mod width {
     /// Lanes per vector.
     pub const LANES: usize = 16;
     /// Rows of the microtile.
-    pub const MR: usize = 12;
+    pub const MR: usize = 8;
     /// Vectors per row of the microtile.
-    pub const NV: usize = 2;
+    pub const NV: usize = 3;
 }
 
 #[cfg(not(target_feature = "avx512f"))]
