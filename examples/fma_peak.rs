@@ -1,10 +1,10 @@
 //! Measures the peak f32 FMA throughput of one core, the roofline for the GEMM benchmarks.
 //!
 //! The loop keeps `ACCUMULATORS` independent accumulators in registers and updates each with one
-//! fused multiply-add per iteration, so nothing but the FMA pipes limits it: with a latency of
+//! fused multiply-add per iteration, so nothing but the FMA pipes limits it. With a latency of
 //! `L` cycles and `P` pipes, `L * P` independent chains keep every pipe busy. It runs once with
-//! `wide::f32x16` (one AVX-512 register per accumulator when the build enables AVX-512) and once
-//! with `wide::f32x8` (AVX2), because some cores execute a 512-bit FMA as two 256-bit halves and
+//! `wide`'s `f32x16` (one AVX-512 register per accumulator when the build enables AVX-512) and
+//! once with `f32x8` (AVX2), because some cores execute a 512-bit FMA as two 256-bit halves and
 //! then reach the same peak with either width.
 //!
 //! Flops are counted as 2 per lane per FMA. The program pins nothing and takes the best of several
@@ -16,9 +16,9 @@
 
 use std::hint::black_box;
 use std::time::Instant;
-use wide::{f32x16, f32x8};
+use wide1::{f32x16, f32x8};
 
-/// Independent FMA chains per loop iteration; more than latency x pipes on current x86 cores.
+/// Independent FMA chains per loop iteration, twice the 8 that a 4-cycle latency on 2 pipes needs.
 const ACCUMULATORS: usize = 16;
 /// Loop iterations per trial.
 const ITERATIONS: u64 = 50_000_000;

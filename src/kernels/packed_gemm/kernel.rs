@@ -8,7 +8,7 @@
 #[cfg(target_feature = "avx512f")]
 mod width {
     /// The vector type of the microkernel: one AVX-512 register.
-    pub type V = wide::f32x16;
+    pub type V = wide1::f32x16;
     /// Lanes per vector.
     pub const LANES: usize = 16;
     /// Rows of the microtile.
@@ -20,7 +20,7 @@ mod width {
 #[cfg(not(target_feature = "avx512f"))]
 mod width {
     /// The vector type of the microkernel: one AVX register (emulated without AVX).
-    pub type V = wide::f32x8;
+    pub type V = wide1::f32x8;
     /// Lanes per vector.
     pub const LANES: usize = 8;
     /// Rows of the microtile.
@@ -42,7 +42,8 @@ pub type Acc = [[V; NV]; MR];
 
 /// Multiplies a packed A sliver by a packed B sliver: `acc[i][v][l] = sum_p a[p][i] * b[p][v][l]`.
 ///
-/// `a` holds `kc` columns of `MR` values (`a[p * MR + i]`), `b` holds `kc` rows of `NR` values.
+/// `a` contains `kc` columns of `MR` values (`a[p * MR + i]`), `b` contains `kc` rows of `NR`
+/// values.
 /// The sum runs over `p` in increasing order, one fused multiply-add per step (a multiply and an
 /// add when the build has no FMA), so the result depends only on the inputs.
 #[inline(always)]
@@ -64,7 +65,7 @@ pub fn microkernel(a: &[f32], b: &[BRow]) -> Acc {
     acc
 }
 
-/// How a finished product `alpha * AB` is combined with the value already in C.
+/// The rule that combines a finished product `alpha * AB` with the value already in C.
 #[derive(Clone, Copy, Debug)]
 pub enum Merge {
     /// `c = alpha * ab`: the old value is never read, so NaN in it does not propagate.
