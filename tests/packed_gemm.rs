@@ -33,7 +33,7 @@ struct Stored {
 }
 
 impl Stored {
-    /// Stores `value(i, j)` in `layout`; every element outside the view is NaN.
+    /// Stores `value(i, j)` in `layout`, with NaN in every element outside the view.
     fn new(
         rows: usize,
         cols: usize,
@@ -288,8 +288,10 @@ struct DocumentedPacker {
 
 impl PackB for DocumentedPacker {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
-        assert!(kc <= KC && nc <= NC, "block {kc} x {nc} exceeds KC x NC");
-        assert!(k0 + kc <= self.k && n0 + nc <= self.n, "block out of range");
+        assert!(kc <= KC, "kc = {kc} exceeds KC = {KC}");
+        assert!(nc <= NC, "nc = {nc} exceeds NC = {NC}");
+        assert!(k0 + kc <= self.k, "rows {k0}..{} past k = {}", k0 + kc, self.k);
+        assert!(n0 + nc <= self.n, "columns {n0}..{} past n = {}", n0 + nc, self.n);
         assert_eq!(dst.len(), nc.div_ceil(NR) * NR * kc, "packed B length");
         for s in 0..nc.div_ceil(NR) {
             for p in 0..kc {

@@ -7,14 +7,14 @@
 //!    `kc` ([`KC`]), and rows of A and C into blocks of `mc` ([`MC`]).
 //! 2. A `kc x nc` block of B is packed into slivers of [`NR`] columns (the layout of [`PackB`])
 //!    and an `mc x kc` block of A into slivers of [`MR`] rows, zero-padded at the edges.
-//! 3. The microkernel multiplies one A sliver by one B sliver into `MR x NR` accumulators held in
-//!    registers; the result is merged into C, or, for [`sgemm_tiles`], handed to a closure.
+//! 3. The microkernel multiplies one A sliver by one B sliver into `MR x NR` accumulators kept in
+//!    registers. The result is merged into C or, for [`sgemm_tiles`], handed to a closure.
 //!
 //! B is read only through [`PackB`], so a convolution can write im2col patches straight into the
 //! packed layout, and [`sgemm_tiles`] hands finished tiles of `alpha * A * B` to the caller, so
 //! col2im can scatter-add them without a full product matrix.
 //!
-//! The microkernel uses `wide::f32x16` when the build enables AVX-512F and `wide::f32x8`
+//! The microkernel uses `f32x16` from `wide` 1.x when the build enables AVX-512F, and `f32x8`
 //! otherwise (emulated on 128-bit registers in a baseline x86-64 build). The summation order
 //! depends only on `k` and the block sizes, which are compile-time constants, so a result depends
 //! only on the inputs and the build. Every call runs on the calling thread.
@@ -161,7 +161,7 @@ impl<'a> MatRef<'a> {
         self.col_stride
     }
 
-    /// The underlying slice.
+    /// Returns the underlying slice.
     pub fn data(&self) -> &'a [f32] {
         self.data
     }
@@ -187,7 +187,7 @@ impl<'a> MatMut<'a> {
     /// # Errors
     /// [`Error::InvalidArgument`] when `data` is shorter than the largest index plus one, or when
     /// two elements could share an index: neither `row_stride >= cols * col_stride > 0` nor
-    /// `col_stride >= rows * row_stride > 0` holds (a dimension of size 1 needs no stride).
+    /// `col_stride >= rows * row_stride > 0` is true (a dimension of size 1 needs no stride).
     /// [`Error::Overflow`] when the largest index does not fit in `usize`.
     pub fn new(
         data: &'a mut [f32],

@@ -36,7 +36,7 @@ fn with_buffer<R>(
     result
 }
 
-/// Where the microtiles of one block go: C itself, or the tile sums of [`gemm_tiles`].
+/// The destination of the microtiles of one block: C itself, or the tile sums of [`gemm_tiles`].
 trait BlockOutput {
     /// Hints the cache to load the destination of the microtile at `(i, j)` of the block.
     fn prefetch(&self, i: usize, j: usize);
@@ -128,7 +128,7 @@ impl BlockOutput for CBlock<'_, '_> {
 }
 
 /// The tile sums of one `mc x nc` block of [`gemm_tiles`], stored tile by tile, column of tiles
-/// first; after the last k-block each finished tile goes to `tile`.
+/// first. After the last k-block, each finished tile goes to `tile`.
 struct TileSums<'s, F> {
     sums: &'s mut [V],
     tiles_down: usize,
@@ -254,8 +254,8 @@ pub fn gemm_tiles(
         return;
     }
 
-    // All k rows of a column block are packed at once, so every k-block of an A block can be
-    // applied before its tiles are handed out; the column block shrinks as k grows.
+    // All k rows of a column block are packed at once, so that every k-block of an A block can
+    // be applied before its tiles are handed out. The column block shrinks as k grows.
     let nc_budget = (TILE_B_BYTES / (k * size_of::<f32>())) / NR * NR;
     let nc_step = nc_budget.clamp(NR, NC);
     let nc_max = nc_step.min(n.next_multiple_of(NR));
