@@ -4,7 +4,8 @@
 //! result into NaN, and a stray write to C overwrites a NaN that must survive.
 
 use dcgan::kernels::packed_gemm::{
-    sgemm, sgemm_tiles, sgemm_with_packer, MatMut, MatRef, PackB, KC, MR, NC, NR,
+    sgemm, sgemm_tiles, sgemm_with_packer, MatMut, MatRef, PackB, KC, MC, MR, NC, NR,
+    TILE_PANEL_BYTES,
 };
 use dcgan::rng::Rng;
 use dcgan::Error;
@@ -397,10 +398,16 @@ fn sgemm_large_integer_shape_is_exact() {
 
 #[test]
 fn tiles_cover_several_column_blocks() {
-    // k large enough that the tile path's k x nc panel budget forces several column blocks, and
-    // m large enough for two A blocks.
-    tiles_case((35, 5000, 500), 1.0, 11).unwrap();
-    tiles_case((700, 600, 70), -0.5, 12).unwrap();
+    // m <= k: the tile sums of all m rows exceed TILE_PANEL_BYTES at this n.
+    let (m, k) = (600, 610);
+    let n = TILE_PANEL_BYTES / (m * 4) + 2 * NR;
+    tiles_case((m, k, n), 1.0, 11).unwrap();
+    // m > k: the packed B of all k rows exceeds it, and m spans several A blocks.
+    let (m, k) = (2 * MC + 40, 2100);
+    let n = TILE_PANEL_BYTES / (k * 4) + 2 * NR;
+    tiles_case((m, k, n), -0.5, 12).unwrap();
+    // m > k with a short reduction: one k-block, several A blocks.
+    tiles_case((MC + 220, 600, 70), -0.5, 13).unwrap();
 }
 
 #[test]

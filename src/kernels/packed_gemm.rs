@@ -22,6 +22,7 @@
 mod driver;
 mod kernel;
 mod pack;
+mod tiles;
 
 use crate::error::{Error, Result};
 
@@ -41,10 +42,11 @@ const _: () = assert!(MC.is_multiple_of(MR), "A blocks must hold whole slivers")
 /// (4 MiB) is meant to stay in L3.
 pub const NC: usize = 4096 / NR * NR;
 
-/// Size bound for the packed B of [`sgemm_tiles`], which packs all `k` rows of a column block at
-/// once: its column block is the largest multiple of [`NR`] (at least `NR`, at most [`NC`]) whose
-/// `k x nc` panel fits in this many bytes.
-pub const TILE_B_BYTES: usize = 4 << 20;
+/// Size bound, in bytes, for the buffer of [`sgemm_tiles`] that grows with `min(m, k) * nc`: the
+/// tile sums of all `m` rows of a column block when `m <= k`, and otherwise the packed B of all `k`
+/// rows. The column block `nc` is the widest multiple of [`NR`] (at least `NR`, at most [`NC`])
+/// that keeps this buffer, and the tile sums of one A block, within the bound.
+pub const TILE_PANEL_BYTES: usize = 4 << 20;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 ///
@@ -239,9 +241,9 @@ impl<'a> MatMut<'a> {
 ///
 /// for sliver `s` in `0..nc.div_ceil(NR)`, `p` in `0..kc` and `j` in `0..NR`. Within a sliver,
 /// each row of `NR` values is contiguous and rows follow in order of `p`. Columns past `n0 + nc`
-/// in the last sliver should be written as zero; their values only reach output columns that
-/// are discarded. The GEMM calls `pack_b` once per block it needs, with `kc <= max(KC, k)` and
-/// blocks in increasing `k0`; [`sgemm_tiles`] may ask for all `k` rows in one call or several.
+/// in the last sliver should be written as zero, because their values only reach output columns
+/// that are discarded. A GEMM requests each block it needs exactly once, with `kc <= KC` and
+/// `nc <= NC`, and the blocks of one column block in increasing order of `k0`.
 ///
 /// Implemented by [`MatRef`] and by every closure `Fn(usize, usize, usize, usize, &mut [f32])`.
 pub trait PackB {
@@ -357,6 +359,6 @@ pub fn sgemm_tiles(
     mut tile: impl FnMut(&Tile<'_>),
 ) -> Result<()> {
     crate::error::checked_product("product matrix", &[a.rows, n])?;
-    driver::gemm_tiles(alpha, &a, b, n, &mut tile);
+    tiles::gemm_tiles(alpha, &a, b, n, &mut tile);
     Ok(())
 }

@@ -1,19 +1,20 @@
-//! The blocked loops around the microkernel, and the per-thread packing buffers.
+//! The blocked loops of [`super::sgemm`] around the microkernel, and the parts they share with
+//! [`super::sgemm_tiles`]: the per-thread packing buffers and the block multiplication.
 
 use std::cell::Cell;
 use std::thread::LocalKey;
 
 use super::kernel::{acc_to_array, microkernel, prefetch, Acc, BRow, Merge, LANES, MR, NR, NV, V};
 use super::pack::pack_a;
-use super::{MatMut, MatRef, PackB, Tile, KC, MC, NC, TILE_B_BYTES};
+use super::{MatMut, MatRef, PackB, KC, MC, NC};
 
 thread_local! {
     /// Packed A block, reused across calls on this thread.
-    static PACKED_A: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+    pub static PACKED_A: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
     /// Packed B panel, reused across calls on this thread.
-    static PACKED_B: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
-    /// Accumulated tiles of [`gemm_tiles`], reused across calls on this thread.
-    static TILE_SUMS: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+    pub static PACKED_B: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+    /// Tile sums of [`super::sgemm_tiles`], reused across calls on this thread.
+    pub static TILE_SUMS: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's buffer `slot`, grown to at least `len` floats.
@@ -21,7 +22,7 @@ thread_local! {
 /// The buffer is taken out of the slot while `f` runs, so a nested GEMM call (from a packer or a
 /// tile closure) allocates its own instead of aliasing this one. Old contents are left in place:
 /// callers overwrite what they read.
-fn with_buffer<R>(
+pub fn with_buffer<R>(
     slot: &'static LocalKey<Cell<Vec<V>>>,
     len: usize,
     f: impl FnOnce(&mut [V]) -> R,
@@ -36,8 +37,9 @@ fn with_buffer<R>(
     result
 }
 
-/// The destination of the microtiles of one block: C itself, or the tile sums of [`gemm_tiles`].
-trait BlockOutput {
+/// The destination of the microtiles of one block: C itself, or the tile sums of
+/// [`super::sgemm_tiles`].
+pub trait BlockOutput {
     /// Hints the cache to load the destination of the microtile at `(i, j)` of the block.
     fn prefetch(&self, i: usize, j: usize);
     /// Combines the `MR x NR` product at `(i, j)` of the block with its destination.
@@ -49,7 +51,7 @@ trait BlockOutput {
 /// Slivers are visited B-major, so one B sliver stays in L1 while the A slivers stream past it.
 /// Each microtile's destination is prefetched before its product is computed.
 #[inline(always)]
-fn multiply_block(kc: usize, a_block: &[f32], b_panel: &[f32], output: &mut impl BlockOutput) {
+pub fn multiply_block(kc: usize, a_block: &[f32], b_panel: &[f32], output: &mut impl BlockOutput) {
     let (b_rows, _) = b_panel.as_chunks::<NR>();
     for (jr, b_sliver) in b_rows.chunks_exact(kc).enumerate() {
         for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
@@ -127,50 +129,6 @@ impl BlockOutput for CBlock<'_, '_> {
     }
 }
 
-/// The tile sums of one `mc x nc` block of [`gemm_tiles`], stored tile by tile, column of tiles
-/// first. After the last k-block, each finished tile goes to `tile`.
-struct TileSums<'s, F> {
-    sums: &'s mut [V],
-    tiles_down: usize,
-    merge: Merge,
-    last_block: bool,
-    row0: usize,
-    col0: usize,
-    m: usize,
-    n: usize,
-    tile: F,
-}
-
-impl<F: FnMut(&Tile<'_>)> TileSums<'_, F> {
-    /// Returns the range of `sums` holding the microtile at `(i, j)` of the block.
-    #[inline(always)]
-    fn range(&self, i: usize, j: usize) -> std::ops::Range<usize> {
-        let start = (j / NR * self.tiles_down + i / MR) * MR * NV;
-        start..start + MR * NV
-    }
-}
-
-impl<F: FnMut(&Tile<'_>)> BlockOutput for TileSums<'_, F> {
-    #[inline(always)]
-    fn prefetch(&self, i: usize, j: usize) {
-        prefetch(bytemuck::cast_slice(&self.sums[self.range(i, j)]));
-    }
-
-    #[inline(always)]
-    fn update(&mut self, i: usize, j: usize, acc: &Acc) {
-        let range = self.range(i, j);
-        let sum = &mut self.sums[range];
-        for (s, &ab) in sum.iter_mut().zip(acc.as_flattened()) {
-            *s = self.merge.vector(ab, *s);
-        }
-        if self.last_block {
-            let (row, col) = (self.row0 + i, self.col0 + j);
-            let (rows, cols) = (MR.min(self.m - row), NR.min(self.n - col));
-            (self.tile)(&Tile { row, col, rows, cols, values: bytemuck::cast_slice(sum) });
-        }
-    }
-}
-
 /// Sets `C = beta * C`, writing zeros without reading C when `beta == 0`.
 fn scale_c(c: &mut MatMut<'_>, beta: f32) {
     if beta == 1.0 {
@@ -227,86 +185,6 @@ pub fn gemm_into(alpha: f32, a: &MatRef<'_>, b: &impl PackB, beta: f32, c: &mut 
                     }
                 }
             }
-        })
-    })
-}
-
-/// Hands every tile of `alpha * A * B` to `tile`; see [`super::sgemm_tiles`].
-pub fn gemm_tiles(
-    alpha: f32,
-    a: &MatRef<'_>,
-    b: &impl PackB,
-    n: usize,
-    tile: &mut impl FnMut(&Tile<'_>),
-) {
-    let (m, k) = (a.rows, a.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 || alpha == 0.0 {
-        let zeros = [0.0; MR * NR];
-        for col in (0..n).step_by(NR) {
-            for row in (0..m).step_by(MR) {
-                let (rows, cols) = (MR.min(m - row), NR.min(n - col));
-                tile(&Tile { row, col, rows, cols, values: &zeros });
-            }
-        }
-        return;
-    }
-
-    // All k rows of a column block are packed at once, so that every k-block of an A block can
-    // be applied before its tiles are handed out. The column block shrinks as k grows.
-    let nc_budget = (TILE_B_BYTES / (k * size_of::<f32>())) / NR * NR;
-    let nc_step = nc_budget.clamp(NR, NC);
-    let nc_max = nc_step.min(n.next_multiple_of(NR));
-    let kc_max = KC.min(k);
-    let mc_max = MC.min(m.next_multiple_of(MR));
-    with_buffer(&PACKED_B, k * nc_max, |b_buffer| {
-        with_buffer(&PACKED_A, mc_max * kc_max, |a_buffer| {
-            with_buffer(&TILE_SUMS, mc_max * nc_max, |sums| {
-                let b_buffer: &mut [f32] = bytemuck::cast_slice_mut(b_buffer);
-                let a_buffer: &mut [f32] = bytemuck::cast_slice_mut(a_buffer);
-
-                for jc in (0..n).step_by(nc_step) {
-                    let nc = nc_step.min(n - jc);
-                    let nc_padded = nc.next_multiple_of(NR);
-
-                    // Pack B[.., jc..] as one [nc / NR][kc][NR] panel per k-block, back to back:
-                    // the panel of the block starting at pc starts at pc * nc_padded.
-                    for pc in (0..k).step_by(KC) {
-                        let kc = KC.min(k - pc);
-                        let start = pc * nc_padded;
-                        b.pack_b(pc, kc, jc, nc, &mut b_buffer[start..start + kc * nc_padded]);
-                    }
-
-                    for ic in (0..m).step_by(MC) {
-                        let mc = MC.min(m - ic);
-                        let tiles_down = mc.div_ceil(MR);
-
-                        for pc in (0..k).step_by(KC) {
-                            let kc = KC.min(k - pc);
-                            let last_block = pc + kc == k;
-                            let merge = Merge::new(alpha, if pc == 0 { 0.0 } else { 1.0 });
-                            let b_panel = &b_buffer[pc * nc_padded..(pc + kc) * nc_padded];
-                            let a_block = &mut a_buffer[..tiles_down * MR * kc];
-                            pack_a(a, ic, mc, pc, kc, a_block);
-
-                            let mut output = TileSums {
-                                sums: &mut *sums,
-                                tiles_down,
-                                merge,
-                                last_block,
-                                row0: ic,
-                                col0: jc,
-                                m,
-                                n,
-                                tile: &mut *tile,
-                            };
-                            multiply_block(kc, a_block, b_panel, &mut output);
-                        }
-                    }
-                }
-            })
         })
     })
 }
