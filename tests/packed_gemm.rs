@@ -500,6 +500,22 @@ fn overlapping_output_is_rejected() {
 }
 
 #[test]
+fn oversized_dimensions_are_rejected() {
+    // Zero strides let a view claim 2^40 columns over a single element.
+    let one = [1.0f32];
+    let wide_row = MatRef::new(&one, 1, 1 << 40, 0, 0).unwrap();
+    let tall_column = MatRef::new(&one, 1 << 40, 1, 0, 0).unwrap();
+    let mut out = [0.0f32];
+    let c = MatMut::row_major(&mut out, 1, 1).unwrap();
+    let error = sgemm(1.0, wide_row, tall_column, 0.0, c).unwrap_err();
+    assert!(error.to_string().contains("matrix size"), "{error}");
+
+    let a = MatRef::row_major(&one, 1, 1).unwrap();
+    let error = sgemm_tiles(1.0, a, &a, usize::MAX, |_| {}).unwrap_err();
+    assert!(matches!(error, Error::InvalidArgument { name: "matrix size", .. }), "{error}");
+}
+
+#[test]
 fn mismatched_dimensions_are_rejected() {
     let data = vec![0.0; 64];
     let mut out = vec![0.0; 64];

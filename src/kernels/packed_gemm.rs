@@ -24,7 +24,8 @@ mod kernel;
 mod pack;
 mod tiles;
 
-use crate::error::{Error, Result};
+use super::geometry::MAX_TENSOR_ELEMENTS;
+use crate::error::{checked_product, Error, Result};
 
 pub use kernel::{MR, NR};
 
@@ -293,12 +294,21 @@ impl<'a> Tile<'a> {
     }
 }
 
-/// Checks that `A` has `rows` rows (those of C) and returns its column count `k`.
-fn check_a(a: &MatRef<'_>, rows: usize) -> Result<usize> {
-    if a.rows != rows {
-        return Err(Error::invalid("rows of A", a.rows, format!("{rows}, the rows of C")));
+/// Checks that the `m x k`, `k x n` and `m x n` matrices of a product each have at most
+/// [`MAX_TENSOR_ELEMENTS`] elements. A view with a zero stride can claim any number of columns
+/// without the memory to back them, and this bound keeps the work of one call finite in practice.
+fn check_dimensions(m: usize, k: usize, n: usize) -> Result<()> {
+    for (what, rows, cols) in [("A", m, k), ("B", k, n), ("C", m, n)] {
+        let elements = checked_product("matrix size", &[rows, cols])?;
+        if elements > MAX_TENSOR_ELEMENTS {
+            return Err(Error::invalid(
+                "matrix size",
+                format!("{rows} x {cols} ({what})"),
+                format!("at most {MAX_TENSOR_ELEMENTS} elements"),
+            ));
+        }
     }
-    Ok(a.cols)
+    Ok(())
 }
 
 /// Computes `C = alpha * A * B + beta * C` for strided views.
@@ -308,7 +318,9 @@ fn check_a(a: &MatRef<'_>, rows: usize) -> Result<usize> {
 /// are not read and C becomes `beta * C`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when the dimensions do not match.
+/// [`Error::InvalidArgument`] when the dimensions do not match, or when A, B or C has more than
+/// [`MAX_TENSOR_ELEMENTS`] elements (possible only through a zero stride), and
+/// [`Error::Overflow`] when such a count does not fit in `usize`.
 pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) -> Result<()> {
     if b.rows != a.cols {
         return Err(Error::invalid("rows of B", b.rows, format!("{}, the columns of A", a.cols)));
@@ -329,7 +341,8 @@ pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>)
 /// The result is bit-identical to [`sgemm`] on a strided B with the same values.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when A and C differ in rows.
+/// [`Error::InvalidArgument`] when A and C differ in rows or a matrix is too large, as for
+/// [`sgemm`].
 pub fn sgemm_with_packer(
     alpha: f32,
     a: MatRef<'_>,
@@ -337,7 +350,10 @@ pub fn sgemm_with_packer(
     beta: f32,
     mut c: MatMut<'_>,
 ) -> Result<()> {
-    check_a(&a, c.rows)?;
+    if a.rows != c.rows {
+        return Err(Error::invalid("rows of A", a.rows, format!("{}, the rows of C", c.rows)));
+    }
+    check_dimensions(a.rows, a.cols, c.cols)?;
     driver::gemm_into(alpha, &a, b, beta, &mut c);
     Ok(())
 }
@@ -350,7 +366,8 @@ pub fn sgemm_with_packer(
 /// with `beta == 0`. With `alpha == 0` or `k == 0`, A and B are not read and the tiles are zero.
 ///
 /// # Errors
-/// [`Error::Overflow`] when `m * n` does not fit in `usize`.
+/// [`Error::InvalidArgument`] when A, B or the product has more than [`MAX_TENSOR_ELEMENTS`]
+/// elements, and [`Error::Overflow`] when such a count does not fit in `usize`.
 pub fn sgemm_tiles(
     alpha: f32,
     a: MatRef<'_>,
@@ -358,7 +375,7 @@ pub fn sgemm_tiles(
     n: usize,
     mut tile: impl FnMut(&Tile<'_>),
 ) -> Result<()> {
-    crate::error::checked_product("product matrix", &[a.rows, n])?;
+    check_dimensions(a.rows, a.cols, n)?;
     tiles::gemm_tiles(alpha, &a, b, n, &mut tile);
     Ok(())
 }
