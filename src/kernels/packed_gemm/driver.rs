@@ -20,8 +20,11 @@ thread_local! {
 /// Runs `f` on this thread's buffer `slot`, grown to at least `len` floats.
 ///
 /// The buffer is taken out of the slot while `f` runs, so a nested GEMM call (from a packer or a
-/// tile closure) allocates its own instead of aliasing this one. Old contents are left in place:
-/// callers overwrite what they read.
+/// tile closure) allocates its own instead of aliasing this one. Old contents are left in place,
+/// because callers overwrite what they read. A buffer keeps its largest size for the life of the
+/// thread: 480 KiB for packed A, and about 4 MiB for packed B and for tile sums. The last two grow
+/// past that only in a tile-path call where even `min(m, k) x NR` floats exceed
+/// `TILE_PANEL_BYTES`, because the column block cannot shrink below `NR`.
 pub fn with_buffer<R>(
     slot: &'static LocalKey<Cell<Vec<V>>>,
     len: usize,
@@ -48,7 +51,7 @@ pub trait BlockOutput {
 
 /// Multiplies a packed `mc x kc` A block by a packed `kc x nc` B panel, one microtile at a time.
 ///
-/// Slivers are visited B-major, so one B sliver stays in L1 while the A slivers stream past it.
+/// Slivers are visited B-major, so one B sliver stays in cache while the A slivers stream past it.
 /// Each microtile's destination is prefetched before its product is computed.
 #[inline(always)]
 pub fn multiply_block(kc: usize, a_block: &[f32], b_panel: &[f32], output: &mut impl BlockOutput) {
