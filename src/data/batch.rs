@@ -102,7 +102,8 @@ impl Batcher {
             ));
         }
         check_sizes(state.len, state.batch_size, state.last_batch)?;
-        if state.position % state.batch_size != 0 || state.position >= batches_end(&state) {
+        if !state.position.is_multiple_of(state.batch_size) || state.position >= batches_end(&state)
+        {
             return Err(Error::invalid(
                 "position",
                 state.position,

@@ -20,6 +20,7 @@ pub mod gemm;
 pub mod geometry;
 mod im2col;
 mod lowering;
+pub mod packed_gemm;
 mod phases;
 pub mod reference;
 

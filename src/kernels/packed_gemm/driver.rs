@@ -1,0 +1,193 @@
+//! The blocked loops of [`super::sgemm`] around the microkernel, and the parts they share with
+//! [`super::sgemm_tiles`]: the per-thread packing buffers and the block multiplication.
+
+use std::cell::Cell;
+use std::thread::LocalKey;
+
+use super::kernel::{acc_to_array, microkernel, prefetch, Acc, BRow, Merge, LANES, MR, NR, NV, V};
+use super::pack::pack_a;
+use super::{MatMut, MatRef, PackB, KC, MC, NC};
+
+thread_local! {
+    /// Packed A block, reused across calls on this thread.
+    pub static PACKED_A: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+    /// Packed B panel, reused across calls on this thread.
+    pub static PACKED_B: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+    /// Tile sums of [`super::sgemm_tiles`], reused across calls on this thread.
+    pub static TILE_SUMS: Cell<Vec<V>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's buffer `slot`, grown to at least `len` floats.
+///
+/// The buffer is taken out of the slot while `f` runs, so a nested GEMM call (from a packer or a
+/// tile closure) allocates its own instead of aliasing this one. Old contents are left in place,
+/// because callers overwrite what they read. A buffer keeps its largest size for the life of the
+/// thread: 480 KiB for packed A, and about 4 MiB for packed B and for tile sums. The last two grow
+/// past that only in a tile-path call where even `min(m, k) x NR` floats exceed
+/// `TILE_PANEL_BYTES`, because the column block cannot shrink below `NR`.
+pub fn with_buffer<R>(
+    slot: &'static LocalKey<Cell<Vec<V>>>,
+    len: usize,
+    f: impl FnOnce(&mut [V]) -> R,
+) -> R {
+    let mut buffer = slot.take();
+    let vectors = len.div_ceil(LANES);
+    if buffer.len() < vectors {
+        buffer.resize(vectors, V::ZERO);
+    }
+    let result = f(&mut buffer[..vectors]);
+    slot.set(buffer);
+    result
+}
+
+/// The destination of the microtiles of one block: C itself, or the tile sums of
+/// [`super::sgemm_tiles`].
+pub trait BlockOutput {
+    /// Hints the cache to load the destination of the microtile at `(i, j)` of the block.
+    fn prefetch(&self, i: usize, j: usize);
+    /// Combines the `MR x NR` product at `(i, j)` of the block with its destination.
+    fn update(&mut self, i: usize, j: usize, acc: &Acc);
+}
+
+/// Multiplies a packed `mc x kc` A block by a packed `kc x nc` B panel, one microtile at a time.
+///
+/// Slivers are visited B-major, so one B sliver stays in cache while the A slivers stream past it.
+/// Each microtile's destination is prefetched before its product is computed.
+#[inline(always)]
+pub fn multiply_block(kc: usize, a_block: &[f32], b_panel: &[f32], output: &mut impl BlockOutput) {
+    let (b_rows, _) = b_panel.as_chunks::<NR>();
+    for (jr, b_sliver) in b_rows.chunks_exact(kc).enumerate() {
+        for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
+            output.prefetch(ir * MR, jr * NR);
+            let acc = microkernel(a_sliver, b_sliver_rows(b_sliver));
+            output.update(ir * MR, jr * NR, &acc);
+        }
+    }
+}
+
+/// Views rows of `NR` floats as rows of `NV` vectors' worth of lanes.
+#[inline(always)]
+fn b_sliver_rows(rows: &[[f32; NR]]) -> &[BRow] {
+    let flat = rows.as_flattened();
+    let (lanes, _) = flat.as_chunks::<LANES>();
+    let (brows, _) = lanes.as_chunks::<NV>();
+    brows
+}
+
+/// The block of C at `(row0, col0)`, merged into with `merge`.
+struct CBlock<'c, 'd> {
+    c: &'c mut MatMut<'d>,
+    row0: usize,
+    col0: usize,
+    merge: Merge,
+}
+
+impl CBlock<'_, '_> {
+    /// Returns the rows and columns of the microtile at `(row, col)` of C that lie inside C.
+    #[inline(always)]
+    fn extent(&self, row: usize, col: usize) -> (usize, usize) {
+        (MR.min(self.c.rows - row), NR.min(self.c.cols - col))
+    }
+}
+
+impl BlockOutput for CBlock<'_, '_> {
+    #[inline(always)]
+    fn prefetch(&self, i: usize, j: usize) {
+        let (row, col) = (self.row0 + i, self.col0 + j);
+        let (rows, cols) = self.extent(row, col);
+        if self.c.col_stride == 1 {
+            for r in row..row + rows {
+                let start = r * self.c.row_stride + col;
+                prefetch(&self.c.data[start..start + cols]);
+            }
+        }
+    }
+
+    /// Uses vector loads and stores when the tile is whole and C's rows are contiguous, and goes
+    /// element by element otherwise, with identical arithmetic.
+    #[inline(always)]
+    fn update(&mut self, i: usize, j: usize, acc: &Acc) {
+        let (row, col) = (self.row0 + i, self.col0 + j);
+        let (rows, cols) = self.extent(row, col);
+        let (rs, cs) = (self.c.row_stride, self.c.col_stride);
+        let merge = self.merge;
+
+        if rows == MR && cols == NR && cs == 1 {
+            for (r, acc_row) in acc.iter().enumerate() {
+                let start = (row + r) * rs + col;
+                let (c_vectors, _) = self.c.data[start..start + NR].as_chunks_mut::<LANES>();
+                for (c_vector, &ab) in c_vectors.iter_mut().zip(acc_row) {
+                    *c_vector = merge.vector(ab, V::new(*c_vector)).to_array();
+                }
+            }
+        } else {
+            let values = acc_to_array(acc);
+            for (r, value_row) in values.iter().enumerate().take(rows) {
+                for (s, &ab) in value_row.iter().enumerate().take(cols) {
+                    let index = (row + r) * rs + (col + s) * cs;
+                    self.c.data[index] = merge.scalar(ab, self.c.data[index]);
+                }
+            }
+        }
+    }
+}
+
+/// Sets `C = beta * C`, writing zeros without reading C when `beta == 0`.
+fn scale_c(c: &mut MatMut<'_>, beta: f32) {
+    if beta == 1.0 {
+        return;
+    }
+    for i in 0..c.rows {
+        for j in 0..c.cols {
+            let index = i * c.row_stride + j * c.col_stride;
+            c.data[index] = if beta == 0.0 { 0.0 } else { beta * c.data[index] };
+        }
+    }
+}
+
+/// `C = alpha * A * B + beta * C`; dimensions are checked by the caller.
+pub fn gemm_into(alpha: f32, a: &MatRef<'_>, b: &impl PackB, beta: f32, c: &mut MatMut<'_>) {
+    let (m, k, n) = (c.rows, a.cols, c.cols);
+    debug_assert_eq!(a.rows, m, "rows of A and C differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        scale_c(c, beta);
+        return;
+    }
+
+    let kc_max = KC.min(k);
+    let nc_max = NC.min(n.next_multiple_of(NR));
+    let mc_max = MC.min(m.next_multiple_of(MR));
+    with_buffer(&PACKED_B, kc_max * nc_max, |b_buffer| {
+        with_buffer(&PACKED_A, mc_max * kc_max, |a_buffer| {
+            let b_buffer: &mut [f32] = bytemuck::cast_slice_mut(b_buffer);
+            let a_buffer: &mut [f32] = bytemuck::cast_slice_mut(a_buffer);
+
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    // The first k-block applies beta; later ones add to what it wrote.
+                    let merge = Merge::new(alpha, if pc == 0 { beta } else { 1.0 });
+
+                    // Pack B[pc.., jc..] as [nc / NR slivers][kc][NR].
+                    let b_panel = &mut b_buffer[..nc.next_multiple_of(NR) * kc];
+                    b.pack_b(pc, kc, jc, nc, b_panel);
+
+                    for ic in (0..m).step_by(MC) {
+                        let mc = MC.min(m - ic);
+
+                        // Pack A[ic.., pc..] as [mc / MR slivers][kc][MR].
+                        let a_block = &mut a_buffer[..mc.next_multiple_of(MR) * kc];
+                        pack_a(a, ic, mc, pc, kc, a_block);
+
+                        let mut output = CBlock { c: &mut *c, row0: ic, col0: jc, merge };
+                        multiply_block(kc, a_block, b_panel, &mut output);
+                    }
+                }
+            }
+        })
+    })
+}
