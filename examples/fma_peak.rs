@@ -16,7 +16,7 @@
 
 use std::hint::black_box;
 use std::time::Instant;
-use wide1::{f32x16, f32x8};
+use wide::{f32x16, f32x8};
 
 /// Independent FMA chains per loop iteration, twice the 8 that a 4-cycle latency on 2 pipes needs.
 const ACCUMULATORS: usize = 16;

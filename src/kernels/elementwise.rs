@@ -32,7 +32,7 @@ fn load(chunk: &[f32]) -> f32x8 {
 
 #[inline(always)]
 fn store(chunk: &mut [f32], v: f32x8) {
-    chunk.copy_from_slice(v.as_array_ref());
+    chunk.copy_from_slice(v.as_array());
 }
 
 /// Copies `src` into `dst` (`dst[i] = src[i]`) with inline vector moves.

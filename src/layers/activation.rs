@@ -6,7 +6,7 @@
 
 use ndarray::Array4;
 use rayon::prelude::*;
-use wide::{f32x8, CmpGt, CmpLe};
+use wide::f32x8;
 
 use super::elementwise::{map_in_place, masked_scale, positive_mask, zip_in_place, PAR_CHUNK};
 use super::{check_grad_shape, no_forward_error, shape4, standard, Activation, Layer, Mode};
@@ -41,8 +41,8 @@ fn masked_backward(
 #[inline(always)]
 pub(crate) fn activate(v: f32x8, activation: Activation) -> f32x8 {
     match activation {
-        Activation::Relu => v.cmp_le(f32x8::ZERO).blend(f32x8::ZERO, v),
-        Activation::LeakyRelu(slope) => v.cmp_gt(f32x8::ZERO).blend(v, v * f32x8::splat(slope)),
+        Activation::Relu => v.simd_le(f32x8::ZERO).select(f32x8::ZERO, v),
+        Activation::LeakyRelu(slope) => v.simd_gt(f32x8::ZERO).select(v, v * f32x8::splat(slope)),
     }
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn negative_slope(activation: Activation) -> f32 {
 /// `slope * dy` elsewhere. The standalone layers compute the same expression from a bit mask.
 #[inline(always)]
 pub(crate) fn activation_grad(pre: f32x8, dy: f32x8, slope: f32x8) -> f32x8 {
-    pre.cmp_gt(f32x8::ZERO).blend(dy, dy * slope)
+    pre.simd_gt(f32x8::ZERO).select(dy, dy * slope)
 }
 
 /// Applies `activation` in place.

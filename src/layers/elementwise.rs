@@ -5,7 +5,7 @@
 //! with zeros, so the scalar and vector paths cannot disagree either.
 
 use rayon::prelude::*;
-use wide::{f32x8, CmpGt};
+use wide::f32x8;
 
 /// Lanes per vector.
 pub(crate) const LANES: usize = 8;
@@ -87,7 +87,7 @@ pub(crate) fn positive_mask(xs: &[f32]) -> Vec<u8> {
     mask.par_chunks_mut(PAR_CHUNK / LANES).zip(xs.par_chunks(PAR_CHUNK)).for_each(|(m, x)| {
         for (byte, c) in m.iter_mut().zip(x.chunks(LANES)) {
             let v = if c.len() == LANES { load(c) } else { load_partial(c) };
-            *byte = (v.cmp_gt(f32x8::ZERO).move_mask() & 0xff) as u8;
+            *byte = (v.simd_gt(f32x8::ZERO).to_bitmask() & 0xff) as u8;
         }
     });
     mask
@@ -110,10 +110,10 @@ pub(crate) fn masked_scale(dy: &mut [f32], mask: &[u8], slope: f32) {
             let keep = expand_mask(byte);
             if c.len() == LANES {
                 let v = load(c);
-                store(c, keep.blend(v, v * slope_v));
+                store(c, keep.select(v, v * slope_v));
             } else {
                 let v = load_partial(c);
-                store_partial(c, keep.blend(v, v * slope_v));
+                store_partial(c, keep.select(v, v * slope_v));
             }
         }
     });

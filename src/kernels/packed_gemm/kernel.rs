@@ -8,7 +8,7 @@
 #[cfg(target_feature = "avx512f")]
 mod width {
     /// The vector type of the microkernel: one AVX-512 register.
-    pub type V = wide1::f32x16;
+    pub type V = wide::f32x16;
     /// Lanes per vector.
     pub const LANES: usize = 16;
     /// Rows of the microtile.
@@ -20,7 +20,7 @@ mod width {
 #[cfg(not(target_feature = "avx512f"))]
 mod width {
     /// The vector type of the microkernel: one AVX register (emulated without AVX).
-    pub type V = wide1::f32x8;
+    pub type V = wide::f32x8;
     /// Lanes per vector.
     pub const LANES: usize = 8;
     /// Rows of the microtile.
