@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod image;
 pub mod kernels;
 pub mod layers;

@@ -142,6 +142,57 @@ impl GanLoss {
     }
 }
 
+/// Computes the softmax cross-entropy of `logits` (`[n, classes, 1, 1]`) against the class
+/// indices `labels`, averaged over the batch, and its gradient `(softmax(x) - onehot) / n`.
+///
+/// Each sample's loss is `logsumexp(x) - x[label]`, evaluated in `f64` after subtracting the
+/// largest logit, so it stays finite for any finite logits (PyTorch's `cross_entropy` with mean
+/// reduction).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a shape other than `[n, classes, 1, 1]` with `n, classes >= 1`,
+/// or a label not below `classes`; [`Error::LengthMismatch`] unless there is one label per
+/// sample; [`Error::NonFinite`] for a NaN or infinite logit.
+pub fn softmax_cross_entropy(logits: &Array4<f32>, labels: &[usize]) -> Result<LossGrad> {
+    let shape = logits.shape();
+    let (n, classes) = (shape[0], shape[1]);
+    if n == 0 || classes == 0 || shape[2] != 1 || shape[3] != 1 {
+        return Err(Error::invalid(
+            "logits shape",
+            format!("{shape:?}"),
+            "[n, classes, 1, 1] with at least one sample and one class",
+        ));
+    }
+    crate::error::check_len("labels", labels.len(), n)?;
+    if let Some(i) = labels.iter().position(|&label| label >= classes) {
+        return Err(Error::invalid(
+            "label",
+            labels[i],
+            format!("a class index below {classes} (sample {i})"),
+        ));
+    }
+    if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { what: format!("logit {i} of the classifier's output") });
+    }
+
+    // Per sample: shift by the largest logit, then loss = log(sum exp) - shifted[label].
+    let mut loss = 0.0f64;
+    let mut grad = Array4::<f32>::zeros([n, classes, 1, 1]);
+    for ((row, grad_row), &label) in logits.outer_iter().zip(grad.outer_iter_mut()).zip(labels) {
+        let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|&v| (v - max).exp()).sum();
+        let log_sum = sum.ln();
+        loss += log_sum - (row[label] - max);
+        for (class, (g, &v)) in grad_row.into_iter().zip(&row).enumerate() {
+            let p = (v - max - log_sum).exp();
+            let target = if class == label { 1.0 } else { 0.0 };
+            *g = ((p - target) / n as f64) as f32;
+        }
+    }
+    Ok(LossGrad { loss: loss / n as f64, grad })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

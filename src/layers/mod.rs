@@ -23,6 +23,7 @@ mod dropout;
 pub(crate) mod elementwise;
 mod linear;
 mod network;
+mod pool;
 mod reshape;
 
 use ndarray::Array4;
@@ -36,6 +37,7 @@ pub use conv::{Conv2d, ConvTranspose2d};
 pub use dropout::Dropout;
 pub use linear::Linear;
 pub use network::{InputGrad, NamedBuffer, NamedTensor, Network, ParamGrads};
+pub use pool::MaxPool2d;
 pub use reshape::{Flatten, Reshape};
 
 /// Whether a forward pass trains (batch statistics, dropout) or evaluates (running statistics,

@@ -1,0 +1,159 @@
+//! Measures the quality of a trained generator's digits: Frechet distance, classifier score and
+//! class coverage, judged by the shipped MNIST classifier against the 10,000 shipped digits.
+//!
+//! ```text
+//! cargo run --release --example evaluate -- --checkpoint runs/mnist/checkpoint.safetensors
+//! ```
+//!
+//! The checkpoint is one written by `examples/train_mnist.rs`: the generator's parameters and
+//! BatchNorm buffers as `generator.main.0.weight` and so on, and the run's settings as JSON
+//! metadata under `settings`, whose `model` field gives the generator's sizes. The metrics are
+//! printed as text and, with `--json`, written as JSON.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use dcgan::atomic::write_atomic;
+use dcgan::checkpoint::{Checkpoint, Scalar};
+use dcgan::eval::{EvalOptions, Evaluator, DEFAULT_COVERAGE_THRESHOLD};
+use dcgan::layers::{BufferData, Mode, Network};
+use dcgan::models::DcganConfig;
+use dcgan::rng::{Rng, Stream};
+use dcgan::Error;
+
+/// The statistics that the generator's BatchNorm layers normalise with while sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BatchNormMode {
+    /// The running statistics stored in the checkpoint (evaluation mode).
+    Running,
+    /// Each batch's own statistics, as the PyTorch DCGAN example samples (training mode).
+    Batch,
+}
+
+/// Evaluate a generator checkpoint with the MNIST classifier.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Checkpoint written by the MNIST training command.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Number of digits to generate.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Seed of the latent vectors.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per forward pass of the generator and of the classifier.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Fraction of the samples a digit needs to count as covered.
+    #[arg(long, default_value_t = DEFAULT_COVERAGE_THRESHOLD)]
+    coverage_threshold: f64,
+    /// Statistics used by the generator's BatchNorm layers.
+    #[arg(long, value_enum, default_value_t = BatchNormMode::Running)]
+    batch_norm: BatchNormMode,
+    /// Name prefix of the generator's tensors in the checkpoint.
+    #[arg(long, default_value = "generator")]
+    prefix: String,
+    /// Also write the metrics as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Worker threads (0: one per core). The metrics do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(err) = run(&args) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().map_err(
+            |err| Error::invalid("threads", args.threads, format!("a usable count: {err}")),
+        )?;
+    }
+    let options =
+        EvalOptions { batch_size: args.batch_size, coverage_threshold: args.coverage_threshold };
+    options.validate()?;
+    let start = Instant::now();
+
+    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let config = model_config(&checkpoint)?;
+    let mut generator = load_generator(&checkpoint, &config, &args.prefix)?;
+    let mut evaluator = Evaluator::shipped(options)?;
+    let mode = match args.batch_norm {
+        BatchNormMode::Running => Mode::Eval,
+        BatchNormMode::Batch => Mode::Train,
+    };
+    let metrics =
+        evaluator.evaluate_generator(&mut generator, config.nz, args.count, args.seed, mode)?;
+
+    println!("checkpoint           {}", args.checkpoint.display());
+    print!("{metrics}");
+    println!("time                 {:.1} s", start.elapsed().as_secs_f64());
+    if let Some(path) = &args.json {
+        write_atomic(path, metrics.to_json().as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Reads the generator's sizes from the `model` field of the checkpoint's `settings` metadata.
+fn model_config(checkpoint: &Checkpoint) -> Result<DcganConfig, Error> {
+    let settings: serde_json::Value = checkpoint.get_json("settings")?;
+    let model = settings.get("model").cloned().ok_or_else(|| Error::Format {
+        format: "checkpoint",
+        reason: "metadata `settings` has no `model` field: expected the generator's sizes".into(),
+    })?;
+    let config: DcganConfig = serde_json::from_value(model).map_err(|err| Error::Format {
+        format: "checkpoint",
+        reason: format!("metadata `settings.model` is not a DCGAN configuration: {err}"),
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Builds the generator of `config` and loads its parameters and BatchNorm buffers from the
+/// tensors and scalars named `{prefix}.{name}`.
+fn load_generator(
+    checkpoint: &Checkpoint,
+    config: &DcganConfig,
+    prefix: &str,
+) -> Result<Network, Error> {
+    // The initial weights are all overwritten, so any stream will do.
+    let mut generator = config.generator(&mut Rng::stream(0, Stream::Init))?;
+    let params: Vec<(String, Vec<usize>)> =
+        generator.named_params().map(|t| (t.name, t.shape)).collect();
+    for (name, shape) in params {
+        generator.set_param(&name, checkpoint.get(&format!("{prefix}.{name}"), &shape)?)?;
+    }
+
+    // Running statistics are F32 tensors; batch counts are U64 scalars.
+    let buffers: Vec<(String, Vec<usize>, bool)> = generator
+        .named_buffers()
+        .map(|b| (b.name, b.shape, matches!(b.data, BufferData::F32(_))))
+        .collect();
+    for (name, shape, is_f32) in buffers {
+        let key = format!("{prefix}.{name}");
+        if is_f32 {
+            generator.set_buffer(&name, BufferData::F32(checkpoint.get(&key, &shape)?))?;
+        } else {
+            let count = match checkpoint.scalars.get(&key) {
+                Some(Scalar::U64(count)) => i64::try_from(*count).ok(),
+                _ => None,
+            };
+            let count = count.ok_or_else(|| Error::Format {
+                format: "checkpoint",
+                reason: format!("scalar `{key}` is missing or not a U64 below 2^63"),
+            })?;
+            generator.set_buffer(&name, BufferData::I64(&[count]))?;
+        }
+    }
+    Ok(generator)
+}
