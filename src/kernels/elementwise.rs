@@ -132,7 +132,7 @@ pub fn add_scalar(dst: &mut [f32], value: f32) {
 pub fn add_channel_bias(data: &mut [f32], bias: &[f32], plane: usize) {
     let sample = plane * bias.len();
     assert!(
-        sample == 0 || data.len() % sample == 0,
+        sample == 0 || data.len().is_multiple_of(sample),
         "add_channel_bias: {} elements are not whole samples of {} channels x {plane}",
         data.len(),
         bias.len(),
@@ -194,7 +194,7 @@ pub fn channel_sum(data: &[f32], channels: usize, plane: usize, c: usize) -> f32
     let sample = plane * channels;
     assert!(c < channels, "channel_sum: channel {c} of {channels}");
     assert!(
-        sample == 0 || data.len() % sample == 0,
+        sample == 0 || data.len().is_multiple_of(sample),
         "channel_sum: {} elements are not whole samples of {channels} channels x {plane}",
         data.len(),
     );
