@@ -215,7 +215,7 @@ impl Classifier {
             .collect::<Vec<_>>();
         let needed = specs.iter().try_fold(0usize, |sum, spec| sum.checked_add(spec.len()));
         let stored: usize = checkpoint.tensors.values().map(|(_, data)| data.len()).sum();
-        if needed.map_or(true, |needed| needed > stored) {
+        if needed.is_none_or(|needed| needed > stored) {
             return Err(Error::Format {
                 format: "checkpoint",
                 reason: format!(

@@ -48,7 +48,7 @@ impl GaussianStats {
     /// multiple of `dim`, or fewer than two rows; [`Error::NonFinite`] for NaN or infinity.
     pub fn from_features(features: &[f32], dim: usize) -> Result<Self> {
         check_dim(dim)?;
-        if features.len() % dim != 0 {
+        if !features.len().is_multiple_of(dim) {
             return Err(Error::invalid(
                 "feature length",
                 features.len(),
