@@ -64,12 +64,16 @@ pub struct RunSettings {
 }
 
 impl Default for RunSettings {
-    /// Returns a small 32x32 model that draws recognisable digits after a few epochs over the
-    /// 10,000 shipped digits: nz 100, ngf = ndf = 32, batch 64, the DCGAN paper's Adam settings
+    /// Returns a small 32x32 model that draws recognisable digits after five epochs over the
+    /// 10,000 shipped digits: nz 100, ngf 64, ndf 16, batch 64, the DCGAN paper's Adam settings
     /// (lr 2e-4, betas (0.5, 0.999)), seed 0 and an 8x8 sample grid.
+    ///
+    /// The discriminator is the narrower network on purpose: with ndf = ngf = 32 it wins early
+    /// (`D(G(z))` near 0.03) and five epochs give blotchy digits, while ngf 64 and ndf 16 keep
+    /// the two in balance (`D(G(z))` near 0.2 to 0.5) and give clean strokes in the same time.
     fn default() -> Self {
         RunSettings {
-            model: DcganConfig { nz: 100, ngf: 32, ndf: 32, channels: 1, image_size: 32 },
+            model: DcganConfig { nz: 100, ngf: 64, ndf: 16, channels: 1, image_size: 32 },
             batch_size: 64,
             lr_g: 2e-4,
             lr_d: 2e-4,
