@@ -244,9 +244,12 @@ fn bad_checkpoints_and_data_are_rejected() {
     assert!(TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).is_ok());
 }
 
+/// A parameter name and an edit that makes it invalid.
+type InvalidCase = (&'static str, fn(&mut RunSettings));
+
 #[test]
 fn invalid_settings_are_rejected() {
-    let cases: [(&str, fn(&mut RunSettings)); 5] = [
+    let cases: [InvalidCase; 5] = [
         ("batch_size", |s| s.batch_size = 0),
         ("batch_size", |s| s.batch_size = 97),
         ("sample_count", |s| s.sample_count = 0),
