@@ -114,8 +114,8 @@ struct Args {
     /// Continue a stopped run: from the output folder's checkpoint, or from CHECKPOINT (a
     /// checkpoint file or the folder that contains one). Model and optimiser settings come from
     /// the checkpoint.
-    #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "")]
-    resume: Option<PathBuf>,
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<Option<PathBuf>>,
 
     /// Start in a non-empty output folder (other than the one being resumed), deleting the
     /// files of the run there.
@@ -172,7 +172,7 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             (run, folder, Vec::new())
         }
         Some(path) => {
-            let checkpoint_path = resolve_checkpoint(path, &args.out)?;
+            let checkpoint_path = resolve_checkpoint(path.as_deref(), &args.out)?;
             let checkpoint = Checkpoint::load(&checkpoint_path)?;
             let saved = RunSettings::from_checkpoint(&checkpoint)?;
             let settings = merge_settings(matches, args, saved, true)?;
@@ -261,14 +261,12 @@ fn load_digits(settings: &RunSettings) -> AppResult<Mnist> {
 }
 
 /// Returns the checkpoint file to resume from: `path` itself, `path/checkpoint.safetensors` when
-/// `path` is a folder, or the output folder's checkpoint when `path` is empty (bare --resume).
-fn resolve_checkpoint(path: &Path, out: &Path) -> AppResult<PathBuf> {
-    let file = if path.as_os_str().is_empty() {
-        out.join(CHECKPOINT_FILE)
-    } else if path.is_dir() {
-        path.join(CHECKPOINT_FILE)
-    } else {
-        path.to_path_buf()
+/// `path` is a folder, or the output folder's checkpoint without `path` (a bare --resume).
+fn resolve_checkpoint(path: Option<&Path>, out: &Path) -> AppResult<PathBuf> {
+    let file = match path {
+        None => out.join(CHECKPOINT_FILE),
+        Some(folder) if folder.is_dir() => folder.join(CHECKPOINT_FILE),
+        Some(file) => file.to_path_buf(),
     };
     if !file.is_file() {
         return Err(format!(
