@@ -21,6 +21,9 @@ use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid};
 /// The largest grid this example writes.
 const MAX_COUNT: usize = 4096;
 
+/// The largest worker pool the example starts.
+const MAX_THREADS: usize = 1024;
+
 /// Draw new digits from a trained generator and write them as a PNG grid.
 #[derive(Debug, Parser)]
 #[command(name = "sample")]
@@ -90,6 +93,9 @@ fn sample(args: &Args) -> AppResult<PathBuf> {
     } else {
         args.threads
     };
+    if threads > MAX_THREADS {
+        return Err(format!("invalid --threads {threads}: expected 0 to {MAX_THREADS}").into());
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

@@ -36,6 +36,9 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 /// Passes over the digits when neither `--epochs` nor `--steps` is given.
 const DEFAULT_EPOCHS: u64 = 5;
 
+/// The largest worker pool the example starts.
+const MAX_THREADS: usize = 1024;
+
 /// Number of MNIST digits that ship with the crate.
 const SHIPPED_DIGITS: usize = 10_000;
 
@@ -63,15 +66,15 @@ struct Args {
     batch_size: usize,
 
     /// Adam learning rate of the generator.
-    #[arg(long, default_value_t = RunSettings::default().lr_g)]
+    #[arg(long, default_value_t = RunSettings::default().lr_g, allow_negative_numbers = true)]
     lr_g: f64,
 
     /// Adam learning rate of the discriminator.
-    #[arg(long, default_value_t = RunSettings::default().lr_d)]
+    #[arg(long, default_value_t = RunSettings::default().lr_d, allow_negative_numbers = true)]
     lr_d: f64,
 
     /// Adam's first-moment decay rate (beta1), for both networks.
-    #[arg(long, default_value_t = RunSettings::default().beta1)]
+    #[arg(long, default_value_t = RunSettings::default().beta1, allow_negative_numbers = true)]
     beta1: f64,
 
     /// Length of the generator's latent vector.
@@ -152,6 +155,9 @@ fn train(args: &Args, matches: &ArgMatches) -> AppResult<()> {
     } else {
         args.threads
     };
+    if threads > MAX_THREADS {
+        return Err(format!("invalid --threads {threads}: expected 0 to {MAX_THREADS}").into());
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -166,9 +172,9 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
     let (mut run, folder, history) = match &args.resume {
         None => {
             let settings = merge_settings(matches, args, RunSettings::default(), false)?;
-            settings.validate()?;
-            let folder = create_folder(&args.out, args.force)?;
+            settings.validate().map_err(name_flag)?;
             let run = TrainingRun::new(settings, load_digits(&settings)?)?;
+            let folder = create_folder(&args.out, args.force)?;
             (run, folder, Vec::new())
         }
         Some(path) => {
@@ -176,12 +182,12 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             let checkpoint = Checkpoint::load(&checkpoint_path)?;
             let saved = RunSettings::from_checkpoint(&checkpoint)?;
             let settings = merge_settings(matches, args, saved, true)?;
+            let run = TrainingRun::from_checkpoint(&checkpoint, load_digits(&settings)?)?;
             let folder = if same_folder(&args.out, &checkpoint_path) {
                 RunFolder::open(&args.out)?
             } else {
                 create_folder(&args.out, args.force)?
             };
-            let run = TrainingRun::from_checkpoint(&checkpoint, load_digits(&settings)?)?;
             let history = read_history(&checkpoint_path, run.steps_done())?;
             eprintln!(
                 "Resuming {} at step {}, epoch {}.",
@@ -221,6 +227,18 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
     let mut progress = Progress::new(run, folder, history, total_steps, args);
     progress.train()?;
     progress.finish(started.elapsed(), threads)
+}
+
+/// Names the command-line flag in an invalid-setting error (`--image-size` for `image_size`).
+fn name_flag(err: Error) -> Box<dyn std::error::Error + Send + Sync> {
+    match err {
+        Error::InvalidArgument { name, value, expected }
+            if Args::command().get_arguments().any(|arg| arg.get_id() == name) =>
+        {
+            format!("invalid --{} {value}: expected {expected}", name.replace('_', "-")).into()
+        }
+        other => other.into(),
+    }
 }
 
 /// Creates the output folder of a new run, explaining the flags when it is not empty.
@@ -435,9 +453,10 @@ impl Progress {
         let rate = steps as f64 / self.loop_time.as_secs_f64().max(1e-9);
         println!();
         println!(
-            "Trained {steps} steps in {} ({rate:.2} steps/s on {threads} threads, {} in all). The \
-             run is at step {step}: {} epochs of {} steps done.",
+            "Trained {steps} steps in {} ({rate:.2} steps/s on {threads} thread{}, {} in all). \
+             The run is at step {step}: {} epochs of {} steps done.",
             format_duration(self.loop_time),
+            if threads == 1 { "" } else { "s" },
             format_duration(elapsed),
             self.run.epochs_done(),
             self.run.steps_per_epoch()

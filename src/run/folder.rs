@@ -59,7 +59,11 @@ impl RunFolder {
                 return Err(Error::invalid(
                     "output folder",
                     path.display(),
-                    format!("an empty or new folder, but it contains {}{more}", shown.join(", ")),
+                    format!(
+                        "an empty or new folder, but it contains {} entries ({}{more})",
+                        entries.len(),
+                        shown.join(", ")
+                    ),
                 ));
             }
             if overwrite {

@@ -91,10 +91,21 @@ impl RunSettings {
     ///
     /// # Errors
     /// As [`DcganConfig::validate`] and [`AdamConfig::validate`];
-    /// [`Error::InvalidArgument`] for a zero batch size or digit count, a batch larger than the
+    /// [`Error::InvalidArgument`], named after the field, for a negative or non-finite learning
+    /// rate, a beta outside `[0, 1)`, a zero batch size or digit count, a batch larger than the
     /// digits, or a sample count outside `1..=MAX_SAMPLE_COUNT`.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
+        for (name, value) in [("lr_g", self.lr_g), ("lr_d", self.lr_d)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(Error::invalid(name, value, "a finite number of at least 0"));
+            }
+        }
+        for (name, value) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(Error::invalid(name, value, "a number in [0, 1)"));
+            }
+        }
         self.adam_config(self.lr_g)?;
         self.adam_config(self.lr_d)?;
         if self.digits == 0 {
