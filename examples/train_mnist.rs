@@ -471,10 +471,12 @@ impl Progress {
         println!("  {:<40} losses per step", out.join("metrics.csv").display());
         println!("  {:<40} training state", out.join(CHECKPOINT_FILE).display());
         println!(
-            "Continue training: cargo run --release --example train_mnist -- --resume --epochs N"
+            "Train further:   cargo run --release --example train_mnist -- --out {} --resume \
+             --epochs N",
+            out.display()
         );
         println!(
-            "Draw new digits:   cargo run --release --example sample -- --checkpoint {}",
+            "Draw new digits: cargo run --release --example sample -- --checkpoint {}",
             out.join(CHECKPOINT_FILE).display()
         );
         Ok(())
