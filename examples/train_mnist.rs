@@ -375,7 +375,7 @@ impl Progress {
         args: &Args,
     ) -> Progress {
         let style = ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {rate}, ETA {eta}  {msg}",
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {rate}, ETA {eta}\n  {msg}",
         )
         .expect("valid template")
         .with_key("rate", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
@@ -493,10 +493,10 @@ fn describe(row: &MetricsRow, total_epochs: u64) -> String {
     let epoch = if total_epochs == 0 {
         String::new()
     } else {
-        format!("epoch {}/{total_epochs}  ", row.epoch)
+        format!("epoch {}/{total_epochs} | ", row.epoch)
     };
     format!(
-        "{epoch}loss_D {:.3}  loss_G {:.3}  D(x) {:.3}  D(G(z)) {:.3} -> {:.3}",
+        "{epoch}loss_D {:.3} loss_G {:.3} | D(x) {:.3} D(G(z)) {:.3} -> {:.3}",
         row.loss_d, row.loss_g, row.d_real, row.d_fake, row.d_fake_after
     )
 }
