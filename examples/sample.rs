@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, short)]
     out: Option<PathBuf>,
 
-    /// Worker threads; 0 uses one per CPU core. The images are identical for every count.
+    /// Worker threads (0: one per CPU core). The images are identical for every count.
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }

@@ -56,8 +56,8 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_EPOCHS, conflicts_with = "steps")]
     epochs: u64,
 
-    /// Training steps (one batch each) to train for, counting from the start of the run;
-    /// replaces --epochs.
+    /// Training steps (one batch each) to train for, counting from the start of the run. Replaces
+    /// --epochs.
     #[arg(long)]
     steps: Option<u64>,
 
@@ -106,7 +106,7 @@ struct Args {
     #[arg(long, default_value_t = RunSettings::default().sample_count)]
     sample_count: usize,
 
-    /// Worker threads; 0 uses one per CPU core. Results are identical for every count.
+    /// Worker threads (0: one per CPU core). Results are identical for every count.
     #[arg(long, default_value_t = 0)]
     threads: usize,
 
@@ -308,18 +308,18 @@ fn merge_settings(
     resuming: bool,
 ) -> AppResult<RunSettings> {
     let mut merge = Merge { matches, resuming, conflicts: Vec::new() };
-    let mut s = base;
-    merge.take("batch_size", args.batch_size, &mut s.batch_size);
-    merge.take("lr_g", args.lr_g, &mut s.lr_g);
-    merge.take("lr_d", args.lr_d, &mut s.lr_d);
-    merge.take("beta1", args.beta1, &mut s.beta1);
-    merge.take("nz", args.nz, &mut s.model.nz);
-    merge.take("ngf", args.ngf, &mut s.model.ngf);
-    merge.take("ndf", args.ndf, &mut s.model.ndf);
-    merge.take("image_size", args.image_size, &mut s.model.image_size);
-    merge.take("digits", args.digits, &mut s.digits);
-    merge.take("seed", args.seed, &mut s.seed);
-    merge.take("sample_count", args.sample_count, &mut s.sample_count);
+    let mut settings = base;
+    merge.take("batch_size", args.batch_size, &mut settings.batch_size);
+    merge.take("lr_g", args.lr_g, &mut settings.lr_g);
+    merge.take("lr_d", args.lr_d, &mut settings.lr_d);
+    merge.take("beta1", args.beta1, &mut settings.beta1);
+    merge.take("nz", args.nz, &mut settings.model.nz);
+    merge.take("ngf", args.ngf, &mut settings.model.ngf);
+    merge.take("ndf", args.ndf, &mut settings.model.ndf);
+    merge.take("image_size", args.image_size, &mut settings.model.image_size);
+    merge.take("digits", args.digits, &mut settings.digits);
+    merge.take("seed", args.seed, &mut settings.seed);
+    merge.take("sample_count", args.sample_count, &mut settings.sample_count);
     if !merge.conflicts.is_empty() {
         return Err(format!(
             "a resumed run keeps the settings it started with, but {} differ. Drop these flags, \
@@ -328,7 +328,7 @@ fn merge_settings(
         )
         .into());
     }
-    Ok(s)
+    Ok(settings)
 }
 
 /// Command-line values being merged into settings; see [`merge_settings`].
@@ -488,7 +488,7 @@ fn due(step: u64, every: u64) -> bool {
     every != 0 && step % every == 0
 }
 
-/// Formats a step's metrics for the progress bar; `total_epochs` 0 omits the epoch.
+/// Formats a step's metrics for the progress bar. A `total_epochs` of 0 omits the epoch.
 fn describe(row: &MetricsRow, total_epochs: u64) -> String {
     let epoch = if total_epochs == 0 {
         String::new()

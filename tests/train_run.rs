@@ -1,5 +1,5 @@
-//! Training runs on a few shipped digits with a tiny model: the losses move and stay finite,
-//! the output files are written and read back, a resumed run equals an uninterrupted one bit for
+//! Training runs on a few shipped digits with a tiny model. The losses move and stay finite, and
+//! the output files are written and read back. A resumed run equals an uninterrupted one bit for
 //! bit, and the thread count changes nothing.
 
 use std::path::PathBuf;
@@ -68,7 +68,7 @@ fn losses_move_and_stay_finite() {
     assert_eq!(run.epochs_done(), 2);
 
     // At initialisation D(x) and D(G(z)) are near 1/2, so D's loss is near 2 ln 2. The
-    // discriminator learns first: its loss falls and it tells real from fake.
+    // discriminator learns first: its loss falls and it scores real digits above generated ones.
     let first = &rows[0];
     assert!((first.loss_d - 2.0 * std::f64::consts::LN_2).abs() < 0.2, "{first:?}");
     let last = &rows[11];

@@ -208,7 +208,8 @@ mod tests {
     fn csv_errors_name_the_line() {
         let text = format!("{CSV_HEADER}\n1,1,0,0,0,0,0\n2,1,0,x,0,0,0\n");
         let err = parse_csv(&text, "m.csv").unwrap_err().to_string();
-        assert!(err.contains("m.csv, line 3") && err.contains("`x`"), "{err}");
+        assert!(err.contains("m.csv, line 3"), "{err}");
+        assert!(err.contains("`x`"), "{err}");
         let err = parse_csv("step,loss\n", "m.csv").unwrap_err().to_string();
         assert!(err.contains("header"), "{err}");
         let text = format!("{CSV_HEADER}\n2,1,0,0,0,0,0\n2,1,0,0,0,0,0\n");

@@ -65,8 +65,8 @@ pub struct RunSettings {
 
 impl Default for RunSettings {
     /// Returns a small 32x32 model that draws recognisable digits after five epochs over the
-    /// 10,000 shipped digits: nz 100, ngf 64, ndf 16, batch 64, the DCGAN paper's Adam settings
-    /// (lr 2e-4, betas (0.5, 0.999)), seed 0 and an 8x8 sample grid.
+    /// 10,000 shipped digits. It has nz 100, ngf 64, ndf 16, batch 64, seed 0, an 8x8 sample
+    /// grid and the DCGAN paper's Adam settings (lr 2e-4, betas (0.5, 0.999)).
     ///
     /// The discriminator is the narrower network on purpose: with ndf = ngf = 32 it wins early
     /// (`D(G(z))` near 0.03) and five epochs give blotchy digits, while ngf 64 and ndf 16 keep
@@ -191,7 +191,7 @@ impl TrainingRun {
     /// moments, the data order at epoch 1, no steps taken.
     ///
     /// # Errors
-    /// As [`RunSettings::validate`]; [`Error::InvalidArgument`] when `data` does not hold
+    /// As [`RunSettings::validate`]; [`Error::InvalidArgument`] when `data` does not contain
     /// `settings.digits` images of the model's channels and size.
     pub fn new(settings: RunSettings, data: Mnist) -> Result<TrainingRun> {
         settings.validate()?;
@@ -284,7 +284,7 @@ impl TrainingRun {
     }
 }
 
-/// Checks that `data` holds `settings.digits` images of the model's shape.
+/// Checks that `data` contains `settings.digits` images of the model's shape.
 fn check_data(settings: &RunSettings, data: &Mnist) -> Result<()> {
     let expected = settings.model.image_shape(settings.digits);
     if data.images.shape() != expected {

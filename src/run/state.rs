@@ -175,9 +175,10 @@ impl TrainingRun {
     /// on `data` (the same digits as before).
     ///
     /// # Errors
-    /// [`Error::Format`] when the checkpoint is not a training run or an entry is missing or
-    /// malformed; [`Error::InvalidArgument`] when its settings are invalid or `data` does not
-    /// match them; errors of [`restore_network`] and [`Adam::set_state`] for rejected values.
+    /// [`Error::Format`] when the checkpoint is not a training run, or an entry is missing or
+    /// malformed. [`Error::InvalidArgument`] when its settings are invalid or `data` does not
+    /// match them. The errors of [`restore_network`] and [`Adam::set_state`] for values they
+    /// reject.
     pub fn from_checkpoint(checkpoint: &Checkpoint, data: Mnist) -> Result<TrainingRun> {
         // Settings and data.
         let settings = RunSettings::from_checkpoint(checkpoint)?;
