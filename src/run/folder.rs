@@ -54,15 +54,15 @@ impl RunFolder {
         if path.is_dir() {
             let entries = list_entries(path)?;
             if !entries.is_empty() && !overwrite {
-                let shown: Vec<&str> = entries.iter().map(String::as_str).take(4).collect();
-                let more = if entries.len() > shown.len() { ", ..." } else { "" };
+                let first_names: Vec<&str> = entries.iter().map(String::as_str).take(4).collect();
+                let more = if entries.len() > first_names.len() { ", ..." } else { "" };
                 return Err(Error::invalid(
                     "output folder",
                     path.display(),
                     format!(
                         "an empty or new folder, but it contains {} entries ({}{more})",
                         entries.len(),
-                        shown.join(", ")
+                        first_names.join(", ")
                     ),
                 ));
             }
@@ -122,7 +122,8 @@ impl RunFolder {
 
     /// Writes the metrics CSV and the loss plot of `history`, then the checkpoint of `run`.
     ///
-    /// The metrics go first, so that a checkpoint on disk never has a step the CSV lacks.
+    /// The metrics go first. A run killed between the writes then leaves a CSV that reaches past
+    /// the checkpoint's step, which [`read_history`] trims, rather than one that falls short.
     ///
     /// # Errors
     /// As [`metrics::write_csv`], [`metrics::write_loss_plot`] and [`TrainingRun::save`].
