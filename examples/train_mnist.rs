@@ -485,7 +485,7 @@ impl Progress {
 
 /// Returns whether a periodic write with interval `every` (0: never) falls on `step`.
 fn due(step: u64, every: u64) -> bool {
-    every != 0 && step % every == 0
+    every != 0 && step.is_multiple_of(every)
 }
 
 /// Formats a step's metrics for the progress bar. A `total_epochs` of 0 omits the epoch.
