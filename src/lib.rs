@@ -16,6 +16,7 @@ pub mod loss;
 pub mod models;
 pub mod optim;
 pub mod rng;
+pub mod run;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -23,6 +23,9 @@ pub enum Stream {
     InstanceNoise = 5,
     /// Anything a trick needs once at the start (reference batches).
     Setup = 6,
+    /// The fixed latent batch behind a run's sample grids, and the latent vectors that
+    /// `examples/sample.rs` draws.
+    Samples = 7,
 }
 
 /// A seeded random number generator with the draws the crate needs.

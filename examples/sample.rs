@@ -1,0 +1,114 @@
+//! Draws new digits from the generator of a `train_mnist` checkpoint and writes them as one
+//! PNG grid.
+//!
+//! ```text
+//! cargo run --release --example sample -- --checkpoint runs/mnist/checkpoint.safetensors \
+//!     --seed 7 --count 100 --out digits.png
+//! ```
+//!
+//! The generator runs in evaluation mode (BatchNorm uses its running statistics), so each image
+//! depends on its own latent vector alone. The latent vectors come from the sample stream of
+//! `--seed`, the stream a run draws its fixed sample batch from: with the run's seed and its
+//! sample count, the grid equals the run's last sample grid.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use dcgan::checkpoint::Checkpoint;
+use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid};
+
+/// The largest grid this example writes.
+const MAX_COUNT: usize = 4096;
+
+/// The largest worker pool the example starts.
+const MAX_THREADS: usize = 1024;
+
+/// Draw new digits from a trained generator and write them as a PNG grid.
+#[derive(Debug, Parser)]
+#[command(name = "sample")]
+struct Args {
+    /// Checkpoint written by train_mnist, or the folder that contains it.
+    #[arg(long, short, default_value = "runs/mnist/checkpoint.safetensors")]
+    checkpoint: PathBuf,
+
+    /// Seed of the latent vectors. The run's own seed with --count equal to its sample count
+    /// reproduces the run's last sample grid.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Number of digits in the grid (1 to 4096).
+    #[arg(long, short = 'n', default_value_t = 64)]
+    count: usize,
+
+    /// Output PNG [default: generated_seed<SEED>.png next to the checkpoint].
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+
+    /// Worker threads (0: one per CPU core). The images are identical for every count.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+type AppResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match sample(&args) {
+        Ok(path) => {
+            println!("Wrote {} digits to {}", args.count, path.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sample(args: &Args) -> AppResult<PathBuf> {
+    if !(1..=MAX_COUNT).contains(&args.count) {
+        return Err(format!("invalid --count {}: expected 1 to {MAX_COUNT}", args.count).into());
+    }
+    let checkpoint_path = if args.checkpoint.is_dir() {
+        args.checkpoint.join(dcgan::run::folder::CHECKPOINT_FILE)
+    } else {
+        args.checkpoint.clone()
+    };
+    if !checkpoint_path.is_file() {
+        return Err(format!(
+            "no checkpoint at {}: train one first with `cargo run --release --example \
+             train_mnist`, or pass --checkpoint PATH",
+            checkpoint_path.display()
+        )
+        .into());
+    }
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => checkpoint_path.with_file_name(format!("generated_seed{}.png", args.seed)),
+    };
+
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
+    if threads > MAX_THREADS {
+        return Err(format!("invalid --threads {threads}: expected 0 to {MAX_THREADS}").into());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|err| format!("cannot start {threads} worker threads: {err}"))?;
+    pool.install(|| draw(&checkpoint_path, args.seed, args.count, &out))?;
+    Ok(out)
+}
+
+/// Generates `count` digits from the checkpoint's generator and writes the grid to `out`.
+fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResult<()> {
+    let checkpoint = Checkpoint::load(checkpoint_path)?;
+    let (settings, mut generator) = load_generator(&checkpoint)?;
+    let images = generate(&mut generator, sample_noise(&settings.model, seed, count))?;
+    write_sample_grid(out, &images)?;
+    Ok(())
+}

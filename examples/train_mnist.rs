@@ -1,0 +1,511 @@
+//! Trains a DCGAN on the 10,000 MNIST digits that ship with the crate.
+//!
+//! ```text
+//! cargo run --release --example train_mnist                  # defaults: a few minutes
+//! cargo run --release --example train_mnist -- --help        # every option
+//! cargo run --release --example train_mnist -- --resume      # continue the run in runs/mnist
+//! ```
+//!
+//! The output folder (default `runs/mnist`) receives:
+//!
+//! - `samples/step_XXXXXX.png`: the generator's images for one fixed latent batch, at step 0,
+//!   every `--sample-every` steps and at the end;
+//! - `metrics.csv`: losses and discriminator outputs of every step;
+//! - `losses.png`: the loss curves;
+//! - `checkpoint.safetensors`: the complete training state, every `--checkpoint-every` steps
+//!   and at the end;
+//! - `settings.json`: the settings of the run.
+//!
+//! A run stopped at any point (Ctrl-C included) continues from its last checkpoint with
+//! `--resume`, and the resumed run produces the same weights and images, bit for bit, as one that
+//! never stopped. The thread count does not change a single bit either.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use dcgan::checkpoint::Checkpoint;
+use dcgan::data::{Mnist, MnistOptions};
+use dcgan::run::folder::{read_history, CHECKPOINT_FILE};
+use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
+use dcgan::Error;
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+
+/// Passes over the digits when neither `--epochs` nor `--steps` is given.
+const DEFAULT_EPOCHS: u64 = 5;
+
+/// The largest worker pool the example starts.
+const MAX_THREADS: usize = 1024;
+
+/// Number of MNIST digits that ship with the crate.
+const SHIPPED_DIGITS: usize = 10_000;
+
+type AppResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Train a DCGAN on the MNIST digits that ship with the crate, on the CPU.
+///
+/// Writes sample grids, a per-step metrics CSV, a loss plot and a checkpoint into the output
+/// folder. Stop it at any time (Ctrl-C) and continue with --resume: the resumed run gives the
+/// same weights and images, bit for bit, as one that never stopped.
+#[derive(Debug, Parser)]
+#[command(name = "train_mnist")]
+struct Args {
+    /// Passes over the digits to train for, counting from the start of the run.
+    #[arg(long, default_value_t = DEFAULT_EPOCHS, conflicts_with = "steps")]
+    epochs: u64,
+
+    /// Training steps (one batch each) to train for, counting from the start of the run. Replaces
+    /// --epochs.
+    #[arg(long)]
+    steps: Option<u64>,
+
+    /// Digits per training step.
+    #[arg(long, default_value_t = RunSettings::default().batch_size)]
+    batch_size: usize,
+
+    /// Adam learning rate of the generator.
+    #[arg(long, default_value_t = RunSettings::default().lr_g, allow_negative_numbers = true)]
+    lr_g: f64,
+
+    /// Adam learning rate of the discriminator.
+    #[arg(long, default_value_t = RunSettings::default().lr_d, allow_negative_numbers = true)]
+    lr_d: f64,
+
+    /// Adam's first-moment decay rate (beta1), for both networks.
+    #[arg(long, default_value_t = RunSettings::default().beta1, allow_negative_numbers = true)]
+    beta1: f64,
+
+    /// Length of the generator's latent vector.
+    #[arg(long, default_value_t = RunSettings::default().model.nz)]
+    nz: usize,
+
+    /// Generator width: channels of its last hidden layer (earlier layers have 2x, 4x, ...).
+    #[arg(long, default_value_t = RunSettings::default().model.ngf)]
+    ngf: usize,
+
+    /// Discriminator width: channels of its first layer (later layers have 2x, 4x, ...).
+    #[arg(long, default_value_t = RunSettings::default().model.ndf)]
+    ndf: usize,
+
+    /// Image side length in pixels: 16, 32, 64 or 128. The 28x28 digits are padded to 32x32
+    /// and resized from there.
+    #[arg(long, default_value_t = RunSettings::default().model.image_size)]
+    image_size: usize,
+
+    /// Number of digits to train on: the first N of the 10,000 shipped ones.
+    #[arg(long, default_value_t = RunSettings::default().digits)]
+    digits: usize,
+
+    /// Seed of all randomness: initial weights, noise, data order and the sample grid's noise.
+    #[arg(long, default_value_t = RunSettings::default().seed)]
+    seed: u64,
+
+    /// Number of images in each sample grid (from one fixed latent batch).
+    #[arg(long, default_value_t = RunSettings::default().sample_count)]
+    sample_count: usize,
+
+    /// Worker threads (0: one per CPU core). Results are identical for every count.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+
+    /// Output folder for samples, metrics, loss plot, checkpoint and settings.
+    #[arg(long, short, default_value = "runs/mnist")]
+    out: PathBuf,
+
+    /// Continue a stopped run: from the output folder's checkpoint, or from CHECKPOINT (a
+    /// checkpoint file or the folder that contains one). Model and optimiser settings come from
+    /// the checkpoint.
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<Option<PathBuf>>,
+
+    /// Start in a non-empty output folder (other than the one being resumed), deleting the
+    /// files of the run there.
+    #[arg(long)]
+    force: bool,
+
+    /// Write a sample grid every N steps (0: only at the start and the end).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    sample_every: u64,
+
+    /// Write the checkpoint, metrics and loss plot every N steps (0: only at the end).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    checkpoint_every: u64,
+}
+
+fn main() -> ExitCode {
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(err) => err.exit(),
+    };
+    match train(&args, &matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn train(args: &Args, matches: &ArgMatches) -> AppResult<()> {
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
+    if threads > MAX_THREADS {
+        return Err(format!("invalid --threads {threads}: expected 0 to {MAX_THREADS}").into());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|err| format!("cannot start {threads} worker threads: {err}"))?;
+    pool.install(|| train_in_pool(args, matches, threads))
+}
+
+fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult<()> {
+    let started = Instant::now();
+
+    // Settings, the output folder and the run: fresh, or restored from a checkpoint.
+    let (mut run, folder, history) = match &args.resume {
+        None => {
+            let settings = merge_settings(matches, args, RunSettings::default(), false)?;
+            settings.validate().map_err(name_flag)?;
+            let run = TrainingRun::new(settings, load_digits(&settings)?)?;
+            let folder = create_folder(&args.out, args.force)?;
+            (run, folder, Vec::new())
+        }
+        Some(path) => {
+            let checkpoint_path = resolve_checkpoint(path.as_deref(), &args.out)?;
+            let checkpoint = Checkpoint::load(&checkpoint_path)?;
+            let saved = RunSettings::from_checkpoint(&checkpoint)?;
+            let settings = merge_settings(matches, args, saved, true)?;
+            let run = TrainingRun::from_checkpoint(&checkpoint, load_digits(&settings)?)?;
+            let folder = if same_folder(&args.out, &checkpoint_path) {
+                RunFolder::open(&args.out)?
+            } else {
+                create_folder(&args.out, args.force)?
+            };
+            let history = read_history(&checkpoint_path, run.steps_done())?;
+            eprintln!(
+                "Resuming {} at step {}, epoch {}.",
+                checkpoint_path.display(),
+                run.steps_done(),
+                run.epochs_done() + 1
+            );
+            if history.len() as u64 != run.steps_done() {
+                eprintln!(
+                    "note: {} has {} of the {} steps before the checkpoint, so metrics.csv and \
+                     losses.png will lack the others.",
+                    checkpoint_path.with_file_name("metrics.csv").display(),
+                    history.len(),
+                    run.steps_done()
+                );
+            }
+            (run, folder, history)
+        }
+    };
+    let total_steps = match args.steps {
+        Some(steps) => steps,
+        None => args.epochs.saturating_mul(run.steps_per_epoch()),
+    };
+    folder.write_settings(&serde_json::json!({
+        "settings": run.settings(),
+        "total_steps": total_steps,
+        "steps_per_epoch": run.steps_per_epoch(),
+        "sample_every": args.sample_every,
+        "checkpoint_every": args.checkpoint_every,
+        "threads": threads,
+        "resumed_at_step": args.resume.as_ref().map(|_| run.steps_done()),
+    }))?;
+    if run.steps_done() == 0 {
+        folder.write_samples(&mut run)?;
+    }
+
+    let mut progress = Progress::new(run, folder, history, total_steps, args);
+    progress.train()?;
+    progress.finish(started.elapsed(), threads)
+}
+
+/// Names the command-line flag in an invalid-setting error (`--image-size` for `image_size`).
+fn name_flag(err: Error) -> Box<dyn std::error::Error + Send + Sync> {
+    match err {
+        Error::InvalidArgument { name, value, expected }
+            if Args::command().get_arguments().any(|arg| arg.get_id() == name) =>
+        {
+            format!("invalid --{} {value}: expected {expected}", name.replace('_', "-")).into()
+        }
+        other => other.into(),
+    }
+}
+
+/// Creates the output folder of a new run, explaining the flags when it is not empty.
+fn create_folder(out: &Path, force: bool) -> AppResult<RunFolder> {
+    RunFolder::create(out, force).map_err(|err| match err {
+        Error::InvalidArgument { name: "output folder", expected, .. } => format!(
+            "output folder {} is not usable: expected {expected}. Continue the run there with \
+             --resume, start over with --force (deletes that run's files), or choose another \
+             --out",
+            out.display()
+        )
+        .into(),
+        other => other.into(),
+    })
+}
+
+/// Returns whether `checkpoint` lies directly in folder `out`.
+fn same_folder(out: &Path, checkpoint: &Path) -> bool {
+    let parent =
+        checkpoint.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match (out.canonicalize(), parent.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Loads the first `settings.digits` shipped digits at the model's image size.
+fn load_digits(settings: &RunSettings) -> AppResult<Mnist> {
+    if settings.digits > SHIPPED_DIGITS {
+        return Err(format!(
+            "invalid --digits {}: expected 1 to {SHIPPED_DIGITS}, the number of shipped digits",
+            settings.digits
+        )
+        .into());
+    }
+    let options = MnistOptions { size: settings.model.image_size, limit: Some(settings.digits) };
+    Ok(Mnist::shipped(&options)?)
+}
+
+/// Returns the checkpoint file to resume from: `path` itself, `path/checkpoint.safetensors` when
+/// `path` is a folder, or the output folder's checkpoint without `path` (a bare --resume).
+fn resolve_checkpoint(path: Option<&Path>, out: &Path) -> AppResult<PathBuf> {
+    let file = match path {
+        None => out.join(CHECKPOINT_FILE),
+        Some(folder) if folder.is_dir() => folder.join(CHECKPOINT_FILE),
+        Some(file) => file.to_path_buf(),
+    };
+    if !file.is_file() {
+        return Err(format!(
+            "no checkpoint to resume at {}: start a run without --resume, or pass --resume PATH \
+             with the checkpoint of a stopped run",
+            file.display()
+        )
+        .into());
+    }
+    Ok(file)
+}
+
+/// Takes the settings from the command line into `base`. A fresh run takes every value,
+/// given or default. A resumed run keeps the checkpoint's values, and a flag given explicitly
+/// must agree with them, because a changed model or optimiser would make the resumed run differ
+/// from the original.
+fn merge_settings(
+    matches: &ArgMatches,
+    args: &Args,
+    base: RunSettings,
+    resuming: bool,
+) -> AppResult<RunSettings> {
+    let mut merge = Merge { matches, resuming, conflicts: Vec::new() };
+    let mut settings = base;
+    merge.take("batch_size", args.batch_size, &mut settings.batch_size);
+    merge.take("lr_g", args.lr_g, &mut settings.lr_g);
+    merge.take("lr_d", args.lr_d, &mut settings.lr_d);
+    merge.take("beta1", args.beta1, &mut settings.beta1);
+    merge.take("nz", args.nz, &mut settings.model.nz);
+    merge.take("ngf", args.ngf, &mut settings.model.ngf);
+    merge.take("ndf", args.ndf, &mut settings.model.ndf);
+    merge.take("image_size", args.image_size, &mut settings.model.image_size);
+    merge.take("digits", args.digits, &mut settings.digits);
+    merge.take("seed", args.seed, &mut settings.seed);
+    merge.take("sample_count", args.sample_count, &mut settings.sample_count);
+    if !merge.conflicts.is_empty() {
+        return Err(format!(
+            "a resumed run keeps the settings it started with, but {} differ. Drop these flags, \
+             or start a new run in another --out folder",
+            merge.conflicts.join(", ")
+        )
+        .into());
+    }
+    Ok(settings)
+}
+
+/// Command-line values being merged into settings; see [`merge_settings`].
+struct Merge<'a> {
+    matches: &'a ArgMatches,
+    resuming: bool,
+    conflicts: Vec<String>,
+}
+
+impl Merge<'_> {
+    fn take<T: PartialEq + std::fmt::Display>(&mut self, id: &str, value: T, field: &mut T) {
+        if !self.resuming {
+            *field = value;
+            return;
+        }
+        let given = self.matches.value_source(id) == Some(ValueSource::CommandLine);
+        if given && value != *field {
+            let flag = id.replace('_', "-");
+            self.conflicts.push(format!("--{flag} {value} (the checkpoint has {field})"));
+        }
+    }
+}
+
+/// The training loop with its progress bar and its periodic writes.
+struct Progress {
+    run: TrainingRun,
+    folder: RunFolder,
+    history: Vec<MetricsRow>,
+    total_steps: u64,
+    sample_every: u64,
+    checkpoint_every: u64,
+    bar: ProgressBar,
+    first_step: u64,
+    /// Time spent in the training loop, writes included.
+    loop_time: Duration,
+}
+
+impl Progress {
+    fn new(
+        run: TrainingRun,
+        folder: RunFolder,
+        history: Vec<MetricsRow>,
+        total_steps: u64,
+        args: &Args,
+    ) -> Progress {
+        let style = ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {rate}, ETA {eta}\n  {msg}",
+        )
+        .expect("valid template")
+        .with_key("rate", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = write!(out, "{:.2} steps/s", state.per_sec());
+        })
+        .progress_chars("=> ");
+        let first_step = run.steps_done().min(total_steps);
+        let bar = ProgressBar::new(total_steps).with_style(style).with_position(first_step);
+        bar.reset_eta();
+        Progress {
+            run,
+            folder,
+            history,
+            total_steps,
+            sample_every: args.sample_every,
+            checkpoint_every: args.checkpoint_every,
+            bar,
+            first_step,
+            loop_time: Duration::ZERO,
+        }
+    }
+
+    fn train(&mut self) -> AppResult<()> {
+        let steps_per_epoch = self.run.steps_per_epoch();
+        let total_epochs = self.total_steps.div_ceil(steps_per_epoch);
+        if self.run.steps_done() >= self.total_steps {
+            self.bar.finish_and_clear();
+            eprintln!(
+                "The run is already at step {} of {}: pass a larger --epochs or --steps to train \
+                 further.",
+                self.run.steps_done(),
+                self.total_steps
+            );
+            return Ok(());
+        }
+        let loop_start = Instant::now();
+        let mut last_log = Instant::now();
+        while self.run.steps_done() < self.total_steps {
+            let row = self.run.step().map_err(|err| {
+                let step = self.run.steps_done() + 1;
+                format!(
+                    "training step {step} failed: {err}. Try a lower learning rate or another seed"
+                )
+            })?;
+            self.history.push(row);
+            let message = describe(&row, total_epochs);
+            self.bar.set_message(message.clone());
+            self.bar.inc(1);
+
+            let step = row.step;
+            if due(step, self.sample_every) {
+                self.folder.write_samples(&mut self.run)?;
+            }
+            if due(step, self.checkpoint_every) {
+                self.folder.write_progress(&self.run, &self.history)?;
+            }
+            // Without a terminal the bar is hidden: log a line every 30 s instead.
+            if self.bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(30) {
+                eprintln!("step {step}/{}: {message}", self.total_steps);
+                last_log = Instant::now();
+            }
+        }
+        self.bar.finish();
+        self.loop_time = loop_start.elapsed();
+        Ok(())
+    }
+
+    fn finish(mut self, elapsed: Duration, threads: usize) -> AppResult<()> {
+        // The final grid and state. When the loop has just written them, the bytes are the same.
+        let step = self.run.steps_done();
+        let samples = self.folder.write_samples(&mut self.run)?;
+        self.folder.write_progress(&self.run, &self.history)?;
+
+        let steps = step.saturating_sub(self.first_step);
+        let rate = steps as f64 / self.loop_time.as_secs_f64().max(1e-9);
+        println!();
+        println!(
+            "Trained {steps} steps in {} ({rate:.2} steps/s on {threads} thread{}, {} in all). \
+             The run is at step {step}: {} epochs of {} steps done.",
+            format_duration(self.loop_time),
+            if threads == 1 { "" } else { "s" },
+            format_duration(elapsed),
+            self.run.epochs_done(),
+            self.run.steps_per_epoch()
+        );
+        if let Some(row) = self.history.last() {
+            println!("Last step: {}", describe(row, 0));
+        }
+        let out = self.folder.path();
+        println!("Results in {}:", out.display());
+        println!("  {:<40} samples from the fixed noise", samples.display());
+        println!("  {:<40} loss curves", out.join("losses.png").display());
+        println!("  {:<40} losses per step", out.join("metrics.csv").display());
+        println!("  {:<40} training state", out.join(CHECKPOINT_FILE).display());
+        println!(
+            "Train further:   cargo run --release --example train_mnist -- --out {} --resume \
+             --epochs N",
+            out.display()
+        );
+        println!(
+            "Draw new digits: cargo run --release --example sample -- --checkpoint {}",
+            out.join(CHECKPOINT_FILE).display()
+        );
+        Ok(())
+    }
+}
+
+/// Returns whether a periodic write with interval `every` (0: never) falls on `step`.
+fn due(step: u64, every: u64) -> bool {
+    every != 0 && step.is_multiple_of(every)
+}
+
+/// Formats a step's metrics for the progress bar. A `total_epochs` of 0 omits the epoch.
+fn describe(row: &MetricsRow, total_epochs: u64) -> String {
+    let epoch = if total_epochs == 0 {
+        String::new()
+    } else {
+        format!("epoch {}/{total_epochs} | ", row.epoch)
+    };
+    format!(
+        "{epoch}loss_D {:.3} loss_G {:.3} | D(x) {:.3} D(G(z)) {:.3} -> {:.3}",
+        row.loss_d, row.loss_g, row.d_real, row.d_fake, row.d_fake_after
+    )
+}
+
+fn format_duration(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs();
+    if seconds >= 60 {
+        format!("{}m {:02}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{:.1}s", elapsed.as_secs_f64())
+    }
+}

@@ -1,0 +1,193 @@
+//! The output folder of a training run and the files in it.
+//!
+//! ```text
+//! samples/step_000100.png   sample grid from the run's fixed latent batch after step 100
+//! metrics.csv               one row per step (see `metrics`)
+//! losses.png                loss curves
+//! checkpoint.safetensors    the complete training state (see `TrainingRun::to_checkpoint`)
+//! settings.json             the run's settings, for people and scripts
+//! ```
+//!
+//! Every file is written atomically, so a run killed at any moment leaves each file either
+//! complete or as it was.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::metrics::{self, MetricsRow};
+use super::{write_sample_grid, TrainingRun};
+use crate::atomic::write_atomic;
+use crate::error::{Error, Result};
+
+/// File name of the checkpoint.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// File name of the metrics CSV.
+pub const METRICS_FILE: &str = "metrics.csv";
+/// File name of the loss plot.
+pub const LOSS_PLOT_FILE: &str = "losses.png";
+/// File name of the settings.
+pub const SETTINGS_FILE: &str = "settings.json";
+/// Folder of the sample grids.
+pub const SAMPLES_FOLDER: &str = "samples";
+
+/// The output folder of a run.
+#[derive(Clone, Debug)]
+pub struct RunFolder {
+    path: PathBuf,
+}
+
+impl RunFolder {
+    /// Creates the folder for a new run (with its parents and `samples/`).
+    ///
+    /// A folder that already contains entries is rejected unless `overwrite` is set. Then the
+    /// files a previous run wrote there (the names above and `samples/step_*.png`) are deleted,
+    /// and anything else is left alone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (named `output folder`) for a non-empty folder without
+    /// `overwrite`, or a path that is not a folder; [`Error::Io`] if creating or cleaning fails.
+    pub fn create(path: impl AsRef<Path>, overwrite: bool) -> Result<RunFolder> {
+        let path = path.as_ref();
+        if path.exists() && !path.is_dir() {
+            return Err(Error::invalid("output folder", path.display(), "a folder, not a file"));
+        }
+        if path.is_dir() {
+            let entries = list_entries(path)?;
+            if !entries.is_empty() && !overwrite {
+                let first_names: Vec<&str> = entries.iter().map(String::as_str).take(4).collect();
+                let more = if entries.len() > first_names.len() { ", ..." } else { "" };
+                return Err(Error::invalid(
+                    "output folder",
+                    path.display(),
+                    format!(
+                        "an empty or new folder, but it contains {} entries ({}{more})",
+                        entries.len(),
+                        first_names.join(", ")
+                    ),
+                ));
+            }
+            if overwrite {
+                remove_run_files(path)?;
+            }
+        }
+        RunFolder::open(path)
+    }
+
+    /// Opens the folder of an existing run to continue writing into it, creating it (and
+    /// `samples/`) if needed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a folder cannot be created.
+    pub fn open(path: impl AsRef<Path>) -> Result<RunFolder> {
+        let path = path.as_ref().to_path_buf();
+        let samples = path.join(SAMPLES_FOLDER);
+        fs::create_dir_all(&samples).map_err(|err| Error::io(&samples, err))?;
+        Ok(RunFolder { path })
+    }
+
+    /// Returns the folder's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns the path of the checkpoint.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.path.join(CHECKPOINT_FILE)
+    }
+
+    /// Returns the path of the metrics CSV.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join(METRICS_FILE)
+    }
+
+    /// Returns the path of the loss plot.
+    pub fn loss_plot_path(&self) -> PathBuf {
+        self.path.join(LOSS_PLOT_FILE)
+    }
+
+    /// Returns the path of the sample grid after `step` steps, `samples/step_XXXXXX.png`.
+    pub fn sample_path(&self, step: u64) -> PathBuf {
+        self.path.join(SAMPLES_FOLDER).join(format!("step_{step:06}.png"))
+    }
+
+    /// Writes the sample grid of the run's current step and returns its path.
+    ///
+    /// # Errors
+    /// As [`TrainingRun::samples`] and [`write_sample_grid`].
+    pub fn write_samples(&self, run: &mut TrainingRun) -> Result<PathBuf> {
+        let path = self.sample_path(run.steps_done());
+        write_sample_grid(&path, &run.samples()?)?;
+        Ok(path)
+    }
+
+    /// Writes the metrics CSV and the loss plot of `history`, then the checkpoint of `run`.
+    ///
+    /// The metrics go first. A run killed between the writes then leaves a CSV that reaches past
+    /// the checkpoint's step, which [`read_history`] trims, rather than one that falls short.
+    ///
+    /// # Errors
+    /// As [`metrics::write_csv`], [`metrics::write_loss_plot`] and [`TrainingRun::save`].
+    pub fn write_progress(&self, run: &TrainingRun, history: &[MetricsRow]) -> Result<()> {
+        metrics::write_csv(self.metrics_path(), history)?;
+        metrics::write_loss_plot(self.loss_plot_path(), history)?;
+        run.save(self.checkpoint_path())
+    }
+
+    /// Writes `settings` as pretty-printed JSON to `settings.json`.
+    ///
+    /// # Errors
+    /// [`Error::Format`] if `settings` cannot be serialised; [`Error::Io`] if writing fails.
+    pub fn write_settings(&self, settings: &impl serde::Serialize) -> Result<()> {
+        let mut json = serde_json::to_string_pretty(settings)
+            .map_err(|err| Error::Format { format: "settings JSON", reason: err.to_string() })?;
+        json.push('\n');
+        write_atomic(self.path.join(SETTINGS_FILE), json.as_bytes())
+    }
+}
+
+/// Reads the metrics that a run wrote next to its checkpoint, up to and including step
+/// `steps_done` (rows of later steps were written after that checkpoint and will be taken
+/// again). A missing CSV gives no rows.
+///
+/// # Errors
+/// As [`metrics::read_csv`].
+pub fn read_history(checkpoint_path: &Path, steps_done: u64) -> Result<Vec<MetricsRow>> {
+    let csv = checkpoint_path.with_file_name(METRICS_FILE);
+    if !csv.exists() {
+        return Ok(Vec::new());
+    }
+    let mut rows = metrics::read_csv(&csv)?;
+    rows.retain(|row| row.step <= steps_done);
+    Ok(rows)
+}
+
+/// Returns the names of the entries of folder `path`, sorted.
+fn list_entries(path: &Path) -> Result<Vec<String>> {
+    let io = |err| Error::io(path, err);
+    let mut names = Vec::new();
+    for entry in fs::read_dir(path).map_err(io)? {
+        names.push(entry.map_err(io)?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Deletes the files a run writes into `path`, leaving everything else.
+fn remove_run_files(path: &Path) -> Result<()> {
+    let remove = |file: PathBuf| match fs::remove_file(&file) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Error::io(file, err)),
+        _ => Ok(()),
+    };
+    for name in [CHECKPOINT_FILE, METRICS_FILE, LOSS_PLOT_FILE, SETTINGS_FILE] {
+        remove(path.join(name))?;
+    }
+    let samples = path.join(SAMPLES_FOLDER);
+    if samples.is_dir() {
+        for name in list_entries(&samples)? {
+            if name.starts_with("step_") && name.ends_with(".png") {
+                remove(samples.join(name))?;
+            }
+        }
+    }
+    Ok(())
+}

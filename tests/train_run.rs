@@ -1,0 +1,268 @@
+//! Training runs on a few shipped digits with a tiny model. The losses move and stay finite, and
+//! the output files are written and read back. A resumed run equals an uninterrupted one bit for
+//! bit, and the thread count changes nothing.
+
+use std::path::PathBuf;
+
+use dcgan::checkpoint::Checkpoint;
+use dcgan::data::{Mnist, MnistOptions};
+use dcgan::models::DcganConfig;
+use dcgan::run::folder::read_history;
+use dcgan::run::metrics::{read_csv, CSV_HEADER};
+use dcgan::run::{
+    generate, load_generator, sample_noise, MetricsRow, RunFolder, RunSettings, TrainingRun,
+};
+use dcgan::Error;
+
+/// 96 digits in batches of 16: six steps per epoch.
+fn settings() -> RunSettings {
+    RunSettings {
+        model: DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 },
+        batch_size: 16,
+        lr_g: 1e-3,
+        lr_d: 1e-3,
+        digits: 96,
+        sample_count: 9,
+        seed: 5,
+        ..RunSettings::default()
+    }
+}
+
+fn digits(settings: &RunSettings) -> Mnist {
+    let options = MnistOptions { size: settings.model.image_size, limit: Some(settings.digits) };
+    Mnist::shipped(&options).unwrap()
+}
+
+fn start(settings: RunSettings) -> TrainingRun {
+    TrainingRun::new(settings, digits(&settings)).unwrap()
+}
+
+fn take_steps(run: &mut TrainingRun, steps: usize) -> Vec<MetricsRow> {
+    (0..steps).map(|_| run.step().unwrap()).collect()
+}
+
+fn checkpoint_bytes(run: &TrainingRun) -> Vec<u8> {
+    run.to_checkpoint().unwrap().to_bytes().unwrap()
+}
+
+fn temp_folder(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("dcgan-train-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+#[test]
+fn losses_move_and_stay_finite() {
+    let mut run = start(settings());
+    let before = run.trainer().generator().params().to_vec();
+    let rows = take_steps(&mut run, 12);
+
+    for row in &rows {
+        let values = [row.loss_d, row.loss_g, row.d_real, row.d_fake, row.d_fake_after];
+        assert!(values.iter().all(|v| v.is_finite()), "step {}: {values:?}", row.step);
+    }
+    let steps: Vec<u64> = rows.iter().map(|r| r.step).collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>());
+    let epochs: Vec<u64> = rows.iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
+    assert_eq!(run.epochs_done(), 2);
+
+    // At initialisation D(x) and D(G(z)) are near 1/2, so D's loss is near 2 ln 2. The
+    // discriminator learns first: its loss falls and it scores real digits above generated ones.
+    let first = &rows[0];
+    assert!((first.loss_d - 2.0 * std::f64::consts::LN_2).abs() < 0.2, "{first:?}");
+    let last = &rows[11];
+    assert!(last.loss_d < first.loss_d - 0.1, "loss_D {} -> {}", first.loss_d, last.loss_d);
+    assert!(last.d_real > last.d_fake, "{last:?}");
+    assert_ne!(run.trainer().generator().params(), &before[..], "generator unchanged");
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    // Uninterrupted: 10 steps, crossing the epoch boundary after step 6.
+    let mut straight = start(settings());
+    let straight_rows = take_steps(&mut straight, 10);
+
+    // Interrupted after step 4 (mid-epoch), saved to a file, restored on freshly loaded digits.
+    let folder = temp_folder("resume");
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("checkpoint.safetensors");
+    let mut first_half = start(settings());
+    take_steps(&mut first_half, 4);
+    first_half.save(&path).unwrap();
+    drop(first_half);
+    let mut resumed = TrainingRun::load(&path, digits(&settings())).unwrap();
+    assert_eq!(resumed.steps_done(), 4);
+    let resumed_rows = take_steps(&mut resumed, 6);
+
+    assert_eq!(resumed_rows, straight_rows[4..], "metrics of steps 5 to 10");
+    let trainer = (straight.trainer(), resumed.trainer());
+    assert_eq!(trainer.0.generator().params(), trainer.1.generator().params(), "G parameters");
+    assert_eq!(
+        trainer.0.discriminator().params(),
+        trainer.1.discriminator().params(),
+        "D parameters"
+    );
+    assert_eq!(trainer.0.g_optimizer().state(), trainer.1.g_optimizer().state(), "G Adam");
+    assert_eq!(trainer.0.d_optimizer().state(), trainer.1.d_optimizer().state(), "D Adam");
+    assert_eq!(checkpoint_bytes(&straight), checkpoint_bytes(&resumed), "checkpoint bytes");
+    assert_eq!(straight.samples().unwrap(), resumed.samples().unwrap(), "sample images");
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+#[test]
+fn sampling_changes_nothing_in_the_run() {
+    let mut plain = start(settings());
+    let mut sampled = start(settings());
+    for _ in 0..3 {
+        plain.step().unwrap();
+        sampled.step().unwrap();
+        sampled.samples().unwrap();
+    }
+    assert_eq!(checkpoint_bytes(&plain), checkpoint_bytes(&sampled));
+}
+
+#[test]
+fn thread_counts_give_identical_runs() {
+    let run_in_pool = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut run = start(settings());
+            let rows = take_steps(&mut run, 4);
+            let samples = run.samples().unwrap();
+            (checkpoint_bytes(&run), rows, samples)
+        })
+    };
+    let one = run_in_pool(1);
+    let two = run_in_pool(2);
+    assert_eq!(one.1, two.1, "metrics");
+    assert_eq!(one.2, two.2, "sample images");
+    assert!(one.0 == two.0, "checkpoints differ between 1 and 2 threads");
+}
+
+#[test]
+fn output_files_are_written_and_read_back() {
+    let path = temp_folder("files");
+    let folder = RunFolder::create(&path, false).unwrap();
+    let mut run = start(settings());
+    let rows = take_steps(&mut run, 3);
+    let samples = folder.write_samples(&mut run).unwrap();
+    folder.write_progress(&run, &rows).unwrap();
+    folder.write_settings(run.settings()).unwrap();
+
+    // The sample grid: 9 images of 16x16 in 3 columns, 2 pixels of padding.
+    assert_eq!(samples, path.join("samples/step_000003.png"));
+    let decoder = png::Decoder::new(std::fs::File::open(&samples).unwrap());
+    let info = decoder.read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (3 * 18 + 2, 3 * 18 + 2));
+    assert!(std::fs::metadata(folder.loss_plot_path()).unwrap().len() > 0);
+
+    // The metrics and the checkpoint read back as written.
+    let text = std::fs::read_to_string(folder.metrics_path()).unwrap();
+    assert_eq!(text.lines().next(), Some(CSV_HEADER));
+    assert_eq!(read_csv(folder.metrics_path()).unwrap(), rows);
+    let restored = TrainingRun::load(folder.checkpoint_path(), digits(&settings())).unwrap();
+    assert_eq!(checkpoint_bytes(&restored), checkpoint_bytes(&run));
+    let json = std::fs::read_to_string(path.join("settings.json")).unwrap();
+    assert_eq!(serde_json::from_str::<RunSettings>(&json).unwrap(), settings());
+
+    // A resumed run reads the rows up to its checkpoint's step.
+    let longer = [rows.clone(), take_steps(&mut run, 2)].concat();
+    folder.write_progress(&restored, &longer).unwrap();
+    let history = read_history(&folder.checkpoint_path(), 3).unwrap();
+    assert_eq!(history, rows);
+    assert!(read_history(&path.join("elsewhere/checkpoint.safetensors"), 3).unwrap().is_empty());
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn non_empty_folder_needs_overwrite() {
+    let path = temp_folder("overwrite");
+    let folder = RunFolder::create(&path, false).unwrap();
+    let mut run = start(settings());
+    run.step().unwrap();
+    folder.write_samples(&mut run).unwrap();
+    folder.write_progress(&run, &[]).unwrap();
+    std::fs::write(path.join("notes.txt"), "kept").unwrap();
+
+    let err = RunFolder::create(&path, false).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "output folder", .. }), "{err}");
+    assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
+
+    RunFolder::create(&path, true).unwrap();
+    assert!(!path.join("checkpoint.safetensors").exists(), "checkpoint deleted");
+    assert!(!path.join("metrics.csv").exists(), "metrics deleted");
+    assert!(!path.join("samples/step_000001.png").exists(), "samples deleted");
+    assert_eq!(std::fs::read_to_string(path.join("notes.txt")).unwrap(), "kept");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn sample_noise_reproduces_the_run_grid() {
+    let mut run = start(settings());
+    take_steps(&mut run, 2);
+    let checkpoint = run.to_checkpoint().unwrap();
+    let (loaded_settings, mut generator) = load_generator(&checkpoint).unwrap();
+    assert_eq!(loaded_settings, settings());
+    let z = sample_noise(&loaded_settings.model, loaded_settings.seed, 9);
+    assert_eq!(&z, run.fixed_noise());
+    assert_eq!(generate(&mut generator, z).unwrap(), run.samples().unwrap());
+    let other = sample_noise(&loaded_settings.model, loaded_settings.seed + 1, 9);
+    assert_ne!(&other, run.fixed_noise());
+}
+
+#[test]
+fn bad_checkpoints_and_data_are_rejected() {
+    let run = start(settings());
+    let good = run.to_checkpoint().unwrap();
+
+    // Data that does not match the settings.
+    let mut other = settings();
+    other.digits = 80;
+    let err = TrainingRun::from_checkpoint(&good, digits(&other)).unwrap_err();
+    assert!(err.to_string().contains("data shape"), "{err}");
+    let err = TrainingRun::new(settings(), digits(&other)).unwrap_err();
+    assert!(err.to_string().contains("data shape"), "{err}");
+
+    // Another file format, a missing tensor, a corrupt moment.
+    let mut foreign = good.clone();
+    foreign.metadata.insert("format".into(), "something-else".into());
+    let err = TrainingRun::from_checkpoint(&foreign, digits(&settings())).unwrap_err();
+    assert!(err.to_string().contains("something-else"), "{err}");
+
+    let mut missing = good.clone();
+    missing.tensors.remove("discriminator.main.0.weight");
+    let err = TrainingRun::from_checkpoint(&missing, digits(&settings())).unwrap_err();
+    assert!(err.to_string().contains("discriminator.main.0.weight"), "{err}");
+
+    let mut corrupt = good.clone();
+    corrupt.tensors.get_mut("generator_adam.exp_avg").unwrap().1[0] = f32::NAN;
+    let err = TrainingRun::from_checkpoint(&corrupt, digits(&settings())).unwrap_err();
+    assert!(matches!(err, Error::NonFinite { .. }), "{err}");
+
+    let checkpoint = Checkpoint::load_bytes(&good.to_bytes().unwrap()).unwrap();
+    assert!(TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).is_ok());
+}
+
+/// A parameter name and an edit that makes it invalid.
+type InvalidCase = (&'static str, fn(&mut RunSettings));
+
+#[test]
+fn invalid_settings_are_rejected() {
+    let cases: [InvalidCase; 8] = [
+        ("batch_size", |s| s.batch_size = 0),
+        ("batch_size", |s| s.batch_size = 97),
+        ("sample_count", |s| s.sample_count = 0),
+        ("lr_g", |s| s.lr_g = -1.0),
+        ("lr_d", |s| s.lr_d = f64::NAN),
+        ("beta1", |s| s.beta1 = 1.0),
+        ("digits", |s| s.digits = 0),
+        ("image_size", |s| s.model.image_size = 24),
+    ];
+    for (name, edit) in cases {
+        let mut s = settings();
+        edit(&mut s);
+        let err = s.validate().unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument { name: n, .. } if *n == name), "{err}");
+    }
+}
