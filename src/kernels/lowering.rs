@@ -45,24 +45,26 @@ const GEMM_COLUMNS: usize = 1024;
 /// Minimum columns per position tile when a sample is tiled.
 const MIN_COLUMNS: usize = 128;
 
-/// Largest folded grid block `[c_out, samples * positions]` kept in scratch (4 MiB).
-const GROUP_ELEMENTS: usize = 1 << 20;
+/// Largest folded grid block `[c_out, samples * positions]` kept in scratch (2 MiB).
+const GROUP_ELEMENTS: usize = 1 << 19;
 
-/// Work items a pass tries to offer rayon, so that threads can balance. Sample groups are kept
-/// small enough that a batch of at least `2 * MIN_ITEMS` samples has this many.
+/// Work items a pass tries to offer rayon, so that threads can balance. The forward and
+/// grad-input products keep sample groups small enough that a batch of at least
+/// `2 * MIN_ITEMS` samples has this many.
 const MIN_ITEMS: usize = 4;
 
 /// Largest total of partial sums a split reduction may allocate (64 MiB).
 const PARTIAL_ELEMENTS: usize = 1 << 24;
 
-/// Largest slice of the batch's grid that [`weight_product`] transposes at once (1 MiB).
-const SHARED_GRID_ELEMENTS: usize = 1 << 18;
+/// Largest slice of the batch's grid that [`weight_product`] transposes at once (2 MiB), at
+/// least one folded group.
+const SHARED_GRID_ELEMENTS: usize = GROUP_ELEMENTS;
 
 /// Per-thread scratch for tiles, grown on demand and kept for the thread's lifetime, so tiles
 /// cost no allocation once every worker has run one call of the largest shape. What a call
-/// still allocates is at most a few times the weight: the transposed weight of
-/// [`image_to_grid`] and the partial sums of a split [`weight_product`] (and matrixmultiply
-/// allocates its packing buffers inside each sgemm call).
+/// still allocates is bounded by the weight and the constants above: the transposed weight of
+/// [`image_to_grid`], and the partial sums and transposed grid slice of [`weight_product`]
+/// (matrixmultiply also allocates its packing buffers inside each sgemm call).
 #[derive(Default)]
 struct Scratch {
     /// A column-matrix tile.
@@ -71,7 +73,7 @@ struct Scratch {
     cols_t: Vec<f32>,
     /// A folded block of the grid, `[c_out, samples * positions]`.
     grid: Vec<f32>,
-    /// A folded output block of [`image_to_grid`].
+    /// An accumulator: a folded output block of [`image_to_grid`], or a weight-gradient tile.
     acc: Vec<f32>,
     /// Phase planes of one image channel (see `phases.rs`).
     planes: Vec<f32>,
@@ -128,10 +130,12 @@ struct Lowering<'g> {
 }
 
 impl<'g> Lowering<'g> {
-    fn new(g: &'g ConvGeometry) -> Self {
+    /// Plans the lowering of `g` for GEMMs of about [`GEMM_COLUMNS`] columns, with sample
+    /// groups small enough that a large batch splits into at least `min_groups` of them.
+    fn new(g: &'g ConvGeometry, min_groups: usize) -> Self {
         let positions = g.positions();
         let per_call = GEMM_COLUMNS.div_ceil(positions);
-        let spread = (g.n / MIN_ITEMS).max(1);
+        let spread = (g.n / min_groups).max(1);
         let fits = (GROUP_ELEMENTS / (g.c_out * positions).max(1)).max(1);
         let group = per_call.min(spread).min(fits).min(g.n).max(1);
         let unit_dilation = |axis: usize, k: usize| g.dilation[axis] == 1 || k == 1;
@@ -253,7 +257,7 @@ pub(crate) fn image_to_grid(
     bias: Option<&[f32]>,
     grid: &mut [f32],
 ) {
-    let lowering = Lowering::new(g);
+    let lowering = Lowering::new(g, MIN_ITEMS);
     // sgemm packs its left operand fastest when each column is contiguous, so hand it W^T
     // [k, c_out] read as W: one transpose per call instead of a slow pack per tile.
     let (k, c_out) = (g.k(), g.c_out);
@@ -286,6 +290,8 @@ fn image_to_grid_per_sample(
     let k = g.k();
     let k_tiles = k.div_ceil(K_TILE);
     let p_tiles = lowering.position_tiles(k.div_ceil(k_tiles));
+    // A small batch is also split by output channels, keeping at least 16 rows per GEMM; each
+    // block packs its own copy of the tiles.
     let blocks =
         if g.n >= MIN_ITEMS { 1 } else { MIN_ITEMS.div_ceil(g.n).min(g.c_out.div_ceil(16)) };
     let block_rows = g.c_out.div_ceil(blocks);
@@ -414,7 +420,7 @@ pub(crate) fn grid_to_image(
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
-    let lowering = Lowering::new(g);
+    let lowering = Lowering::new(g, MIN_ITEMS);
     let (k, p, plane, taps) = (g.k(), g.positions(), g.h * g.w, g.k_h * g.k_w);
     let block_channels = (K_TILE / taps).max(1);
     let blocks = g.c_in.div_ceil(block_channels);
@@ -509,70 +515,102 @@ pub(crate) fn grid_to_image(
 /// and the chunks of a tile are added in chunk order. The number of chunks depends on the tile
 /// count and the batch size alone.
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
-    let lowering = Lowering::new(g);
-    let k = g.k();
+    let (k, c_out) = (g.k(), g.c_out);
     let k_tiles = k.div_ceil(K_TILE);
-    let tile_len = g.c_out * k.div_ceil(k_tiles);
+    // The k tiles alone may give the threads enough work; then groups grow to full GEMM width.
+    let lowering = Lowering::new(g, if k_tiles >= MIN_ITEMS { 1 } else { MIN_ITEMS });
+    let tile_len = c_out * k.div_ceil(k_tiles);
     let fits = (PARTIAL_ELEMENTS / (tile_len * k_tiles)).max(1);
     let chunks = MIN_ITEMS.div_ceil(k_tiles).min(lowering.groups).min(fits);
-    let mut partials = vec![0.0f32; k_tiles * chunks * tile_len];
-
-    if chunks == 1 {
-        let (p, c_out) = (lowering.positions, g.c_out);
-        // With one position per sample, the grid of a group is already a fast view, and a
-        // group too large to transpose at once is transposed tile by tile instead.
-        let group_len = c_out * lowering.group * p;
-        let shared = !(lowering.group > 1 && p == 1) && group_len <= SHARED_GRID_ELEMENTS;
-        let slice_groups = (SHARED_GRID_ELEMENTS / group_len).clamp(1, lowering.groups);
-        let mut grid_t = vec![0.0f32; if shared { slice_groups * group_len } else { 0 }];
-        for first in (0..lowering.groups).step_by(slice_groups) {
-            let groups = first..(first + slice_groups).min(lowering.groups);
-            let first_sample = lowering.samples(groups.start).start;
-            if shared {
-                // Sample b of the slice becomes rows [b * p, (b + 1) * p) of [positions, c_out].
-                let samples = first_sample..lowering.samples(groups.end - 1).end;
-                grid_t.par_chunks_mut(p * c_out).zip(samples).for_each(|(dst, b)| {
-                    transpose((&grid[b * c_out * p..], p), [c_out, p], (dst, c_out));
-                });
-            }
-            let grid_t = shared.then_some((&grid_t[..], first_sample));
-            partials.par_chunks_mut(tile_len).enumerate().for_each(|(kt, acc)| {
-                let rows = part(k, k_tiles, kt);
-                let acc = &mut acc[..c_out * rows.len()];
-                let groups = groups.clone();
-                with_scratch(|scratch| {
-                    let operands = (image, grid, grid_t);
-                    weight_tile(&lowering, operands, (&rows, groups), acc, scratch)
-                });
-            });
-        }
-    } else {
-        partials.par_chunks_mut(tile_len).enumerate().for_each(|(item, acc)| {
-            let (kt, chunk) = (item / chunks, item % chunks);
-            let rows = part(k, k_tiles, kt);
-            let groups = part(lowering.groups, chunks, chunk);
-            let acc = &mut acc[..g.c_out * rows.len()];
-            with_scratch(|scratch| {
-                weight_tile(&lowering, (image, grid, None), (&rows, groups), acc, scratch)
-            });
-        });
-    }
-
-    // Sum each tile's chunks in order and add the total into dweight's columns of that tile.
     let out = DisjointSlice::new(dweight);
-    partials.par_chunks_mut(chunks * tile_len).enumerate().for_each(|(kt, parts)| {
-        let rows = part(k, k_tiles, kt);
-        let len = g.c_out * rows.len();
-        let (total, rest) = parts.split_at_mut(tile_len);
-        for chunk in rest.chunks(tile_len) {
-            add_assign(&mut total[..len], &chunk[..len]);
-        }
-        for co in 0..g.c_out {
+    let add_tile = |rows: &Range<usize>, total: &[f32]| {
+        for co in 0..c_out {
             // SAFETY: tile `rows` is columns `rows` of every row of dweight. Tiles partition the
             // columns, and each tile is added by one task.
             let dst = unsafe { out.range_mut(co * k + rows.start..co * k + rows.end) };
             add_assign(dst, &total[co * rows.len()..][..rows.len()]);
         }
+    };
+
+    if chunks > 1 {
+        // Partial sums per (tile, chunk), then each tile adds its chunks in order.
+        let mut partials = vec![0.0f32; k_tiles * chunks * tile_len];
+        partials.par_chunks_mut(tile_len).enumerate().for_each(|(item, acc)| {
+            let (kt, chunk) = (item / chunks, item % chunks);
+            let rows = part(k, k_tiles, kt);
+            let groups = part(lowering.groups, chunks, chunk);
+            let acc = &mut acc[..c_out * rows.len()];
+            let operands = (image, grid, None);
+            with_scratch(|scratch| weight_tile(&lowering, operands, (&rows, groups), acc, scratch));
+        });
+        partials.par_chunks_mut(chunks * tile_len).enumerate().for_each(|(kt, parts)| {
+            let rows = part(k, k_tiles, kt);
+            let len = c_out * rows.len();
+            let (total, rest) = parts.split_at_mut(tile_len);
+            for chunk in rest.chunks(tile_len) {
+                add_assign(&mut total[..len], &chunk[..len]);
+            }
+            add_tile(&rows, &total[..len]);
+        });
+        return;
+    }
+
+    // With one position per sample, the grid of a group is already a fast view, and a group
+    // too large to transpose at once is transposed tile by tile instead.
+    let p = lowering.positions;
+    let group_len = c_out * lowering.group * p;
+    let shared = !(lowering.group > 1 && p == 1) && group_len <= SHARED_GRID_ELEMENTS;
+    let slice_groups = (SHARED_GRID_ELEMENTS / group_len).clamp(1, lowering.groups);
+    let mut grid_t = vec![0.0f32; if shared { slice_groups * group_len } else { 0 }];
+    let transpose_slice = |grid_t: &mut [f32], groups: &Range<usize>| {
+        let first_sample = lowering.samples(groups.start).start;
+        if shared {
+            // Sample b of the slice becomes rows [b * p, (b + 1) * p) of [positions, c_out].
+            let samples = first_sample..lowering.samples(groups.end - 1).end;
+            grid_t.par_chunks_mut(p * c_out).zip(samples).for_each(|(dst, b)| {
+                transpose((&grid[b * c_out * p..], p), [c_out, p], (dst, c_out));
+            });
+        }
+        first_sample
+    };
+
+    if slice_groups == lowering.groups {
+        // One slice: each tile sums the whole batch in scratch and adds it to dweight.
+        let all = 0..lowering.groups;
+        let first_sample = transpose_slice(&mut grid_t, &all);
+        let grid_t = shared.then_some((&grid_t[..], first_sample));
+        (0..k_tiles).into_par_iter().for_each(|kt| {
+            let rows = part(k, k_tiles, kt);
+            with_scratch(|scratch| {
+                let mut acc = std::mem::take(&mut scratch.acc);
+                let tile = prefix(&mut acc, c_out * rows.len());
+                tile.fill(0.0);
+                let operands = (image, grid, grid_t);
+                weight_tile(&lowering, operands, (&rows, all.clone()), tile, scratch);
+                add_tile(&rows, tile);
+                scratch.acc = acc;
+            });
+        });
+        return;
+    }
+
+    // Several slices: each tile keeps its sum across them.
+    let mut sums = vec![0.0f32; k_tiles * tile_len];
+    for first in (0..lowering.groups).step_by(slice_groups) {
+        let groups = first..(first + slice_groups).min(lowering.groups);
+        let first_sample = transpose_slice(&mut grid_t, &groups);
+        let grid_t = shared.then_some((&grid_t[..], first_sample));
+        sums.par_chunks_mut(tile_len).enumerate().for_each(|(kt, acc)| {
+            let rows = part(k, k_tiles, kt);
+            let acc = &mut acc[..c_out * rows.len()];
+            let operands = (image, grid, grid_t);
+            let groups = groups.clone();
+            with_scratch(|scratch| weight_tile(&lowering, operands, (&rows, groups), acc, scratch));
+        });
+    }
+    sums.par_chunks(tile_len).enumerate().for_each(|(kt, total)| {
+        let rows = part(k, k_tiles, kt);
+        add_tile(&rows, &total[..c_out * rows.len()]);
     });
 }
 
