@@ -73,6 +73,11 @@ fn shapes() -> Vec<Shape> {
             conv: convt(10, ConvTranspose2dSpec::new(12, 20, 1), [5, 6]),
         },
         Shape {
+            // Four channel blocks of a folded group share one gather of the group's grid.
+            name: "transposed, shared grid gather",
+            conv: convt(8, dcgan_t(16, 64), [4, 4]),
+        },
+        Shape {
             // DCGAN's generator shape with output padding and odd sizes.
             name: "transposed dcgan",
             conv: convt(

@@ -412,7 +412,8 @@ fn image_to_grid_folded(
 ///
 /// One work item per (group of samples, block of image channels). The block's rows of `W^T`
 /// times the group's grid give its tile of the column matrix. col2im adds that tile into the
-/// block's channels only, so items write disjoint parts of `image`.
+/// block's channels only, so items write disjoint parts of `image`. Folded groups are gathered
+/// once per group when there are enough blocks per group to run them group after group.
 pub(crate) fn grid_to_image(
     g: &ConvGeometry,
     grid: &[f32],
@@ -426,8 +427,9 @@ pub(crate) fn grid_to_image(
     let blocks = g.c_in.div_ceil(block_channels);
     let out = DisjointSlice::new(image);
 
-    (0..lowering.groups * blocks).into_par_iter().for_each(|item| {
-        let (group, block) = (item / blocks, item % blocks);
+    // Item (group, block). `shared` is the group's grid gathered side by side, when the caller
+    // gathered it once for all blocks.
+    let run_item = |group: usize, block: usize, shared: Option<&[f32]>| {
         let samples = lowering.samples(group);
         let channels = block * block_channels..((block + 1) * block_channels).min(g.c_in);
         let block_rows = channels.start * taps..channels.end * taps;
@@ -458,7 +460,10 @@ pub(crate) fn grid_to_image(
             }
             for pt in 0..p_tiles {
                 let positions = if lowering.group > 1 { 0..p } else { part(p, p_tiles, pt) };
-                let y = lowering.grid_block(grid, (&samples, &positions), gathered);
+                let y = match shared {
+                    Some(block) => MatRef::row_major(block, g.c_out, samples.len() * p),
+                    None => lowering.grid_block(grid, (&samples, &positions), gathered),
+                };
                 let columns = y.shape()[1];
                 for rt in 0..row_tiles {
                     // Rows of the tile, within the block and within the whole matrix.
@@ -502,7 +507,29 @@ pub(crate) fn grid_to_image(
                 add_channel_bias(region(b), &bias[channels.clone()], plane);
             }
         }
-    });
+    };
+
+    // A folded group's grid must be gathered side by side. With enough channel blocks to keep
+    // the threads busy, groups run one after another and their blocks share one gather.
+    if lowering.group > 1 && p > 1 && blocks >= MIN_ITEMS {
+        let mut shared = vec![0.0f32; g.c_out * lowering.group * p];
+        for group in 0..lowering.groups {
+            let samples = lowering.samples(group);
+            let columns = samples.len() * p;
+            let block = &mut shared[..g.c_out * columns];
+            block.par_chunks_mut(columns).enumerate().for_each(|(co, row)| {
+                for (s, b) in samples.clone().enumerate() {
+                    copy(&mut row[s * p..(s + 1) * p], &grid[(b * g.c_out + co) * p..][..p]);
+                }
+            });
+            let block = &*block;
+            (0..blocks).into_par_iter().for_each(|b| run_item(group, b, Some(block)));
+        }
+    } else {
+        (0..lowering.groups * blocks)
+            .into_par_iter()
+            .for_each(|item| run_item(item / blocks, item % blocks, None));
+    }
 }
 
 /// `dweight += sum over samples of grid * cols^T`, for `image [n, c_in, h, w]`, `grid [n,
