@@ -421,10 +421,12 @@ pub(crate) fn grid_to_image(
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
-    let lowering = Lowering::new(g, MIN_ITEMS);
     let (k, p, plane, taps) = (g.k(), g.positions(), g.h * g.w, g.k_h * g.k_w);
     let block_channels = (K_TILE / taps).max(1);
     let blocks = g.c_in.div_ceil(block_channels);
+    // The channel blocks alone may give the threads enough work; then groups grow to full
+    // GEMM width.
+    let lowering = Lowering::new(g, if blocks >= MIN_ITEMS { 1 } else { MIN_ITEMS });
     let out = DisjointSlice::new(image);
 
     // Item (group, block). `shared` is the group's grid gathered side by side, when the caller
