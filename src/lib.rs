@@ -16,5 +16,6 @@ pub mod models;
 pub mod optim;
 pub mod rng;
 pub mod train;
+pub mod tricks;
 
 pub use error::{Error, Result};
