@@ -431,7 +431,7 @@ fn historical_averaging_adds_its_gradient() {
         Tricks { historical_averaging: Some(HistoricalAveraging { weight }), ..Tricks::default() };
     let mut with = GanTrainer::new(model, TrainConfig { tricks: averaging, ..sgd }, 59).unwrap();
     let mut without = GanTrainer::new(model, sgd, 59).unwrap();
-    let (g0, d0) = (with.generator().params().to_vec(), with.discriminator().params().to_vec());
+    let d0 = with.discriminator().params().to_vec();
     with.step(|| Ok(data[0].clone())).unwrap();
     without.step(|| Ok(data[0].clone())).unwrap();
     assert_eq!(with.generator().params(), without.generator().params(), "step 1");
