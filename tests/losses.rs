@@ -67,7 +67,7 @@ fn chosen_values_by_hand() {
 
 /// Checks the analytic gradient of every term of `loss` at `xs` against central differences
 /// of the loss itself. The logits are multiples of 2^-8 and the step is 2^-12, so `x +- h` is
-/// exact in `f32` and the difference quotient sees no input rounding.
+/// exact in `f32` and the difference quotient has no input rounding.
 fn check_gradients(loss: GanLoss, xs: &[f32]) -> Result<(), TestCaseError> {
     let h = 1.0f32 / 4096.0;
     for which in TERMS {

@@ -1,7 +1,8 @@
-//! The tricks' layers against `f64` references written from Salimans et al. 2016: minibatch
-//! discrimination and virtual batch normalisation, forward and every gradient, with central
-//! finite differences; the closed forms for identical samples and for a reference batch equal
-//! to the batch; feature matching's loss; bad shapes and options.
+//! The tricks' layers against `f64` references written from Salimans et al. 2016. Minibatch
+//! discrimination and virtual batch normalisation are checked forward and in every gradient
+//! with central finite differences, and against the closed forms for identical samples and for
+//! a reference batch equal to the batch. Feature matching's loss, historical averaging, and
+//! bad shapes and options are checked too.
 
 mod tricks_common;
 
@@ -133,7 +134,7 @@ fn batch_norm(params: &[f32], x: &Array4<f32>, dy: &Array4<f32>) -> (Array4<f32>
 }
 
 #[test]
-fn vbn_with_the_batch_as_reference_is_batch_norm() {
+fn vbn_batch_as_reference_is_batch_norm() {
     let (m, c, h, w) = (4, 3, 2, 3);
     let mut rng = Rng::from_seed(9);
     let batch = random_array(&mut rng, [m, c, h, w], 2.0);

@@ -1,8 +1,9 @@
-//! The general training loop: bit-for-bit equality with the plain DCGAN step when every option
-//! is off (and with the plain step's own label smoothing and half steps), gradients of every
-//! loss and trick through a whole tiny generator and discriminator against central finite
-//! differences of `f64` references, historical averaging and weight clipping as identities,
-//! resume from a checkpoint, thread independence, and option checks.
+//! The general training loop. With every option off it equals the plain DCGAN step bit for bit,
+//! and with label smoothing or several discriminator steps it equals the plain step's own
+//! options. The gradients of every loss and trick through a whole tiny generator and
+//! discriminator match central finite differences of `f64` references. Historical averaging
+//! and weight clipping are checked as identities, then resume from a checkpoint, thread
+//! independence and option checks.
 
 mod tricks_common;
 
@@ -49,8 +50,8 @@ fn reference_generator(c: &DcganConfig, vbn: Option<usize>) -> Vec<Ref> {
     ]
 }
 
-/// Returns the 16x16 DCGAN discriminator written out layer by layer; with `minibatch`, the
-/// trunk, Flatten, minibatch discrimination and a linear layer in place of the last conv.
+/// Returns the 16x16 DCGAN discriminator written out layer by layer. With `minibatch`, Flatten,
+/// minibatch discrimination and a linear layer replace the last conv.
 fn reference_discriminator(
     c: &DcganConfig,
     minibatch: Option<MinibatchDiscriminationOptions>,

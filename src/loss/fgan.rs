@@ -33,7 +33,7 @@ pub enum Divergence {
     JensenShannon,
 }
 
-/// What the generator of an f-GAN minimises.
+/// The generator's loss in an f-GAN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FGanGenerator {
     /// Nowozin et al.'s alternative (non-saturating) loss, `-E_fake[g_f(v)]`: the generator

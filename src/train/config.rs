@@ -208,10 +208,11 @@ impl TrainConfig {
     /// layer is checked against the discriminator when the trainer is built.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the setting: zero `d_steps`, a label smoothing value
-    /// outside (0, 1] or with a loss that has no cross-entropy target, a negative noise
-    /// standard deviation, zero minibatch discrimination sizes, a non-positive historical
-    /// averaging weight or weight clip, and anything the loss or optimisers reject.
+    /// [`Error::InvalidArgument`] naming the setting. The rejected values are zero `d_steps`, a
+    /// label smoothing value outside (0, 1] or with a loss that has no cross-entropy target, a
+    /// negative noise standard deviation, zero minibatch discrimination sizes, and a
+    /// non-positive historical averaging weight or weight clip. So is anything that the loss or
+    /// the optimisers reject.
     pub fn validate(&self) -> Result<()> {
         self.loss.validate()?;
         if self.d_steps == 0 {
@@ -219,6 +220,8 @@ impl TrainConfig {
         }
         self.g_optimizer.validate()?;
         self.d_optimizer.validate()?;
+
+        // Tricks.
         let t = &self.tricks;
         if let Some(label) = t.label_smoothing {
             if !(label > 0.0 && label <= 1.0) {
@@ -248,6 +251,7 @@ impl TrainConfig {
                 }
             }
         }
+
         if let Some(noise) = &t.instance_noise {
             noise.validate()?;
         }

@@ -6,11 +6,11 @@
 //!
 //! 1. The instance noise standard deviation for this step, `sigma = std_at(step)`.
 //! 2. `d_steps` times: take a real batch from the caller, draw `z` (`n x nz` normals from the
-//!    noise stream), generate `fake = G(z)` in training mode, and update D: zero its gradients;
-//!    forward and back-propagate the real batch (plus `sigma` noise, drawn first) against the
+//!    noise stream), generate `fake = G(z)` in training mode, and update D. Zero its gradients.
+//!    Forward and back-propagate the real batch (plus `sigma` noise, drawn first) against the
 //!    real target (the label-smoothed one when set), then the generated batch (plus its noise)
-//!    against the fake target; add historical averaging's gradient; step D's optimiser; clip
-//!    D's weights.
+//!    against the fake target. Add historical averaging's gradient, step D's optimiser, and
+//!    clip D's weights.
 //! 3. Update G on the generated batch of the last discriminator update (G has not changed
 //!    since, as in the PyTorch DCGAN example): zero G's gradients; score `fake` (plus fresh
 //!    noise) with the updated D. The gradient of G's loss, or with feature matching of

@@ -184,9 +184,9 @@ impl GanTrainer {
     /// Rebuilds a trainer from [`to_checkpoint`](GanTrainer::to_checkpoint)'s output.
     ///
     /// # Errors
-    /// [`Error::Format`] for a missing entry or one of the wrong shape; as
-    /// [`GanTrainer::new`] for invalid stored settings; [`Error::NonFinite`] for NaN or
-    /// infinity in stored parameters or state.
+    /// [`Error::Format`] for a missing entry or one of the wrong shape, and
+    /// [`Error::NonFinite`] for NaN or infinity in stored parameters or state. Invalid stored
+    /// settings give the errors of [`GanTrainer::new`].
     pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<GanTrainer> {
         let model: DcganConfig = checkpoint.get_json("model")?;
         let config = checkpoint.get_json("train_config")?;

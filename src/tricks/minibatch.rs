@@ -22,8 +22,8 @@
 //! ```
 //!
 //! using `sign(0) = 0` where the L1 norm has a kink. `M` goes through `matrixmultiply`'s
-//! single-threaded sgemm; the pairwise sums run in parallel over `i`, each accumulated in `f64`
-//! in the order of `j`, so the results do not depend on the thread count.
+//! single-threaded sgemm. The pairwise sums run in parallel over `i`, and each is accumulated in
+//! `f64` in the order of `j`, so the results do not depend on the thread count.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array4, ArrayView2, ArrayViewMut2};

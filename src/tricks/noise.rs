@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
-/// How the noise's standard deviation falls from `std` at step 0 to 0 at `anneal_steps`.
+/// The decay of the noise's standard deviation from `std` at step 0 to 0 at `anneal_steps`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum NoiseSchedule {
     /// `std * (1 - t / anneal_steps)`.

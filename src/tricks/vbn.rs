@@ -25,9 +25,9 @@
 //! its parameters, including the path through the reference batch's activations.
 //!
 //! With the batch equal to the reference batch, the reference rows' output is exactly
-//! [`BatchNorm`](crate::layers::BatchNorm)'s training-mode output on that batch, and row `i` of
-//! the examples is BatchNorm's output for `x_i` on the `m + 1` samples `[reference; x_i]`: the
-//! batch statistics with `x_i` counted twice.
+//! [`BatchNorm`](crate::layers::BatchNorm)'s training-mode output on that batch. Row `i` of the
+//! examples is BatchNorm's output for `x_i` on the `m + 1` samples `[reference; x_i]`, which
+//! are the batch statistics with `x_i` counted twice.
 //!
 //! Training and evaluation behave the same: there are no running statistics.
 
