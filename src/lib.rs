@@ -18,6 +18,7 @@ pub mod optim;
 pub mod rng;
 pub mod run;
 pub mod train;
+pub mod tricks;
 
 pub use error::{Error, Result};
 

@@ -13,6 +13,17 @@
 //!
 //! The two halves are public ([`Trainer::discriminator_step`], [`Trainer::generator_step`]) so
 //! that schedules with several discriminator steps per generator step can be built from them.
+//!
+//! [`GanTrainer`] is the general loop: any [`GanLoss`], several discriminator steps per
+//! generator step, Adam, RMSProp or SGD, and the tricks of [`crate::tricks`], all set by one
+//! [`TrainConfig`]. With its defaults it takes the same steps as [`Trainer`], bit for bit.
+
+mod config;
+mod gan;
+mod state;
+
+pub use config::{GanOptimizer, OptimizerConfig, OptimizerState, TrainConfig, Tricks};
+pub use gan::GanTrainer;
 
 use ndarray::Array4;
 

@@ -1,0 +1,220 @@
+//! Saving a [`GanTrainer`] into a [`Checkpoint`] and restoring it, so that a resumed run takes
+//! the same steps, bit for bit, as one that never stopped.
+//!
+//! Layout (tensor names; `G` and `D` are `generator` and `discriminator`):
+//!
+//! * `G.{state-dict name}` and `D.{...}`: parameters and `f32` buffers (running statistics);
+//!   integer buffers (`num_batches_tracked`) are `u64` scalars of the same name.
+//! * `g_optimizer.*`, `d_optimizer.*`: the optimiser's vectors (`exp_avg`, `exp_avg_sq`,
+//!   `square_avg`, `momentum_buffer`) and its `step` scalar.
+//! * `g_history.average`, `d_history.average` and their `count` scalars: historical averaging.
+//! * `reference_noise`: the virtual batch normalisation reference batch.
+//! * scalars `seed` and `step`; metadata (JSON) `model`, `train_config`, `noise_rng` and
+//!   `instance_noise_rng`.
+
+use ndarray::Array4;
+
+use super::config::{GanOptimizer, OptimizerState};
+use super::gan::GanTrainer;
+use crate::checkpoint::{Checkpoint, Scalar};
+use crate::error::{Error, Result};
+use crate::layers::{BufferData, Network};
+use crate::models::DcganConfig;
+use crate::optim::{AdamState, RmsPropState, SgdState};
+use crate::rng::Rng;
+use crate::tricks::HistoricalAverage;
+
+fn format_error(reason: String) -> Error {
+    Error::Format { format: "checkpoint", reason }
+}
+
+fn save_network(checkpoint: &mut Checkpoint, prefix: &str, net: &Network) -> Result<()> {
+    for t in net.named_params() {
+        checkpoint.insert_tensor(format!("{prefix}.{}", t.name), &t.shape, t.data.to_vec())?;
+    }
+    for b in net.named_buffers() {
+        let name = format!("{prefix}.{}", b.name);
+        match b.data {
+            BufferData::F32(data) => checkpoint.insert_tensor(name, &b.shape, data.to_vec())?,
+            BufferData::I64(data) => {
+                let value = data.first().copied().unwrap_or(0);
+                let value = u64::try_from(value)
+                    .map_err(|_| Error::invalid("buffer value", value, "a count >= 0"))?;
+                checkpoint.scalars.insert(name, Scalar::U64(value));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_network(checkpoint: &Checkpoint, prefix: &str, net: &mut Network) -> Result<()> {
+    let params: Vec<(String, Vec<usize>)> = net.named_params().map(|t| (t.name, t.shape)).collect();
+    for (name, shape) in params {
+        let data = checkpoint.get(&format!("{prefix}.{name}"), &shape)?;
+        net.set_param(&name, data)?;
+    }
+    let buffers: Vec<(String, Vec<usize>, bool)> = net
+        .named_buffers()
+        .map(|b| (b.name, b.shape, matches!(b.data, BufferData::F32(_))))
+        .collect();
+    for (name, shape, is_f32) in buffers {
+        let key = format!("{prefix}.{name}");
+        if is_f32 {
+            net.set_buffer(&name, BufferData::F32(checkpoint.get(&key, &shape)?))?;
+        } else {
+            let value = checkpoint.get_u64(&key)?;
+            let value = i64::try_from(value)
+                .map_err(|_| format_error(format!("`{key}` = {value} does not fit in i64")))?;
+            net.set_buffer(&name, BufferData::I64(&[value]))?;
+        }
+    }
+    Ok(())
+}
+
+fn insert_vector(checkpoint: &mut Checkpoint, name: String, data: &[f32]) -> Result<()> {
+    checkpoint.insert_tensor(name, &[data.len()], data.to_vec())
+}
+
+fn save_optimizer(
+    checkpoint: &mut Checkpoint,
+    prefix: &str,
+    optimizer: &GanOptimizer,
+) -> Result<()> {
+    let step = match optimizer.state() {
+        OptimizerState::Adam(s) => {
+            insert_vector(checkpoint, format!("{prefix}.exp_avg"), &s.exp_avg)?;
+            insert_vector(checkpoint, format!("{prefix}.exp_avg_sq"), &s.exp_avg_sq)?;
+            s.step
+        }
+        OptimizerState::RmsProp(s) => {
+            insert_vector(checkpoint, format!("{prefix}.square_avg"), &s.square_avg)?;
+            insert_vector(checkpoint, format!("{prefix}.momentum_buffer"), &s.momentum_buffer)?;
+            s.step
+        }
+        OptimizerState::Sgd(s) => {
+            insert_vector(checkpoint, format!("{prefix}.momentum_buffer"), &s.momentum_buffer)?;
+            s.step
+        }
+    };
+    checkpoint.scalars.insert(format!("{prefix}.step"), Scalar::U64(step));
+    Ok(())
+}
+
+fn load_optimizer(
+    checkpoint: &Checkpoint,
+    prefix: &str,
+    optimizer: &mut GanOptimizer,
+    len: usize,
+) -> Result<()> {
+    let vector = |name: &str| -> Result<Vec<f32>> {
+        Ok(checkpoint.get(&format!("{prefix}.{name}"), &[len])?.to_vec())
+    };
+    let step = checkpoint.get_u64(&format!("{prefix}.step"))?;
+    let state = match optimizer {
+        GanOptimizer::Adam(_) => OptimizerState::Adam(AdamState {
+            step,
+            exp_avg: vector("exp_avg")?,
+            exp_avg_sq: vector("exp_avg_sq")?,
+        }),
+        GanOptimizer::RmsProp(_) => OptimizerState::RmsProp(RmsPropState {
+            step,
+            square_avg: vector("square_avg")?,
+            momentum_buffer: vector("momentum_buffer")?,
+        }),
+        GanOptimizer::Sgd(_) => {
+            OptimizerState::Sgd(SgdState { step, momentum_buffer: vector("momentum_buffer")? })
+        }
+    };
+    optimizer.set_state(state)
+}
+
+fn save_history(
+    checkpoint: &mut Checkpoint,
+    prefix: &str,
+    history: &HistoricalAverage,
+) -> Result<()> {
+    insert_vector(checkpoint, format!("{prefix}.average"), &history.average)?;
+    checkpoint.scalars.insert(format!("{prefix}.count"), Scalar::U64(history.count));
+    Ok(())
+}
+
+fn load_history(
+    checkpoint: &Checkpoint,
+    prefix: &str,
+    history: &mut HistoricalAverage,
+) -> Result<()> {
+    let len = history.average.len();
+    let average = checkpoint.get(&format!("{prefix}.average"), &[len])?.to_vec();
+    let count = checkpoint.get_u64(&format!("{prefix}.count"))?;
+    history.restore(HistoricalAverage { count, average })
+}
+
+impl GanTrainer {
+    /// Saves everything the run needs to continue: both networks' parameters and buffers,
+    /// both optimisers' state, the trick state (historical averages, the reference batch),
+    /// the random streams, the step count, the seed, and the settings.
+    ///
+    /// # Errors
+    /// [`Error::Format`] if a value cannot be serialised (not expected for valid trainers).
+    pub fn to_checkpoint(&self) -> Result<Checkpoint> {
+        let mut checkpoint = Checkpoint::new();
+        save_network(&mut checkpoint, "generator", &self.generator)?;
+        save_network(&mut checkpoint, "discriminator", &self.discriminator)?;
+        save_optimizer(&mut checkpoint, "g_optimizer", &self.g_optimizer)?;
+        save_optimizer(&mut checkpoint, "d_optimizer", &self.d_optimizer)?;
+        if let Some(history) = &self.g_history {
+            save_history(&mut checkpoint, "g_history", history)?;
+        }
+        if let Some(history) = &self.d_history {
+            save_history(&mut checkpoint, "d_history", history)?;
+        }
+        if let Some(reference) = &self.reference_noise {
+            let data = reference.iter().copied().collect();
+            checkpoint.insert_tensor("reference_noise", reference.shape(), data)?;
+        }
+        checkpoint.scalars.insert("seed".into(), Scalar::U64(self.seed));
+        checkpoint.scalars.insert("step".into(), Scalar::U64(self.step));
+        checkpoint.set_json("model", &self.model)?;
+        checkpoint.set_json("train_config", &self.config)?;
+        checkpoint.set_json("noise_rng", &self.noise)?;
+        checkpoint.set_json("instance_noise_rng", &self.instance_noise)?;
+        Ok(checkpoint)
+    }
+
+    /// Rebuilds a trainer from [`to_checkpoint`](GanTrainer::to_checkpoint)'s output.
+    ///
+    /// # Errors
+    /// [`Error::Format`] for a missing entry or one of the wrong shape, and
+    /// [`Error::NonFinite`] for NaN or infinity in stored parameters or state. Invalid stored
+    /// settings give the errors of [`GanTrainer::new`].
+    pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<GanTrainer> {
+        let model: DcganConfig = checkpoint.get_json("model")?;
+        let config = checkpoint.get_json("train_config")?;
+        let seed = checkpoint.get_u64("seed")?;
+        let mut trainer = GanTrainer::new(model, config, seed)?;
+
+        load_network(checkpoint, "generator", &mut trainer.generator)?;
+        load_network(checkpoint, "discriminator", &mut trainer.discriminator)?;
+        let (g_len, d_len) = (trainer.generator.num_params(), trainer.discriminator.num_params());
+        load_optimizer(checkpoint, "g_optimizer", &mut trainer.g_optimizer, g_len)?;
+        load_optimizer(checkpoint, "d_optimizer", &mut trainer.d_optimizer, d_len)?;
+        if let Some(history) = &mut trainer.g_history {
+            load_history(checkpoint, "g_history", history)?;
+        }
+        if let Some(history) = &mut trainer.d_history {
+            load_history(checkpoint, "d_history", history)?;
+        }
+        if let Some(reference) = &mut trainer.reference_noise {
+            let data = checkpoint.get("reference_noise", reference.shape())?;
+            if data.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite { what: "reference_noise".into() });
+            }
+            let shape = reference.raw_dim();
+            *reference = Array4::from_shape_vec(shape, data.to_vec()).expect("shape checked");
+        }
+        trainer.step = checkpoint.get_u64("step")?;
+        trainer.noise = checkpoint.get_json::<Rng>("noise_rng")?;
+        trainer.instance_noise = checkpoint.get_json::<Rng>("instance_noise_rng")?;
+        Ok(trainer)
+    }
+}
