@@ -1,6 +1,6 @@
 //! The convolution layers of the two DCGAN configurations, shared by `benches/kernels.rs` and
 //! `examples/conv_gflops.rs`: shapes, the GEMM each pass amounts to, and runners for our
-//! kernels and for matrixmultiply's sgemm on that GEMM's shape.
+//! kernels and for the crate's `gemm` (on its selected backend) on that GEMM's shape.
 //!
 //! FLOP count of a pass: `2 * m * k * n` of its whole-batch GEMM. With the lowering's
 //! `k = c_in * k_h * k_w` (image side) and `cols = batch * out_h * out_w` (grid side), conv
@@ -258,7 +258,7 @@ impl GemmWorkload {
         GemmWorkload { shape, a: random(5, m * k), b: random(6, k * n), c: vec![0.0; m * n] }
     }
 
-    /// `C = A * B` with matrixmultiply's sgemm on the calling thread.
+    /// `C = A * B` with `gemm`, on its selected backend, on the calling thread.
     pub fn run(&mut self) {
         let [m, k, n] = self.shape;
         gemm(

@@ -1,20 +1,23 @@
-//! Prints GFLOP/s of every DCGAN convolution pass at batch 64, beside matrixmultiply's sgemm on
-//! the same whole-batch GEMM shape (the roofline of the im2col + GEMM design).
+//! Prints GFLOP/s of every DCGAN convolution pass at batch 64, beside one GEMM call of the same
+//! whole-batch shape on the same backend (the roofline of the im2col + GEMM design).
 //!
 //! ```sh
-//! cargo run --release --example conv_gflops            # every layer
-//! cargo run --release --example conv_gflops -- D2 G3   # layers whose name contains a filter
+//! cargo run --release --example conv_gflops                  # both GEMM backends, every layer
+//! cargo run --release --example conv_gflops -- D2 G3         # layers whose name contains a filter
+//! cargo run --release --example conv_gflops -- --backend packed   # or matrixmultiply, or both
 //! ```
 //!
 //! Each time is the minimum over repetitions (at least 3, and at least 0.3 s per variant), which
-//! filters out interference from other processes; ours and sgemm are timed alternately so that
-//! both see the same machine state. FLOPs are `2 * m * k * n` of the pass's GEMM.
+//! filters out interference from other processes; the convolution and the GEMM, and with
+//! `--backend both` the two backends, are timed alternately so that all see the same machine
+//! state. FLOPs are `2 * m * k * n` of the pass's GEMM.
 
 #[path = "../benches/dcgan_layers.rs"]
 mod dcgan_layers;
 
 use std::time::{Duration, Instant};
 
+use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
 use dcgan_layers::{dcgan_layers, pool, GemmWorkload, Pass, Workload};
 
 const BATCH: usize = 64;
@@ -32,13 +35,44 @@ fn min_time(mut f: impl FnMut()) -> Duration {
     best
 }
 
+/// Splits the arguments into the backends named by `--backend` (default: both) and filters.
+fn parse_args() -> (Vec<GemmBackend>, Vec<String>) {
+    let (mut backends, mut filters) =
+        (vec![GemmBackend::MatrixMultiply, GemmBackend::Packed], vec![]);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg != "--backend" {
+            filters.push(arg);
+            continue;
+        }
+        backends = match args.next().as_deref() {
+            Some("packed") => vec![GemmBackend::Packed],
+            Some("matrixmultiply") => vec![GemmBackend::MatrixMultiply],
+            Some("both") => vec![GemmBackend::MatrixMultiply, GemmBackend::Packed],
+            other => {
+                eprintln!("--backend takes packed, matrixmultiply or both, not {other:?}");
+                std::process::exit(2);
+            }
+        };
+    }
+    (backends, filters)
+}
+
 fn main() {
-    let filters: Vec<String> = std::env::args().skip(1).collect();
+    let (backends, filters) = parse_args();
     let (one, two) = (pool(1), pool(2));
-    println!("batch {BATCH}; GFLOP/s = 2*m*k*n / time; ratio = ours / sgemm (1 thread)");
+    println!("batch {BATCH}; GFLOP/s = 2*m*k*n / time; ratio = ours / gemm (1 thread)");
     println!(
-        "{:<34} {:<11} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7}",
-        "layer", "pass", "gemm m x k x n", "ours 1t", "ours 2t", "sgemm 1t", "ratio1", "ratio2"
+        "{:<34} {:<11} {:<14} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "layer",
+        "pass",
+        "backend",
+        "gemm m x k x n",
+        "ours 1t",
+        "ours 2t",
+        "gemm 1t",
+        "ratio1",
+        "ratio2"
     );
     for layer in dcgan_layers() {
         let name = layer.name();
@@ -50,22 +84,26 @@ fn main() {
             let shape = layer.gemm_shape(pass, BATCH);
             let gflop = layer.flops(pass, BATCH) as f64 * 1e-9;
             let mut sgemm = GemmWorkload::new(shape);
-            let ours1 = min_time(|| one.install(|| work.run(pass)));
-            let reference = min_time(|| sgemm.run());
-            let ours2 = min_time(|| two.install(|| work.run(pass)));
-            let rate = |t: Duration| gflop / t.as_secs_f64();
-            let [m, k, n] = shape;
-            println!(
-                "{:<34} {:<11} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2}",
-                name,
-                pass.name(),
-                format!("{m}x{k}x{n}"),
-                rate(ours1),
-                rate(ours2),
-                rate(reference),
-                reference.as_secs_f64() / ours1.as_secs_f64(),
-                reference.as_secs_f64() / ours2.as_secs_f64(),
-            );
+            for &backend in &backends {
+                set_gemm_backend(backend);
+                let ours1 = min_time(|| one.install(|| work.run(pass)));
+                let reference = min_time(|| sgemm.run());
+                let ours2 = min_time(|| two.install(|| work.run(pass)));
+                let rate = |t: Duration| gflop / t.as_secs_f64();
+                let [m, k, n] = shape;
+                println!(
+                    "{:<34} {:<11} {:<14} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2}",
+                    name,
+                    pass.name(),
+                    format!("{backend:?}"),
+                    format!("{m}x{k}x{n}"),
+                    rate(ours1),
+                    rate(ours2),
+                    rate(reference),
+                    reference.as_secs_f64() / ours1.as_secs_f64(),
+                    reference.as_secs_f64() / ours2.as_secs_f64(),
+                );
+            }
         }
     }
 }

@@ -1,10 +1,57 @@
-//! A safe, bounds-checked front end to `matrixmultiply::sgemm`.
+//! A bounds-checked front end to the single-precision GEMM the convolution lowering runs on.
 //!
 //! Matrices are views into slices with arbitrary non-negative row and column strides, so a
-//! transpose or a sub-block of a larger matrix costs nothing. matrixmultiply packs both operands
-//! into cache-sized panels and picks its microkernel (AVX-512, AVX2+FMA, ...) at run time. This
-//! crate builds it without its `threading` feature, so each call runs on the calling thread, and
-//! parallelism comes from running independent calls on rayon's workers.
+//! transpose or a sub-block of a larger matrix costs nothing. [`gemm`] runs on one of two
+//! backends, chosen process-wide by [`set_gemm_backend`]: the crate's own
+//! [`packed_gemm::sgemm`](super::packed_gemm::sgemm) (the default), or `matrixmultiply::sgemm`,
+//! kept as a reference to compare speed and results against. Both run each call on the calling
+//! thread (this crate builds matrixmultiply without its `threading` feature), and parallelism
+//! comes from running independent calls on rayon's workers.
+//!
+//! The views here differ from [`packed_gemm`](super::packed_gemm)'s: their constructors panic
+//! instead of returning `Result`, because the lowering builds them from shapes it has already
+//! validated, and they add [`MatRef::transpose_into`] and [`MatMut::reborrow`]. [`gemm`] turns
+//! them into `packed_gemm` views without checking them again.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::packed_gemm;
+
+/// The GEMM implementation behind [`gemm`].
+///
+/// Each backend is deterministic on its own: a result depends only on the inputs, the build and
+/// the CPU features. The two backends sum in different orders, so their results differ in the
+/// last bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GemmBackend {
+    /// [`packed_gemm::sgemm`](super::packed_gemm::sgemm): an 8 x 48 microkernel on `wide`'s
+    /// `f32x16`, the faster of the two with AVX-512. The default.
+    #[default]
+    Packed,
+    /// `matrixmultiply::sgemm`, the reference path.
+    MatrixMultiply,
+}
+
+/// The backend of [`gemm`], as the discriminant of [`GemmBackend`].
+static BACKEND: AtomicU8 = AtomicU8::new(GemmBackend::Packed as u8);
+
+/// Selects the backend of every later [`gemm`] call in this process, on every thread.
+///
+/// Meant for benchmarks and tests that compare the backends: switching while convolutions run
+/// on other threads lets one call mix the two, and the result then depends on timing.
+pub fn set_gemm_backend(backend: GemmBackend) {
+    BACKEND.store(backend as u8, Ordering::Relaxed);
+}
+
+/// Returns the backend [`gemm`] currently uses; [`GemmBackend::Packed`] unless
+/// [`set_gemm_backend`] chose another.
+pub fn gemm_backend() -> GemmBackend {
+    if BACKEND.load(Ordering::Relaxed) == GemmBackend::MatrixMultiply as u8 {
+        GemmBackend::MatrixMultiply
+    } else {
+        GemmBackend::Packed
+    }
+}
 
 /// A read-only `rows x cols` matrix: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -152,15 +199,16 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// Computes `C = alpha * A * B + beta * C` in single precision.
+/// Computes `C = alpha * A * B + beta * C` in single precision on the [`gemm_backend`].
 ///
 /// `A` is `m x k`, `B` is `k x n` and `C` is `m x n`, each with its own row and column strides.
 /// When `beta == 0` the old contents of `C` are never read, so `C` may hold NaN or garbage.
-/// With `alpha == 1` each element of the result is a fixed function of its row of `A`, its
-/// column of `B`, its old value, `beta` and the microkernel matrixmultiply selects for this CPU.
-/// matrixmultiply 0.3 sums `k` in order, in chunks of a constant size, and rounds edge tiles the
-/// same way as full ones. So the result does not depend on `m`, `n` or the element's position,
-/// and splitting a product into blocks of rows or columns gives the same bits.
+/// Each element of the result is a fixed function of its row of `A`, its column of `B`, its old
+/// value, `alpha`, `beta`, the backend and the build. Both backends sum `k` in order, in blocks of
+/// a constant size, and compute edge tiles the same way as full ones. So the result does not
+/// depend on `m`, `n` or the element's position, and splitting a product into blocks of rows or
+/// columns gives the same bits; the lowering relies on this for results that do not depend on the
+/// thread count.
 ///
 /// # Panics
 /// If the shapes do not agree (`A`'s columns differ from `B`'s rows, or `C` is not `m x n`).
@@ -179,6 +227,28 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
         return;
     }
 
+    match gemm_backend() {
+        GemmBackend::Packed => on_packed(alpha, a, b, beta, c),
+        GemmBackend::MatrixMultiply => on_matrixmultiply(alpha, a, b, beta, c),
+    }
+}
+
+/// [`gemm`] on [`packed_gemm::sgemm`]; shapes are checked by the caller.
+fn on_packed(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+    let view = |v: &MatRef<'_>| [v.row_stride, v.col_stride];
+    let a_view = packed_gemm::MatRef::from_checked(a.data, a.shape(), view(&a));
+    let b_view = packed_gemm::MatRef::from_checked(b.data, b.shape(), view(&b));
+    let strides = [c.row_stride, c.col_stride];
+    let c_view = packed_gemm::MatMut::from_checked(c.data, [c.rows, c.cols], strides);
+    // The shapes agree, and a view built from slices that exist has fewer elements than
+    // `MAX_TENSOR_ELEMENTS` unless a zero stride repeats them; the lowering uses none.
+    packed_gemm::sgemm(alpha, a_view, b_view, beta, c_view)
+        .unwrap_or_else(|e| panic!("gemm: packed backend rejected checked views: {e}"));
+}
+
+/// [`gemm`] on `matrixmultiply::sgemm`; shapes are checked by the caller.
+fn on_matrixmultiply(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+    let ([m, k], n) = (a.shape(), b.cols);
     // Every view was checked on construction: each element (i, j) lies inside its slice, and
     // C's strides do not alias. Re-check that in debug builds right before the raw call.
     debug_assert!(last_offset(m, n, c.row_stride, c.col_stride).is_some_and(|o| o < c.data.len()));
@@ -213,6 +283,13 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
 mod tests {
     use super::*;
 
+    /// A backend entry point, called directly so that tests never touch the process-wide choice.
+    type Backend = fn(f32, MatRef<'_>, MatRef<'_>, f32, MatMut<'_>);
+
+    /// Both backends, with their names for failure messages.
+    const BACKENDS: [(&str, Backend); 2] =
+        [("packed", on_packed), ("matrixmultiply", on_matrixmultiply)];
+
     /// `C = alpha * A B + beta * C` with plain loops in f64.
     fn naive(a: &[f32], b: &[f32], c: &[f32], [m, k, n]: [usize; 3], ab: [f32; 2]) -> Vec<f32> {
         let mut out = vec![0.0; m * n];
@@ -231,26 +308,30 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 - 2.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 3) as f32 - 1.0).collect();
         let c0: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
-        let mut c = c0.clone();
-        gemm(
-            2.0,
-            MatRef::row_major(&a, m, k),
-            MatRef::row_major(&b, k, n),
-            1.0,
-            MatMut::row_major(&mut c, m, n),
-        );
-        assert_eq!(c, naive(&a, &b, &c0, [m, k, n], [2.0, 1.0]));
+        for (name, backend) in BACKENDS {
+            let mut c = c0.clone();
+            backend(
+                2.0,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                1.0,
+                MatMut::row_major(&mut c, m, n),
+            );
+            assert_eq!(c, naive(&a, &b, &c0, [m, k, n], [2.0, 1.0]), "{name}");
+        }
     }
 
     #[test]
     fn gemm_beta_zero_ignores_nan() {
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [1.0, 0.0, 0.0, 1.0];
-        let mut c = [f32::NAN; 4];
-        gemm(1.0, MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2), 0.0, {
-            MatMut::row_major(&mut c, 2, 2)
-        });
-        assert_eq!(c, a);
+        for (name, backend) in BACKENDS {
+            let mut c = [f32::NAN; 4];
+            backend(1.0, MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2), 0.0, {
+                MatMut::row_major(&mut c, 2, 2)
+            });
+            assert_eq!(c, a, "{name}");
+        }
     }
 
     #[test]
@@ -261,31 +342,36 @@ mod tests {
         let a_t: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect(); // [k, m]
         let wide: Vec<f32> = (0..k * 2 * n).map(|i| (i * 7 % 11) as f32).collect(); // [k, 2n]
         let b: Vec<f32> = (0..k * n).map(|i| wide[(i / n) * 2 * n + 2 * (i % n)]).collect();
-        let mut c = vec![f32::NAN; m * n * 3];
-        gemm(
-            1.0,
-            MatRef::row_major(&a_t, k, m).t(),
-            MatRef::new(&wide, [k, n], [2 * n, 2]),
-            0.0,
-            MatMut::new(&mut c, [m, n], [3 * n, 3]),
-        );
         let expected = naive(&a, &b, &vec![0.0; m * n], [m, k, n], [1.0, 0.0]);
-        for i in 0..m {
-            for j in 0..n {
-                assert_eq!(c[i * 3 * n + 3 * j], expected[i * n + j], "element ({i}, {j})");
+        for (name, backend) in BACKENDS {
+            let mut c = vec![f32::NAN; m * n * 3];
+            backend(
+                1.0,
+                MatRef::row_major(&a_t, k, m).t(),
+                MatRef::new(&wide, [k, n], [2 * n, 2]),
+                0.0,
+                MatMut::new(&mut c, [m, n], [3 * n, 3]),
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let got = c[i * 3 * n + 3 * j];
+                    assert_eq!(got, expected[i * n + j], "{name}: element ({i}, {j})");
+                }
             }
+            let mut untouched = c.iter().enumerate().filter(|(offset, _)| offset % 3 != 0);
+            assert!(untouched.all(|(_, v)| v.is_nan()), "{name}: a write landed outside the view");
         }
-        let mut untouched = c.iter().enumerate().filter(|(offset, _)| offset % 3 != 0);
-        assert!(untouched.all(|(_, v)| v.is_nan()), "a write landed outside the view");
     }
 
     #[test]
     fn gemm_k_zero_scales_c() {
-        let mut c = [1.0, 2.0];
-        gemm(1.0, MatRef::row_major(&[], 2, 0), MatRef::row_major(&[], 0, 1), 0.5, {
-            MatMut::row_major(&mut c, 2, 1)
-        });
-        assert_eq!(c, [0.5, 1.0]);
+        for (name, backend) in BACKENDS {
+            let mut c = [1.0, 2.0];
+            backend(1.0, MatRef::row_major(&[], 2, 0), MatRef::row_major(&[], 0, 1), 0.5, {
+                MatMut::row_major(&mut c, 2, 1)
+            });
+            assert_eq!(c, [0.5, 1.0], "{name}");
+        }
     }
 
     #[test]

@@ -168,6 +168,18 @@ impl<'a> MatRef<'a> {
     pub fn data(&self) -> &'a [f32] {
         self.data
     }
+
+    /// Creates a view that the caller has already bounds-checked, without formatting an error
+    /// message on the way: the fast path for [`super::gemm`], whose views checked themselves.
+    pub(super) fn from_checked(
+        data: &'a [f32],
+        [rows, cols]: [usize; 2],
+        [row_stride, col_stride]: [usize; 2],
+    ) -> Self {
+        debug_assert!(span("matrix view", rows, cols, row_stride, col_stride)
+            .is_ok_and(|needed| needed <= data.len()));
+        MatRef { data, rows, cols, row_stride, col_stride }
+    }
 }
 
 /// Returns whether no two elements of the view share an index, by a sufficient test: one
@@ -228,6 +240,19 @@ impl<'a> MatMut<'a> {
     /// Number of columns.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// As [`MatRef::from_checked`]. Every index stays inside `data` whatever the strides, because
+    /// element accesses are checked; strides under which two elements alias would only give a
+    /// wrong result, and [`super::gemm::MatMut::new`] rejects zero strides.
+    pub(super) fn from_checked(
+        data: &'a mut [f32],
+        [rows, cols]: [usize; 2],
+        [row_stride, col_stride]: [usize; 2],
+    ) -> Self {
+        debug_assert!(span("matrix view", rows, cols, row_stride, col_stride)
+            .is_ok_and(|needed| needed <= data.len()));
+        MatMut { data, rows, cols, row_stride, col_stride }
     }
 }
 
