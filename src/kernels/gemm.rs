@@ -3,12 +3,12 @@
 //! Matrices are views into slices with arbitrary non-negative row and column strides, so a
 //! transpose or a sub-block of a larger matrix costs nothing. [`gemm`] runs on one of two
 //! backends, chosen process-wide by [`set_gemm_backend`]: the crate's own
-//! [`packed_gemm::sgemm`](super::packed_gemm::sgemm) (the default), or `matrixmultiply::sgemm`,
+//! [`packed_gemm::sgemm`] (the default), or `matrixmultiply::sgemm`,
 //! kept as a reference to compare speed and results against. Both run each call on the calling
 //! thread (this crate builds matrixmultiply without its `threading` feature), and parallelism
 //! comes from running independent calls on rayon's workers.
 //!
-//! The views here differ from [`packed_gemm`](super::packed_gemm)'s: their constructors panic
+//! The views here differ from [`packed_gemm`]'s: their constructors panic
 //! instead of returning `Result`, because the lowering builds them from shapes it has already
 //! validated, and they add [`MatRef::transpose_into`] and [`MatMut::reborrow`]. [`gemm`] turns
 //! them into `packed_gemm` views without checking them again.
@@ -20,12 +20,14 @@ use super::packed_gemm;
 /// The GEMM implementation behind [`gemm`].
 ///
 /// Each backend is deterministic on its own: a result depends only on the inputs, the build and
-/// the CPU features. The two backends sum in different orders, so their results differ in the
-/// last bits.
+/// the CPU features. Nothing makes the two agree bit for bit. On an AVX-512 machine they did on
+/// every convolution shape of the tests, because both run sequential fused multiply-adds over
+/// `k` blocks of 256 and the lowering calls them with `alpha = 1` and `beta` 0 or 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum GemmBackend {
-    /// [`packed_gemm::sgemm`](super::packed_gemm::sgemm): an 8 x 48 microkernel on `wide`'s
-    /// `f32x16`, the faster of the two with AVX-512. The default.
+    /// [`packed_gemm::sgemm`]: an 8 x 48 microkernel on `wide`'s
+    /// `f32x16`. The default. With AVX-512 it is faster on large products, and slower when a
+    /// dimension is far below its 8 x 48 tile (`examples/conv_gflops.rs` compares them).
     #[default]
     Packed,
     /// `matrixmultiply::sgemm`, the reference path.

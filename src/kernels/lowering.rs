@@ -64,7 +64,8 @@ const SHARED_GRID_ELEMENTS: usize = GROUP_ELEMENTS;
 /// cost no allocation once every worker has run one call of the largest shape. What a call
 /// still allocates is bounded by the weight and the constants above: the transposed weight of
 /// [`image_to_grid`], and the partial sums and transposed grid slice of [`weight_product`]
-/// (matrixmultiply also allocates its packing buffers inside each sgemm call).
+/// (the matrixmultiply backend of [`gemm`] also allocates packing buffers inside each call; the
+/// packed backend keeps per-thread ones).
 #[derive(Default)]
 struct Scratch {
     /// A column-matrix tile.
