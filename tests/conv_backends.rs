@@ -57,7 +57,7 @@ fn check_against_reference(name: &str, conv: &Conv, ours: &Passes, inputs: [&[f3
 
 #[test]
 fn both_backends_match_reference_and_ignore_thread_count() {
-    assert_eq!(gemm_backend(), GemmBackend::Packed, "the default backend");
+    assert_eq!(gemm_backend(), GemmBackend::MatrixMultiply, "the default backend");
     let pools: Vec<_> = [1, 2, 7]
         .map(|threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap())
         .into();

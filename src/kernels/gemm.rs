@@ -3,8 +3,9 @@
 //! Matrices are views into slices with arbitrary non-negative row and column strides, so a
 //! transpose or a sub-block of a larger matrix costs nothing. [`gemm`] runs on one of two
 //! backends, chosen process-wide by [`set_gemm_backend`]: the crate's own
-//! [`packed_gemm::sgemm`] (the default), or `matrixmultiply::sgemm`,
-//! kept as a reference to compare speed and results against. Both run each call on the calling
+//! `matrixmultiply::sgemm` (the default), or the crate's own [`packed_gemm::sgemm`], which is
+//! faster on the forward and grad-input products of the large layers but slower on grad-weight
+//! and on thin products, so that it loses on a whole training step. Both run each call on the calling
 //! thread (this crate builds matrixmultiply without its `threading` feature), and parallelism
 //! comes from running independent calls on rayon's workers.
 //!
@@ -25,17 +26,18 @@ use super::packed_gemm;
 /// `k` blocks of 256 and the lowering calls them with `alpha = 1` and `beta` 0 or 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum GemmBackend {
-    /// [`packed_gemm::sgemm`]: an 8 x 48 microkernel on `wide`'s
-    /// `f32x16`. The default. With AVX-512 it is faster on large products, and slower when a
-    /// dimension is far below its 8 x 48 tile (`examples/conv_gflops.rs` compares them).
-    #[default]
+    /// [`packed_gemm::sgemm`]: an 8 x 48 microkernel on `wide`'s `f32x16`. With AVX-512 it is
+    /// faster on large forward and grad-input products, and slower on grad-weight (`beta = 1`)
+    /// and when a dimension is far below its 8 x 48 tile (`examples/conv_gflops.rs` compares
+    /// them).
     Packed,
-    /// `matrixmultiply::sgemm`, the reference path.
+    /// `matrixmultiply::sgemm`, the default: faster over a whole DCGAN training step.
+    #[default]
     MatrixMultiply,
 }
 
 /// The backend of [`gemm`], as the discriminant of [`GemmBackend`].
-static BACKEND: AtomicU8 = AtomicU8::new(GemmBackend::Packed as u8);
+static BACKEND: AtomicU8 = AtomicU8::new(GemmBackend::MatrixMultiply as u8);
 
 /// Selects the backend of every later [`gemm`] call in this process, on every thread.
 ///
@@ -45,13 +47,13 @@ pub fn set_gemm_backend(backend: GemmBackend) {
     BACKEND.store(backend as u8, Ordering::Relaxed);
 }
 
-/// Returns the backend [`gemm`] currently uses; [`GemmBackend::Packed`] unless
+/// Returns the backend [`gemm`] currently uses; [`GemmBackend::MatrixMultiply`] unless
 /// [`set_gemm_backend`] chose another.
 pub fn gemm_backend() -> GemmBackend {
-    if BACKEND.load(Ordering::Relaxed) == GemmBackend::MatrixMultiply as u8 {
-        GemmBackend::MatrixMultiply
-    } else {
+    if BACKEND.load(Ordering::Relaxed) == GemmBackend::Packed as u8 {
         GemmBackend::Packed
+    } else {
+        GemmBackend::MatrixMultiply
     }
 }
 

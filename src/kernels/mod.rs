@@ -5,8 +5,8 @@
 //! weight is the matrix `W [c_out, c_in * k_h * k_w]`. Conv2d forward is `W * cols` (im2col,
 //! then GEMM), its grad-input `col2im(W^T * dY)` and its grad-weight `dY * cols^T`.
 //! ConvTranspose2d runs the same three products with its input and output exchanged. The
-//! products run on [`gemm`](mod@gemm): the crate's [`packed_gemm`] by default, matrixmultiply's
-//! sgemm when selected. `cols` is packed and consumed one cache-sized tile at a time, never
+//! products run on [`gemm`](mod@gemm): matrixmultiply's sgemm by default, the crate's own
+//! [`packed_gemm`] when selected. `cols` is packed and consumed one cache-sized tile at a time, never
 //! whole, and rayon runs independent samples, tiles and channel blocks.
 //! Every reduction runs in a fixed order, so results do not depend on the thread count.
 //! [`elementwise`] holds the SIMD loops and [`reference`](mod@reference) direct loops that are
