@@ -32,6 +32,10 @@ use dcgan::run::folder::{read_history, CHECKPOINT_FILE};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
 use dcgan::Error;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use train_flags::{train_config, TrainFlags};
+
+#[path = "common/train_flags.rs"]
+mod train_flags;
 
 /// Passes over the digits when neither `--epochs` nor `--steps` is given.
 const DEFAULT_EPOCHS: u64 = 5;
@@ -65,13 +69,13 @@ struct Args {
     #[arg(long, default_value_t = RunSettings::default().batch_size)]
     batch_size: usize,
 
-    /// Adam learning rate of the generator.
-    #[arg(long, default_value_t = RunSettings::default().lr_g, allow_negative_numbers = true)]
-    lr_g: f64,
+    /// Learning rate of the generator's optimiser [default: 2e-4; 5e-5 with --wgan].
+    #[arg(long, allow_negative_numbers = true)]
+    lr_g: Option<f64>,
 
-    /// Adam learning rate of the discriminator.
-    #[arg(long, default_value_t = RunSettings::default().lr_d, allow_negative_numbers = true)]
-    lr_d: f64,
+    /// Learning rate of the discriminator's optimiser [default: 2e-4; 5e-5 with --wgan].
+    #[arg(long, allow_negative_numbers = true)]
+    lr_d: Option<f64>,
 
     /// Adam's first-moment decay rate (beta1), for both networks.
     #[arg(long, default_value_t = RunSettings::default().beta1, allow_negative_numbers = true)]
@@ -132,6 +136,10 @@ struct Args {
     /// Write the checkpoint, metrics and loss plot every N steps (0: only at the end).
     #[arg(long, value_name = "N", default_value_t = 100)]
     checkpoint_every: u64,
+
+    /// Loss, optimiser and tricks (all off by default: the plain DCGAN).
+    #[command(flatten)]
+    train: TrainFlags,
 }
 
 fn main() -> ExitCode {
@@ -211,6 +219,16 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
         Some(steps) => steps,
         None => args.epochs.saturating_mul(run.steps_per_epoch()),
     };
+    if args.resume.is_some() && run.steps_done() >= total_steps {
+        println!(
+            "Nothing left to train (0 steps): the run is already at step {} and --epochs/--steps \
+             ask for {total_steps}. Pass a larger --epochs or --steps to train further; {} is \
+             unchanged.",
+            run.steps_done(),
+            folder.path().display()
+        );
+        return Ok(());
+    }
     folder.write_settings(&serde_json::json!({
         "settings": run.settings(),
         "total_steps": total_steps,
@@ -310,8 +328,36 @@ fn merge_settings(
     let mut merge = Merge { matches, resuming, conflicts: Vec::new() };
     let mut settings = base;
     merge.take("batch_size", args.batch_size, &mut settings.batch_size);
-    merge.take("lr_g", args.lr_g, &mut settings.lr_g);
-    merge.take("lr_d", args.lr_d, &mut settings.lr_d);
+    if resuming {
+        // Learning rates given explicitly must agree; the trick flags must describe the
+        // checkpoint's training settings.
+        merge.take_given("lr_g", args.lr_g, &mut settings.lr_g);
+        merge.take_given("lr_d", args.lr_d, &mut settings.lr_d);
+        let given: Vec<String> = TrainFlags::ids()
+            .into_iter()
+            .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+            .collect();
+        if !given.is_empty() {
+            let flags = RunSettings {
+                train: train_config(&args.train, Some(settings.lr_g), Some(settings.lr_d)),
+                ..settings
+            };
+            if flags.train_config() != settings.train_config() {
+                let names: Vec<String> =
+                    given.iter().map(|id| format!("--{}", id.replace('_', "-"))).collect();
+                merge.conflicts.push(format!(
+                    "{} (the checkpoint trains with {})",
+                    names.join(" "),
+                    describe_training(&settings)
+                ));
+            }
+        }
+    } else {
+        let train = train_config(&args.train, args.lr_g, args.lr_d);
+        settings.lr_g = train.g_optimizer.lr();
+        settings.lr_d = train.d_optimizer.lr();
+        settings.train = train;
+    }
     merge.take("beta1", args.beta1, &mut settings.beta1);
     merge.take("nz", args.nz, &mut settings.model.nz);
     merge.take("ngf", args.ngf, &mut settings.model.ngf);
@@ -331,6 +377,17 @@ fn merge_settings(
     Ok(settings)
 }
 
+/// Describes the loss, discriminator steps, optimisers and tricks of `settings` for an error
+/// message.
+fn describe_training(settings: &RunSettings) -> String {
+    let config = settings.train_config();
+    format!(
+        "loss {:?}, d_steps {}, generator optimiser {:?}, discriminator optimiser {:?}, tricks \
+         {:?}",
+        config.loss, config.d_steps, config.g_optimizer, config.d_optimizer, config.tricks
+    )
+}
+
 /// Command-line values being merged into settings; see [`merge_settings`].
 struct Merge<'a> {
     matches: &'a ArgMatches,
@@ -348,6 +405,18 @@ impl Merge<'_> {
         if given && value != *field {
             let flag = id.replace('_', "-");
             self.conflicts.push(format!("--{flag} {value} (the checkpoint has {field})"));
+        }
+    }
+
+    /// Checks an optional flag of a resumed run: a given value must equal the checkpoint's.
+    fn take_given<T: PartialEq + std::fmt::Display>(
+        &mut self,
+        id: &str,
+        value: Option<T>,
+        field: &mut T,
+    ) {
+        if let Some(value) = value {
+            self.take(id, value, field);
         }
     }
 }

@@ -13,50 +13,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use dcgan::data::{Batcher, LastBatch, Mnist, MnistOptions};
 use dcgan::layers::Mode;
-use dcgan::loss::{Divergence, FGanGenerator, GanLoss};
 use dcgan::models::DcganConfig;
-use dcgan::optim::{AdamConfig, RmsPropConfig, SgdConfig};
-use dcgan::train::{GanTrainer, OptimizerConfig, StepStats, TrainConfig};
-use dcgan::tricks::{
-    FeatureMatching, HistoricalAveraging, InstanceNoise, MinibatchDiscriminationOptions,
-    NoiseSchedule, VirtualBatchNormOptions,
-};
+use dcgan::train::{GanTrainer, StepStats};
+use train_flags::{train_config, TrainFlags};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LossArg {
-    Minimax,
-    NonSaturating,
-    Lsgan,
-    Wasserstein,
-    Hinge,
-    FganKl,
-    FganReverseKl,
-    FganPearson,
-    FganHellinger,
-    FganJs,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum FGanGeneratorArg {
-    Alternative,
-    Saturating,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OptimizerArg {
-    Adam,
-    Rmsprop,
-    Sgd,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ScheduleArg {
-    Linear,
-    Exponential,
-}
+#[path = "common/train_flags.rs"]
+mod train_flags;
 
 /// Train a small DCGAN on the shipped MNIST digits with one GAN loss or trick switched on.
 #[derive(Debug, Parser)]
@@ -96,150 +61,15 @@ struct Args {
     #[arg(long)]
     samples: Option<PathBuf>,
 
-    /// Start from the WGAN paper's settings: Wasserstein loss, 5 critic steps, weight clip
-    /// 0.01, RMSProp with lr 5e-5. Other flags override them.
-    #[arg(long)]
-    wgan: bool,
-    /// GAN loss.
-    #[arg(long, value_enum)]
-    loss: Option<LossArg>,
-    /// Generator loss of the f-GAN losses: Nowozin et al.'s alternative -E[g_f(v)], or the
-    /// saturating -E[f*(g_f(v))].
-    #[arg(long, value_enum, default_value = "alternative")]
-    fgan_generator: FGanGeneratorArg,
-    /// Discriminator (critic) updates per generator update.
-    #[arg(long)]
-    d_steps: Option<usize>,
-    /// Optimiser of both players (default Adam with betas (0.5, 0.999)).
-    #[arg(long, value_enum)]
-    optimizer: Option<OptimizerArg>,
     /// Generator learning rate (default 2e-4; 5e-5 with --wgan).
     #[arg(long)]
     lr_g: Option<f64>,
     /// Discriminator learning rate (default 2e-4; 5e-5 with --wgan).
     #[arg(long)]
     lr_d: Option<f64>,
-
-    /// One-sided label smoothing: the discriminator's target for real digits (0.9 is usual).
-    #[arg(long)]
-    label_smoothing: Option<f32>,
-    /// Instance noise: standard deviation at step 0 (images lie in [-1, 1]).
-    #[arg(long)]
-    instance_noise_std: Option<f32>,
-    /// Instance noise: steps until the noise is off.
-    #[arg(long, default_value_t = 200)]
-    instance_noise_steps: u64,
-    /// Instance noise: the decay from the initial standard deviation to zero.
-    #[arg(long, value_enum, default_value = "linear")]
-    instance_noise_schedule: ScheduleArg,
-    /// Instance noise, exponential schedule: fraction of the standard deviation left at the
-    /// end.
-    #[arg(long, default_value_t = 0.01)]
-    instance_noise_final_fraction: f32,
-    /// Feature matching: the generator matches the mean activations of a discriminator layer.
-    #[arg(long)]
-    feature_matching: bool,
-    /// Feature matching: index of the discriminator layer (default: the last hidden one).
-    #[arg(long)]
-    feature_layer: Option<usize>,
-    /// Minibatch discrimination before the discriminator's output.
-    #[arg(long)]
-    minibatch_discrimination: bool,
-    /// Minibatch discrimination: number of kernels B appended to the features.
-    #[arg(long, default_value_t = 100)]
-    minibatch_kernels: usize,
-    /// Minibatch discrimination: length C of each kernel's projection.
-    #[arg(long, default_value_t = 5)]
-    minibatch_kernel_dim: usize,
-    /// Minibatch discrimination: count each sample itself (adds 1 to every output).
-    #[arg(long)]
-    minibatch_include_self: bool,
-    /// Historical averaging: weight lambda of ||theta - mean of past theta||^2.
-    #[arg(long)]
-    historical_averaging: Option<f64>,
-    /// Virtual batch normalisation in the generator, with a reference batch of this size.
-    #[arg(long)]
-    virtual_batch_norm: Option<usize>,
-    /// Clip every discriminator weight to [-c, c] after each update.
-    #[arg(long)]
-    weight_clip: Option<f32>,
-}
-
-fn loss(arg: LossArg, generator: FGanGeneratorArg) -> GanLoss {
-    let generator = match generator {
-        FGanGeneratorArg::Alternative => FGanGenerator::Alternative,
-        FGanGeneratorArg::Saturating => FGanGenerator::Saturating,
-    };
-    let f_gan = |divergence| GanLoss::FGan { divergence, generator };
-    match arg {
-        LossArg::Minimax => GanLoss::Minimax,
-        LossArg::NonSaturating => GanLoss::NonSaturating,
-        LossArg::Lsgan => GanLoss::least_squares(),
-        LossArg::Wasserstein => GanLoss::Wasserstein,
-        LossArg::Hinge => GanLoss::Hinge,
-        LossArg::FganKl => f_gan(Divergence::KullbackLeibler),
-        LossArg::FganReverseKl => f_gan(Divergence::ReverseKullbackLeibler),
-        LossArg::FganPearson => f_gan(Divergence::PearsonChiSquared),
-        LossArg::FganHellinger => f_gan(Divergence::SquaredHellinger),
-        LossArg::FganJs => f_gan(Divergence::JensenShannon),
-    }
-}
-
-fn optimizer(arg: OptimizerArg, lr: f64) -> OptimizerConfig {
-    match arg {
-        OptimizerArg::Adam => OptimizerConfig::Adam(AdamConfig { lr, ..AdamConfig::dcgan() }),
-        OptimizerArg::Rmsprop => {
-            OptimizerConfig::RmsProp(RmsPropConfig { lr, ..RmsPropConfig::default() })
-        }
-        OptimizerArg::Sgd => OptimizerConfig::Sgd(SgdConfig::new(lr)),
-    }
-}
-
-/// Builds the training settings from the flags.
-fn train_config(args: &Args) -> TrainConfig {
-    let mut config = if args.wgan { TrainConfig::wgan() } else { TrainConfig::default() };
-    if let Some(arg) = args.loss {
-        config.loss = loss(arg, args.fgan_generator);
-    }
-    if let Some(d_steps) = args.d_steps {
-        config.d_steps = d_steps;
-    }
-    let default_optimizer = if args.wgan { OptimizerArg::Rmsprop } else { OptimizerArg::Adam };
-    let kind = args.optimizer.unwrap_or(default_optimizer);
-    if args.optimizer.is_some() || args.lr_g.is_some() || args.lr_d.is_some() {
-        let (g_lr, d_lr) = (config.g_optimizer.lr(), config.d_optimizer.lr());
-        config.g_optimizer = optimizer(kind, args.lr_g.unwrap_or(g_lr));
-        config.d_optimizer = optimizer(kind, args.lr_d.unwrap_or(d_lr));
-    }
-
-    let tricks = &mut config.tricks;
-    tricks.label_smoothing = args.label_smoothing;
-    tricks.instance_noise = args.instance_noise_std.map(|std| InstanceNoise {
-        std,
-        anneal_steps: args.instance_noise_steps,
-        schedule: match args.instance_noise_schedule {
-            ScheduleArg::Linear => NoiseSchedule::Linear,
-            ScheduleArg::Exponential => {
-                NoiseSchedule::Exponential { final_fraction: args.instance_noise_final_fraction }
-            }
-        },
-    });
-    tricks.feature_matching =
-        args.feature_matching.then_some(FeatureMatching { layer: args.feature_layer });
-    tricks.minibatch_discrimination =
-        args.minibatch_discrimination.then_some(MinibatchDiscriminationOptions {
-            kernels: args.minibatch_kernels,
-            kernel_dim: args.minibatch_kernel_dim,
-            include_self: args.minibatch_include_self,
-        });
-    tricks.historical_averaging =
-        args.historical_averaging.map(|weight| HistoricalAveraging { weight });
-    tricks.virtual_batch_norm =
-        args.virtual_batch_norm.map(|reference_size| VirtualBatchNormOptions { reference_size });
-    if args.weight_clip.is_some() {
-        tricks.weight_clip = args.weight_clip;
-    }
-    config
+    /// Loss, optimiser and tricks.
+    #[command(flatten)]
+    train: TrainFlags,
 }
 
 fn run(args: &Args) -> dcgan::Result<()> {
@@ -250,7 +80,7 @@ fn run(args: &Args) -> dcgan::Result<()> {
         channels: 1,
         image_size: args.image_size,
     };
-    let config = train_config(args);
+    let config = train_config(&args.train, args.lr_g, args.lr_d);
     let data = Mnist::shipped(&MnistOptions { size: args.image_size, limit: Some(args.digits) })?;
     let mut batcher = Batcher::new(data.len(), args.batch_size, args.seed, LastBatch::Drop)?;
     let mut trainer = GanTrainer::new(model, config, args.seed)?;

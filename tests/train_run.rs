@@ -5,13 +5,19 @@
 use std::path::PathBuf;
 
 use dcgan::checkpoint::Checkpoint;
+use dcgan::data::{Batcher, LastBatch};
 use dcgan::data::{Mnist, MnistOptions};
+use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
+use dcgan::optim::{Adam, AdamConfig};
+use dcgan::rng::{Rng, Stream};
 use dcgan::run::folder::read_history;
 use dcgan::run::metrics::{read_csv, CSV_HEADER};
 use dcgan::run::{
     generate, load_generator, sample_noise, MetricsRow, RunFolder, RunSettings, TrainingRun,
 };
+use dcgan::train::Trainer;
+use dcgan::tricks::{HistoricalAveraging, InstanceNoise, NoiseSchedule};
 use dcgan::Error;
 
 /// 96 digits in batches of 16: six steps per epoch.
@@ -236,7 +242,7 @@ fn bad_checkpoints_and_data_are_rejected() {
     assert!(err.to_string().contains("discriminator.main.0.weight"), "{err}");
 
     let mut corrupt = good.clone();
-    corrupt.tensors.get_mut("generator_adam.exp_avg").unwrap().1[0] = f32::NAN;
+    corrupt.tensors.get_mut("g_optimizer.exp_avg").unwrap().1[0] = f32::NAN;
     let err = TrainingRun::from_checkpoint(&corrupt, digits(&settings())).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err}");
 
@@ -265,4 +271,95 @@ fn invalid_settings_are_rejected() {
         let err = s.validate().unwrap_err();
         assert!(matches!(&err, Error::InvalidArgument { name: n, .. } if *n == name), "{err}");
     }
+}
+
+/// Instance noise, historical averaging and two discriminator steps per generator step.
+fn trick_settings() -> RunSettings {
+    let mut settings = settings();
+    settings.train.d_steps = 2;
+    settings.train.tricks.instance_noise =
+        Some(InstanceNoise { std: 0.3, anneal_steps: 8, schedule: NoiseSchedule::Linear });
+    settings.train.tricks.historical_averaging = Some(HistoricalAveraging { weight: 0.5 });
+    settings
+}
+
+#[test]
+fn resumed_run_with_tricks_equals_uninterrupted_run() {
+    let mut straight = start(trick_settings());
+    let straight_rows = take_steps(&mut straight, 6);
+    // Three steps of two batches each make an epoch of six batches.
+    assert_eq!(straight.steps_per_epoch(), 3);
+    assert_eq!(straight.epochs_done(), 2);
+
+    let folder = temp_folder("resume-tricks");
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("checkpoint.safetensors");
+    let mut first_half = start(trick_settings());
+    take_steps(&mut first_half, 2);
+    first_half.save(&path).unwrap();
+    drop(first_half);
+    let mut resumed = TrainingRun::load(&path, digits(&trick_settings())).unwrap();
+    assert_eq!(resumed.settings(), &trick_settings(), "settings round trip");
+    assert_eq!(resumed.trainer().config(), &trick_settings().train_config(), "train config");
+    let resumed_rows = take_steps(&mut resumed, 4);
+
+    assert_eq!(resumed_rows, straight_rows[2..], "metrics of steps 3 to 6");
+    let trainer = (straight.trainer(), resumed.trainer());
+    assert_eq!(trainer.0.generator().params(), trainer.1.generator().params(), "G parameters");
+    assert_eq!(
+        trainer.0.discriminator().params(),
+        trainer.1.discriminator().params(),
+        "D parameters"
+    );
+    let histories = (trainer.0.histories(), trainer.1.histories());
+    assert!(histories.0 .0.is_some() && histories.0 .1.is_some(), "historical averages kept");
+    assert_eq!(histories.0, histories.1, "historical averages");
+    assert_eq!(trainer.0.instance_noise_rng(), trainer.1.instance_noise_rng(), "noise stream");
+    assert_eq!(checkpoint_bytes(&straight), checkpoint_bytes(&resumed), "checkpoint bytes");
+    assert_eq!(straight.samples().unwrap(), resumed.samples().unwrap(), "sample images");
+
+    // The tricks take effect: the same run without them has other losses.
+    let mut plain = start(settings());
+    assert_ne!(take_steps(&mut plain, 2), straight_rows[..2], "tricks changed nothing");
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+#[test]
+fn default_run_equals_the_plain_trainer() {
+    // The plain DCGAN step, assembled by hand as the run did before it used GanTrainer.
+    let settings = settings();
+    let data = digits(&settings);
+    let (generator, discriminator) = settings.model.build(settings.seed).unwrap();
+    let adam = |len, lr| {
+        let betas = (settings.beta1, settings.beta2);
+        Adam::new(len, AdamConfig { lr, betas, ..Default::default() }).unwrap()
+    };
+    let g_adam = adam(generator.num_params(), settings.lr_g);
+    let d_adam = adam(discriminator.num_params(), settings.lr_d);
+    let mut trainer = Trainer::from_parts(
+        settings.model,
+        generator,
+        discriminator,
+        g_adam,
+        d_adam,
+        GanLoss::default(),
+        Rng::stream(settings.seed, Stream::Noise),
+    )
+    .unwrap();
+    let mut batcher =
+        Batcher::new(data.len(), settings.batch_size, settings.seed, LastBatch::Drop).unwrap();
+    let mut run = start(settings);
+    for step in 1..=8 {
+        let stats = trainer.step(batcher.next_batch(&data).unwrap().images).unwrap();
+        let row = run.step().unwrap();
+        let expected = [stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake, stats.d_fake_after];
+        let actual = [row.loss_d, row.loss_g, row.d_real, row.d_fake, row.d_fake_after];
+        assert_eq!(actual, expected, "step {step}");
+    }
+    assert_eq!(run.trainer().generator().params(), trainer.generator().params(), "G parameters");
+    assert_eq!(
+        run.trainer().discriminator().params(),
+        trainer.discriminator().params(),
+        "D parameters"
+    );
 }

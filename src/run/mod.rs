@@ -24,11 +24,10 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, LastBatch, Mnist};
 use crate::error::{Error, Result};
 use crate::layers::{Mode, Network};
-use crate::loss::GanLoss;
 use crate::models::DcganConfig;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::AdamConfig;
 use crate::rng::{Rng, Stream};
-use crate::train::Trainer;
+use crate::train::{GanTrainer, OptimizerConfig, TrainConfig};
 
 pub use folder::RunFolder;
 pub use metrics::MetricsRow;
@@ -36,6 +35,11 @@ pub use state::{insert_network, load_generator, restore_network, CHECKPOINT_FORM
 
 /// The largest fixed latent batch a run keeps for its sample grids.
 pub const MAX_SAMPLE_COUNT: usize = 1024;
+
+/// The largest `nz`, `ngf` and `ndf` a run accepts. It keeps a mistyped width from asking for
+/// tens of gigabytes of weights: at `ngf` 4096 and 64x64 images the generator alone has about
+/// 1.6e9 parameters.
+pub const MAX_MODEL_WIDTH: usize = 4096;
 
 /// Everything that determines a run's weights, losses and images.
 ///
@@ -61,6 +65,12 @@ pub struct RunSettings {
     pub digits: usize,
     /// Size of the fixed latent batch behind the sample grids.
     pub sample_count: usize,
+    /// The loss, the discriminator steps per generator step, the optimisers and the tricks.
+    /// The learning rates and Adam betas above replace those of its optimisers (see
+    /// [`RunSettings::train_config`]). Settings written before this field existed read as
+    /// [`TrainConfig::default`], the plain DCGAN.
+    #[serde(default)]
+    pub train: TrainConfig,
 }
 
 impl Default for RunSettings {
@@ -82,6 +92,7 @@ impl Default for RunSettings {
             seed: 0,
             digits: 10_000,
             sample_count: 64,
+            train: TrainConfig::default(),
         }
     }
 }
@@ -95,6 +106,13 @@ impl RunSettings {
     /// rate, a beta outside `[0, 1)`, a zero batch size or digit count, a batch larger than the
     /// digits, or a sample count outside `1..=MAX_SAMPLE_COUNT`.
     pub fn validate(&self) -> Result<()> {
+        for (name, value) in
+            [("nz", self.model.nz), ("ngf", self.model.ngf), ("ndf", self.model.ndf)]
+        {
+            if value > MAX_MODEL_WIDTH {
+                return Err(Error::invalid(name, value, format!("1 to {MAX_MODEL_WIDTH}")));
+            }
+        }
         self.model.validate()?;
         for (name, value) in [("lr_g", self.lr_g), ("lr_d", self.lr_d)] {
             if !(value.is_finite() && value >= 0.0) {
@@ -108,6 +126,7 @@ impl RunSettings {
         }
         self.adam_config(self.lr_g)?;
         self.adam_config(self.lr_d)?;
+        self.train_config().validate()?;
         if self.digits == 0 {
             return Err(Error::invalid("digits", self.digits, "at least 1"));
         }
@@ -126,6 +145,26 @@ impl RunSettings {
             ));
         }
         Ok(())
+    }
+
+    /// Returns the trainer's settings: [`RunSettings::train`] with the generator's learning
+    /// rate set to `lr_g`, the discriminator's to `lr_d`, and Adam's betas to
+    /// `(beta1, beta2)` (other optimisers have no betas).
+    pub fn train_config(&self) -> TrainConfig {
+        let tune = |optimizer: OptimizerConfig, lr: f64| match optimizer {
+            OptimizerConfig::Adam(c) => {
+                OptimizerConfig::Adam(AdamConfig { lr, betas: (self.beta1, self.beta2), ..c })
+            }
+            OptimizerConfig::RmsProp(c) => {
+                OptimizerConfig::RmsProp(crate::optim::RmsPropConfig { lr, ..c })
+            }
+            OptimizerConfig::Sgd(c) => OptimizerConfig::Sgd(crate::optim::SgdConfig { lr, ..c }),
+        };
+        TrainConfig {
+            g_optimizer: tune(self.train.g_optimizer, self.lr_g),
+            d_optimizer: tune(self.train.d_optimizer, self.lr_d),
+            ..self.train
+        }
     }
 
     /// Returns the Adam settings for learning rate `lr`.
@@ -180,9 +219,8 @@ pub fn write_sample_grid(path: impl AsRef<Path>, images: &Array4<f32>) -> Result
 pub struct TrainingRun {
     settings: RunSettings,
     data: Mnist,
-    trainer: Trainer,
+    trainer: GanTrainer,
     batcher: Batcher,
-    steps_done: u64,
     fixed_noise: Array4<f32>,
 }
 
@@ -196,23 +234,11 @@ impl TrainingRun {
     pub fn new(settings: RunSettings, data: Mnist) -> Result<TrainingRun> {
         settings.validate()?;
         check_data(&settings, &data)?;
-        let (generator, discriminator) = settings.model.build(settings.seed)?;
-        let g_optimizer = Adam::new(generator.num_params(), settings.adam_config(settings.lr_g)?)?;
-        let d_optimizer =
-            Adam::new(discriminator.num_params(), settings.adam_config(settings.lr_d)?)?;
-        let trainer = Trainer::from_parts(
-            settings.model,
-            generator,
-            discriminator,
-            g_optimizer,
-            d_optimizer,
-            GanLoss::default(),
-            Rng::stream(settings.seed, Stream::Noise),
-        )?;
+        let trainer = GanTrainer::new(settings.model, settings.train_config(), settings.seed)?;
         let batcher =
             Batcher::new(data.len(), settings.batch_size, settings.seed, LastBatch::Drop)?;
         let fixed_noise = sample_noise(&settings.model, settings.seed, settings.sample_count);
-        Ok(TrainingRun { settings, data, trainer, batcher, steps_done: 0, fixed_noise })
+        Ok(TrainingRun { settings, data, trainer, batcher, fixed_noise })
     }
 
     /// Reads a checkpoint file written by [`TrainingRun::save`] and continues that run on `data`.
@@ -231,17 +257,17 @@ impl TrainingRun {
         self.to_checkpoint()?.save(path)
     }
 
-    /// Takes one training step on the next batch of digits.
+    /// Takes one training step: `d_steps` discriminator updates, each on the next batch of
+    /// digits, then one generator update. The row's epoch is the one the step started in.
     ///
     /// # Errors
-    /// As [`Trainer::step`]; [`Error::NonFinite`] when training diverges. The run should be
+    /// As [`GanTrainer::step`]; [`Error::NonFinite`] when training diverges. The run should be
     /// dropped then (the step may be half done).
     pub fn step(&mut self) -> Result<MetricsRow> {
         let epoch = self.batcher.epoch() + 1;
-        let batch = self.batcher.next_batch(&self.data)?;
-        let stats = self.trainer.step(batch.images)?;
-        self.steps_done += 1;
-        Ok(MetricsRow::from_stats(self.steps_done, epoch, &stats))
+        let (batcher, data) = (&mut self.batcher, &self.data);
+        let stats = self.trainer.step(|| Ok(batcher.next_batch(data)?.images))?;
+        Ok(MetricsRow::from_stats(self.trainer.step_count(), epoch, &stats))
     }
 
     /// Generates the run's sample images from its fixed latent batch, in evaluation mode (see
@@ -260,7 +286,7 @@ impl TrainingRun {
 
     /// Returns the number of training steps taken since the run started.
     pub fn steps_done(&self) -> u64 {
-        self.steps_done
+        self.trainer.step_count()
     }
 
     /// Returns the number of completed epochs.
@@ -268,13 +294,15 @@ impl TrainingRun {
         self.batcher.epoch()
     }
 
-    /// Returns the number of steps in one epoch (incomplete batches are skipped).
+    /// Returns the number of steps in one epoch, at least 1: the whole batches of an epoch
+    /// (incomplete ones are skipped) divided by the batches each step takes (`d_steps`).
     pub fn steps_per_epoch(&self) -> u64 {
-        self.batcher.batches_per_epoch() as u64
+        let d_steps = self.trainer.config().d_steps.max(1) as u64;
+        (self.batcher.batches_per_epoch() as u64 / d_steps).max(1)
     }
 
-    /// Returns the trainer: both networks and their optimisers.
-    pub fn trainer(&self) -> &Trainer {
+    /// Returns the trainer: both networks, their optimisers and the trick state.
+    pub fn trainer(&self) -> &GanTrainer {
         &self.trainer
     }
 

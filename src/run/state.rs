@@ -7,12 +7,12 @@ use crate::checkpoint::{Checkpoint, Scalar};
 use crate::data::{Batcher, BatcherState, Mnist};
 use crate::error::{Error, Result};
 use crate::layers::{BufferData, Network};
-use crate::optim::{Adam, AdamState};
 use crate::rng::{Rng, Stream};
+use crate::train::GanTrainer;
 
 /// The `format` metadata of a training-run checkpoint. A checkpoint with another value is
 /// rejected rather than misread.
-pub const CHECKPOINT_FORMAT: &str = "dcgan-training-run-1";
+pub const CHECKPOINT_FORMAT: &str = "dcgan-training-run-2";
 
 /// Stores the parameters and buffers of `network` in `checkpoint` under `{prefix}.{name}`
 /// (`generator.main.0.weight`, `generator.main.1.running_mean`).
@@ -82,24 +82,6 @@ pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Netw
     Ok(())
 }
 
-fn insert_adam(checkpoint: &mut Checkpoint, prefix: &str, adam: &Adam) -> Result<()> {
-    let state = adam.state();
-    let len = state.exp_avg.len();
-    checkpoint.insert_tensor(format!("{prefix}.exp_avg"), &[len], state.exp_avg.clone())?;
-    checkpoint.insert_tensor(format!("{prefix}.exp_avg_sq"), &[len], state.exp_avg_sq.clone())?;
-    checkpoint.scalars.insert(format!("{prefix}.step"), Scalar::U64(state.step));
-    Ok(())
-}
-
-fn restore_adam(checkpoint: &Checkpoint, prefix: &str, adam: &mut Adam) -> Result<()> {
-    let len = adam.state().exp_avg.len();
-    adam.set_state(AdamState {
-        step: checkpoint.get_u64(&format!("{prefix}.step"))?,
-        exp_avg: checkpoint.get(&format!("{prefix}.exp_avg"), &[len])?.to_vec(),
-        exp_avg_sq: checkpoint.get(&format!("{prefix}.exp_avg_sq"), &[len])?.to_vec(),
-    })
-}
-
 impl RunSettings {
     /// Reads the settings of a checkpoint written by [`TrainingRun::to_checkpoint`].
     ///
@@ -124,50 +106,48 @@ impl RunSettings {
 }
 
 /// Reads the settings and the generator (parameters and BatchNorm running statistics) of a
-/// training-run checkpoint, for sampling.
+/// training-run checkpoint, for sampling. The generator has the run's architecture, virtual
+/// batch normalisation included.
 ///
 /// # Errors
 /// As [`TrainingRun::from_checkpoint`].
 pub fn load_generator(checkpoint: &Checkpoint) -> Result<(RunSettings, Network)> {
     let settings = RunSettings::from_checkpoint(checkpoint)?;
+    if settings.train.tricks.virtual_batch_norm.is_some() {
+        return Ok((settings, GanTrainer::from_checkpoint(checkpoint)?.into_generator()));
+    }
     let mut generator = settings.model.generator(&mut Rng::stream(settings.seed, Stream::Init))?;
     restore_network(checkpoint, "generator", &mut generator)?;
     Ok((settings, generator))
 }
 
 impl TrainingRun {
-    /// Stores the run's complete state.
+    /// Stores the run's complete state: the entries of [`GanTrainer::to_checkpoint`] and the
+    /// run's own.
     ///
     /// | entry | kind | contents |
     /// | --- | --- | --- |
     /// | `generator.main.*`, `discriminator.main.*` | F32 tensors, U64 scalars | parameters and BatchNorm buffers, named as in PyTorch's state dicts ([`insert_network`]) |
-    /// | `generator_adam.*`, `discriminator_adam.*` | F32 tensors, U64 scalar | `exp_avg`, `exp_avg_sq` (flat, in parameter order) and `step` |
+    /// | `g_optimizer.*`, `d_optimizer.*`, `g_history.*`, `d_history.*`, `reference_noise` | as [`GanTrainer::to_checkpoint`] | optimiser state and trick state |
+    /// | `step`, `seed` | U64 scalars | training steps taken, the seed |
+    /// | `model`, `train_config`, `noise_rng`, `instance_noise_rng` | metadata, JSON | as [`GanTrainer::to_checkpoint`] |
     /// | `fixed_noise` | F32 tensor | the latent batch of the sample grids, `[sample_count, nz, 1, 1]` |
-    /// | `step` | U64 scalar | training steps taken |
     /// | `format` | metadata | [`CHECKPOINT_FORMAT`] |
     /// | `settings` | metadata, JSON | [`RunSettings`] |
     /// | `batcher` | metadata, JSON | [`BatcherState`]: epoch, position and data-order stream |
-    /// | `noise_rng` | metadata, JSON | the latent-noise stream |
     ///
     /// Equal states give byte-identical files.
     ///
     /// # Errors
-    /// As [`insert_network`] and [`Checkpoint::set_json`].
+    /// As [`GanTrainer::to_checkpoint`] and [`Checkpoint::set_json`].
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
-        let mut checkpoint = Checkpoint::new();
-        let trainer = &self.trainer;
-        insert_network(&mut checkpoint, "generator", trainer.generator())?;
-        insert_network(&mut checkpoint, "discriminator", trainer.discriminator())?;
-        insert_adam(&mut checkpoint, "generator_adam", trainer.g_optimizer())?;
-        insert_adam(&mut checkpoint, "discriminator_adam", trainer.d_optimizer())?;
+        let mut checkpoint = self.trainer.to_checkpoint()?;
         let noise = &self.fixed_noise;
         let noise_values = noise.as_slice().expect("standard layout").to_vec();
         checkpoint.insert_tensor("fixed_noise", noise.shape(), noise_values)?;
-        checkpoint.scalars.insert("step".into(), Scalar::U64(self.steps_done));
         checkpoint.metadata.insert("format".into(), CHECKPOINT_FORMAT.into());
         checkpoint.set_json("settings", &self.settings)?;
         checkpoint.set_json("batcher", self.batcher.state())?;
-        checkpoint.set_json("noise_rng", trainer.noise_rng())?;
         Ok(checkpoint)
     }
 
@@ -175,10 +155,10 @@ impl TrainingRun {
     /// on `data` (the same digits as before).
     ///
     /// # Errors
-    /// [`Error::Format`] when the checkpoint is not a training run, or an entry is missing or
-    /// malformed. [`Error::InvalidArgument`] when its settings are invalid or `data` does not
-    /// match them. The errors of [`restore_network`] and [`Adam::set_state`] for values they
-    /// reject.
+    /// [`Error::Format`] when the checkpoint is not a training run, an entry is missing or
+    /// malformed, or the trainer's stored settings disagree with the run's.
+    /// [`Error::InvalidArgument`] when its settings are invalid or `data` does not match them.
+    /// The errors of [`GanTrainer::from_checkpoint`] for values it rejects.
     pub fn from_checkpoint(checkpoint: &Checkpoint, data: Mnist) -> Result<TrainingRun> {
         // Settings and data.
         let settings = RunSettings::from_checkpoint(checkpoint)?;
@@ -195,22 +175,25 @@ impl TrainingRun {
         }
         let batcher = Batcher::from_state(batcher_state, data.len())?;
 
-        // Networks and optimisers: built as in `TrainingRun::new`, then overwritten.
-        let mut run = TrainingRun::new(settings, data)?;
-        let trainer = &mut run.trainer;
-        restore_network(checkpoint, "generator", trainer.generator_mut())?;
-        restore_network(checkpoint, "discriminator", trainer.discriminator_mut())?;
-        restore_adam(checkpoint, "generator_adam", trainer.g_optimizer_mut())?;
-        restore_adam(checkpoint, "discriminator_adam", trainer.d_optimizer_mut())?;
-        trainer.set_noise_rng(checkpoint.get_json("noise_rng")?);
+        // Networks, optimisers, trick state and streams.
+        let trainer = GanTrainer::from_checkpoint(checkpoint)?;
+        if *trainer.model() != settings.model
+            || *trainer.config() != settings.train_config()
+            || trainer.seed() != settings.seed
+        {
+            return Err(Error::Format {
+                format: "checkpoint",
+                reason: "the trainer's model, train_config or seed differ from the run's \
+                         settings: expected equal"
+                    .into(),
+            });
+        }
 
-        // Position and sample noise.
+        // Sample noise.
         let shape = settings.model.noise_shape(settings.sample_count);
         let noise = checkpoint.get("fixed_noise", &shape)?;
-        run.fixed_noise = Array4::from_shape_vec(shape, noise.to_vec()).expect("shape checked");
-        run.steps_done = checkpoint.get_u64("step")?;
-        run.batcher = batcher;
-        Ok(run)
+        let fixed_noise = Array4::from_shape_vec(shape, noise.to_vec()).expect("shape checked");
+        Ok(TrainingRun { settings, data, trainer, batcher, fixed_noise })
     }
 }
 

@@ -151,6 +151,11 @@ impl GanTrainer {
         &mut self.generator
     }
 
+    /// Takes the generator out of the trainer, dropping the rest.
+    pub fn into_generator(self) -> Network {
+        self.generator
+    }
+
     /// Returns the discriminator.
     pub fn discriminator(&self) -> &Network {
         &self.discriminator
