@@ -16,12 +16,14 @@
 //!   and at the end;
 //! - `settings.json`: the settings of the run.
 //!
-//! A run stopped at any point (Ctrl-C included) continues from its last checkpoint with
+//! Ctrl-C finishes the current step, saves the checkpoint and a sample grid, and exits with
+//! status 130. A run stopped at any point continues from its last checkpoint with
 //! `--resume`, and the resumed run produces the same weights and images, bit for bit, as one that
 //! never stopped. The thread count does not change a single bit either.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::parser::ValueSource;
@@ -45,6 +47,20 @@ const MAX_THREADS: usize = 1024;
 
 /// Number of MNIST digits that ship with the crate.
 const SHIPPED_DIGITS: usize = 10_000;
+
+/// Set by Ctrl-C (SIGINT): the training loop saves the run and stops after the current step.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Exit status after Ctrl-C: 128 + SIGINT, as shells report it.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// How training ended.
+enum Finished {
+    /// At the requested step count, or with nothing left to train.
+    Done,
+    /// Stopped by Ctrl-C, with the run saved.
+    Interrupted,
+}
 
 type AppResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -148,8 +164,19 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(err) => err.exit(),
     };
+    // Ctrl-C asks the training loop to stop after the current step and save; a second one
+    // exits at once.
+    let handler = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+    });
+    if let Err(err) = handler {
+        eprintln!("warning: Ctrl-C will stop the run without saving it: {err}");
+    }
     match train(&args, &matches) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Finished::Done) => ExitCode::SUCCESS,
+        Ok(Finished::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
@@ -157,7 +184,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn train(args: &Args, matches: &ArgMatches) -> AppResult<()> {
+fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -173,7 +200,7 @@ fn train(args: &Args, matches: &ArgMatches) -> AppResult<()> {
     pool.install(|| train_in_pool(args, matches, threads))
 }
 
-fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult<()> {
+fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult<Finished> {
     let started = Instant::now();
 
     // Settings, the output folder and the run: fresh, or restored from a checkpoint.
@@ -227,7 +254,7 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             run.steps_done(),
             folder.path().display()
         );
-        return Ok(());
+        return Ok(Finished::Done);
     }
     folder.write_settings(&serde_json::json!({
         "settings": run.settings(),
@@ -343,8 +370,7 @@ fn merge_settings(
                 ..settings
             };
             if flags.train_config() != settings.train_config() {
-                let names: Vec<String> =
-                    given.iter().map(|id| format!("--{}", id.replace('_', "-"))).collect();
+                let names: Vec<String> = given.iter().map(|id| given_flag(matches, id)).collect();
                 merge.conflicts.push(format!(
                     "{} (the checkpoint trains with {})",
                     names.join(" "),
@@ -375,6 +401,23 @@ fn merge_settings(
         .into());
     }
     Ok(settings)
+}
+
+/// Formats flag `id` as given on the command line: `--loss lsgan`, `--feature-matching`.
+fn given_flag(matches: &ArgMatches, id: &str) -> String {
+    let flag = format!("--{}", id.replace('_', "-"));
+    let values: Vec<String> = matches
+        .get_raw(id)
+        .into_iter()
+        .flatten()
+        .map(|value| value.to_string_lossy().into_owned())
+        .filter(|value| value != "true")
+        .collect();
+    if values.is_empty() {
+        flag
+    } else {
+        format!("{flag} {}", values.join(" "))
+    }
 }
 
 /// Describes the loss, discriminator steps, optimisers and tricks of `settings` for an error
@@ -433,6 +476,8 @@ struct Progress {
     first_step: u64,
     /// Time spent in the training loop, writes included.
     loop_time: Duration,
+    /// Whether Ctrl-C stopped the loop early.
+    interrupted: bool,
 }
 
 impl Progress {
@@ -464,6 +509,7 @@ impl Progress {
             bar,
             first_step,
             loop_time: Duration::ZERO,
+            interrupted: false,
         }
     }
 
@@ -506,13 +552,21 @@ impl Progress {
                 eprintln!("step {step}/{}: {message}", self.total_steps);
                 last_log = Instant::now();
             }
+            if STOP.load(Ordering::SeqCst) && self.run.steps_done() < self.total_steps {
+                self.interrupted = true;
+                break;
+            }
         }
-        self.bar.finish();
+        if self.interrupted {
+            self.bar.abandon();
+        } else {
+            self.bar.finish();
+        }
         self.loop_time = loop_start.elapsed();
         Ok(())
     }
 
-    fn finish(mut self, elapsed: Duration, threads: usize) -> AppResult<()> {
+    fn finish(mut self, elapsed: Duration, threads: usize) -> AppResult<Finished> {
         // The final grid and state. When the loop has just written them, the bytes are the same.
         let step = self.run.steps_done();
         let samples = self.folder.write_samples(&mut self.run)?;
@@ -539,6 +593,16 @@ impl Progress {
         println!("  {:<40} loss curves", out.join("losses.png").display());
         println!("  {:<40} losses per step", out.join("metrics.csv").display());
         println!("  {:<40} training state", out.join(CHECKPOINT_FILE).display());
+        if self.interrupted {
+            println!(
+                "Stopped by Ctrl-C after step {step} of {}, with the state saved. Continue with: \
+                 cargo run --release --example train_mnist -- --out {} --resume --steps {}",
+                self.total_steps,
+                out.display(),
+                self.total_steps
+            );
+            return Ok(Finished::Interrupted);
+        }
         println!(
             "Train further:   cargo run --release --example train_mnist -- --out {} --resume \
              --epochs N",
@@ -548,7 +612,7 @@ impl Progress {
             "Draw new digits: cargo run --release --example sample -- --checkpoint {}",
             out.join(CHECKPOINT_FILE).display()
         );
-        Ok(())
+        Ok(Finished::Done)
     }
 }
 
