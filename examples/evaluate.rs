@@ -10,16 +10,17 @@
 //! metadata under `settings`, whose `model` field gives the generator's sizes. The metrics are
 //! printed as text and, with `--json`, written as JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use dcgan::atomic::write_atomic;
 use dcgan::checkpoint::{Checkpoint, Scalar};
 use dcgan::eval::{EvalOptions, Evaluator, DEFAULT_COVERAGE_THRESHOLD};
 use dcgan::layers::{BufferData, Mode, Network};
 use dcgan::models::DcganConfig;
 use dcgan::rng::{Rng, Stream};
+use dcgan::run::folder::CHECKPOINT_FILE;
 use dcgan::Error;
 
 /// The statistics that the generator's BatchNorm layers normalise with while sampling.
@@ -32,13 +33,22 @@ enum BatchNormMode {
 }
 
 /// Evaluate a generator checkpoint with the MNIST classifier.
+///
+/// The judge is the small convolutional classifier in models/mnist_classifier.safetensors
+/// (trained by examples/train_classifier.rs), embedded in the binary, so no file is read
+/// besides the checkpoint. The Frechet distance compares Gaussians fitted to the classifier's
+/// 128 penultimate features (after the last hidden ReLU) of the generated digits and of the
+/// 10,000 shipped digits, as FID does with Inception's pool features; its values are not
+/// comparable with FID. The classifier score is exp(E[KL(p(y|x) || p(y))]) over the generated
+/// digits, and a class counts as covered when at least --coverage-threshold of them fall in it.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Args {
-    /// Checkpoint written by the MNIST training command.
+    /// Checkpoint written by the MNIST training command, or the run folder that contains it
+    /// (checkpoint.safetensors).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Number of digits to generate.
+    /// Number of digits to generate: at least 2, to estimate the covariance of their features.
     #[arg(long, default_value_t = 10_000)]
     count: usize,
     /// Seed of the latent vectors.
@@ -67,8 +77,20 @@ struct Args {
 fn main() {
     let args = Args::parse();
     if let Err(err) = run(&args) {
-        eprintln!("error: {err}");
+        eprintln!("error: {}", name_flag(err));
         std::process::exit(1);
+    }
+}
+
+/// Names the command-line flag in an invalid-value error (`--batch-size` for `batch_size`).
+fn name_flag(err: Error) -> String {
+    match err {
+        Error::InvalidArgument { name, value, expected }
+            if Args::command().get_arguments().any(|arg| arg.get_id() == name) =>
+        {
+            format!("invalid --{} {value}: expected {expected}", name.replace('_', "-"))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -81,9 +103,32 @@ fn run(args: &Args) -> Result<(), Error> {
     let options =
         EvalOptions { batch_size: args.batch_size, coverage_threshold: args.coverage_threshold };
     options.validate()?;
+    if args.count < 2 {
+        return Err(Error::invalid(
+            "count",
+            args.count,
+            "at least 2: the Frechet distance needs a covariance of the generated digits' features",
+        ));
+    }
+    // Fail before the long evaluation rather than after it.
+    if let Some(path) = &args.json {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !folder.is_dir() {
+            return Err(Error::invalid(
+                "json",
+                path.display(),
+                format!("a file in an existing folder; {} is not a folder", folder.display()),
+            ));
+        }
+    }
     let start = Instant::now();
 
-    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let checkpoint_path = if args.checkpoint.is_dir() {
+        args.checkpoint.join(CHECKPOINT_FILE)
+    } else {
+        args.checkpoint.clone()
+    };
+    let checkpoint = Checkpoint::load(&checkpoint_path)?;
     let config = model_config(&checkpoint)?;
     let mut generator = load_generator(&checkpoint, &config, &args.prefix)?;
     let mut evaluator = Evaluator::shipped(options)?;
@@ -94,7 +139,7 @@ fn run(args: &Args) -> Result<(), Error> {
     let metrics =
         evaluator.evaluate_generator(&mut generator, config.nz, args.count, args.seed, mode)?;
 
-    println!("checkpoint           {}", args.checkpoint.display());
+    println!("checkpoint           {}", checkpoint_path.display());
     print!("{metrics}");
     println!("time                 {:.1} s", start.elapsed().as_secs_f64());
     if let Some(path) = &args.json {

@@ -288,6 +288,13 @@ fn name_flag(err: Error) -> Box<dyn std::error::Error + Send + Sync> {
 
 /// Creates the output folder of a new run, explaining the flags when it is not empty.
 fn create_folder(out: &Path, force: bool) -> AppResult<RunFolder> {
+    if out.exists() && !out.is_dir() {
+        return Err(format!(
+            "--out {} is a file, not a folder: pass the path of a new or existing run folder",
+            out.display()
+        )
+        .into());
+    }
     RunFolder::create(out, force).map_err(|err| match err {
         Error::InvalidArgument { name: "output folder", expected, .. } => format!(
             "output folder {} is not usable: expected {expected}. Continue the run there with \

@@ -25,13 +25,15 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// # Errors
 ///
-/// [`Error::Io`] naming the file that failed (the temporary file, `path` or its folder), and
-/// [`Error::InvalidArgument`] if `path` has no file name.
+/// [`Error::Io`] naming `path` (also when the temporary file beside it failed, so the message
+/// names the file the caller asked for) or its folder, and [`Error::InvalidArgument`] if `path`
+/// has no file name.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let temp = temp_path(path)?;
 
     let written = write_and_sync(&temp, bytes)
+        .map_err(|source| Error::io(path, source))
         .and_then(|()| fs::rename(&temp, path).map_err(|source| Error::io(path, source)));
     if written.is_err() {
         // Best effort: the original error is the one worth reporting.
@@ -55,12 +57,12 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
     Ok(path.with_file_name(temp_name))
 }
 
-fn write_and_sync(temp: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::io(temp, source);
+/// Creates `temp`, writes `bytes` and syncs them. The caller names its target in the error.
+fn write_and_sync(temp: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // `create_new` fails rather than truncating a file that another writer owns.
-    let mut file = OpenOptions::new().write(true).create_new(true).open(temp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)
+    let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Syncs the folder that contains `path`, making the rename durable (Unix only: Windows cannot
@@ -99,6 +101,22 @@ mod tests {
         let a = temp_path(Path::new("x.png")).unwrap();
         let b = temp_path(Path::new("x.png")).unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn missing_folder_error_names_the_target() {
+        let target = std::env::temp_dir()
+            .join(format!("dcgan-atomic-missing-{}", std::process::id()))
+            .join("x.png");
+        let err = write_atomic(&target, b"x").unwrap_err();
+        match &err {
+            Error::Io { path, source } => {
+                assert_eq!(path, &target, "{err}");
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{err}");
+            }
+            other => panic!("expected Error::Io, got {other}"),
+        }
+        assert!(!err.to_string().contains(".tmp"), "{err}");
     }
 
     #[test]
