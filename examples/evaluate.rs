@@ -38,8 +38,8 @@ enum BatchNormMode {
 /// (trained by examples/train_classifier.rs), embedded in the binary, so no file is read
 /// besides the checkpoint. The Frechet distance compares Gaussians fitted to the classifier's
 /// 128 penultimate features (after the last hidden ReLU) of the generated digits and of the
-/// 10,000 shipped digits, as FID does with Inception's pool features; its values are not
-/// comparable with FID. The classifier score is exp(E[KL(p(y|x) || p(y))]) over the generated
+/// 10,000 shipped digits, as FID does with Inception's pool features. Its values are not
+/// comparable with FID's. The classifier score is exp(E[KL(p(y|x) || p(y))]) over the generated
 /// digits, and a class counts as covered when at least --coverage-threshold of them fall in it.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]

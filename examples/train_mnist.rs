@@ -363,8 +363,8 @@ fn merge_settings(
     let mut settings = base;
     merge.take("batch_size", args.batch_size, &mut settings.batch_size);
     if resuming {
-        // Learning rates given explicitly must agree; the trick flags must describe the
-        // checkpoint's training settings.
+        // Learning rates given explicitly must agree with the checkpoint, and so must the
+        // training settings that the given loss, optimiser and trick flags describe.
         merge.take_given("lr_g", args.lr_g, &mut settings.lr_g);
         merge.take_given("lr_d", args.lr_d, &mut settings.lr_d);
         let given: Vec<String> = TrainFlags::ids()

@@ -1,11 +1,12 @@
 //! A training run on MNIST digits: its settings, its complete state, and its per-step metrics.
 //!
-//! [`TrainingRun`] bundles a [`Trainer`], the [`Batcher`] that orders the digits, the number of
-//! steps taken and a fixed latent batch from which every sample grid of the run is drawn.
-//! [`TrainingRun::to_checkpoint`] stores everything the next step reads: both networks'
-//! parameters and BatchNorm running statistics, both Adam states, the noise stream, the data
-//! order and the step count. [`TrainingRun::from_checkpoint`] restores it, so a run stopped
-//! after step `k` and resumed takes the same steps, bit for bit, as one that never stopped.
+//! [`TrainingRun`] bundles a [`GanTrainer`] (with the loss, schedule, optimisers and tricks of
+//! [`RunSettings::train`]), the [`Batcher`] that orders the digits, and a fixed latent batch
+//! from which every sample grid of the run is drawn. [`TrainingRun::to_checkpoint`] stores
+//! everything the next step reads: both networks' parameters and BatchNorm running statistics,
+//! both optimisers' states, the trick state, the random streams, the data order and the step
+//! count. [`TrainingRun::from_checkpoint`] restores it, so a run stopped after step `k` and
+//! resumed takes the same steps, bit for bit, as one that never stopped.
 //! The layout of the checkpoint is described in [`TrainingRun::to_checkpoint`].
 //!
 //! The per-step losses are kept as [`MetricsRow`]s; [`metrics`] writes them as CSV and as a
