@@ -2,7 +2,7 @@
 //! steps and data, and prints one markdown table of the shipped classifier's metrics.
 //!
 //! ```text
-//! cargo run --release --example compare_tricks -- --steps 300 --seeds 0 --out runs/compare
+//! cargo run --release --example compare_tricks -- --steps 200 --seeds 0 --out runs/compare
 //! cargo run --release --example compare_tricks -- --seeds 0,1,2 --rows plain,lsgan,vbn
 //! ```
 //!
@@ -10,8 +10,8 @@
 //! (0.5, 0.999), one discriminator step per generator step): the loss, or one field of
 //! `dcgan::train::Tricks`. After training, the generator draws `--samples` digits in eval mode
 //! (BatchNorm with running statistics) from latent vectors that are the same for every row,
-//! and `dcgan::eval::Evaluator::shipped` scores them. The first 64 go into
-//! `OUT/ROW_seedSEED.png` as an 8x8 grid. The table goes to stdout and to `OUT/table.md`.
+//! and `dcgan::eval::Evaluator::shipped` scores them. The first `8 * --grid-rows`
+//! go into `OUT/ROW_seedSEED.png` as a grid 8 digits wide. The table goes to stdout and to `OUT/table.md`.
 //!
 //! A row whose losses, gradients or samples turn NaN or infinite stops training there, is
 //! marked `NaN: yes`, and is scored on what its generator draws at that point, if the samples
@@ -62,17 +62,17 @@ const ROWS: [&str; 16] = [
 /// Images per generator forward pass while drawing the evaluation samples.
 const SAMPLE_BATCH: usize = 500;
 
-/// Digits in each sample grid (8x8).
-const GRID_IMAGES: usize = 64;
+/// Digits in each row of a sample grid.
+const GRID_COLUMNS: usize = 8;
 
 /// Train the plain DCGAN and each GAN loss and trick on its own, and compare their samples.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// Training steps (generator updates) of every row.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 200)]
     steps: u64,
-    /// Seeds of every random stream, comma-separated; each row trains once per seed.
+    /// Seeds of every random stream, comma-separated. Each row trains once per seed.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     seeds: Vec<u64>,
     /// Rows to train, comma-separated (default: all, in table order).
@@ -99,6 +99,9 @@ struct Args {
     /// Historical averaging: weight lambda of ||theta - mean of past theta||^2.
     #[arg(long, default_value_t = 0.1)]
     historical_averaging: f64,
+    /// Rows of 8 digits in each sample grid.
+    #[arg(long, default_value_t = 8)]
+    grid_rows: usize,
     /// Folder for the sample grids and `table.md` (created if missing).
     #[arg(long, default_value = "runs/compare")]
     out: PathBuf,
@@ -220,7 +223,7 @@ fn run_row(
         images.slice_mut(s![start..end, .., .., ..]).assign(&batch);
     }
 
-    let grid_count = GRID_IMAGES.min(args.samples);
+    let grid_count = (GRID_COLUMNS * args.grid_rows).clamp(1, args.samples);
     let grid = images.slice(s![..grid_count, .., .., ..]).to_owned();
     let grid_path = args.out.join(format!("{name}_seed{seed}.png"));
     let metrics = if images.iter().all(|v| v.is_finite()) {
@@ -228,7 +231,7 @@ fn run_row(
             &grid_path,
             grid.as_slice().expect("standard layout"),
             model.image_shape(grid_count),
-            8,
+            GRID_COLUMNS,
             2,
         )?;
         Some(evaluator.evaluate_images(&images)?)
