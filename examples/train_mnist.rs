@@ -30,7 +30,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use dcgan::checkpoint::Checkpoint;
 use dcgan::data::{Mnist, MnistOptions};
+use dcgan::eval::{EvalOptions, Evaluator};
 use dcgan::run::folder::{read_history, CHECKPOINT_FILE};
+use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
 use dcgan::Error;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
@@ -38,6 +40,10 @@ use train_flags::{train_config, TrainFlags};
 
 #[path = "common/train_flags.rs"]
 mod train_flags;
+
+/// Seed of the noise the generator is scored on, the same at every score so that scores
+/// compare the generator and not the noise.
+const EVAL_SEED: u64 = 0x5eed;
 
 /// Passes over the digits when neither `--epochs` nor `--steps` is given.
 const DEFAULT_EPOCHS: u64 = 5;
@@ -152,6 +158,17 @@ struct Args {
     /// Write the checkpoint, metrics and loss plot every N steps (0: only at the end).
     #[arg(long, value_name = "N", default_value_t = 100)]
     checkpoint_every: u64,
+
+    /// Score the generator every N steps with the shipped MNIST classifier (Frechet distance,
+    /// classifier score, classes covered, class KL) into quality.csv and quality.png (0: off).
+    /// Scoring changes no training state.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    eval_every: u64,
+
+    /// Samples drawn for each score of --eval-every (at least 2).
+    #[arg(long, value_name = "COUNT", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    eval_samples: u64,
 
     /// Loss, optimiser and tricks (all off by default: the plain DCGAN).
     #[command(flatten)]
@@ -269,7 +286,9 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
         folder.write_samples(&mut run)?;
     }
 
-    let mut progress = Progress::new(run, folder, history, total_steps, args);
+    // Scores past the checkpoint's step belong to the stopped run's lost steps, as in metrics.csv.
+    let quality = read_quality(&folder.path().join(QUALITY_CSV), run.steps_done())?;
+    let mut progress = Progress::new(run, folder, history, quality, total_steps, args);
     progress.train()?;
     progress.finish(started.elapsed(), threads)
 }
@@ -479,6 +498,12 @@ struct Progress {
     total_steps: u64,
     sample_every: u64,
     checkpoint_every: u64,
+    /// Scoring every `eval_every` steps (0: off) with `eval_samples` samples.
+    eval_every: u64,
+    eval_samples: usize,
+    /// The classifier-based judge, loaded at the first score.
+    evaluator: Option<Evaluator>,
+    quality: Vec<QualityRow>,
     bar: ProgressBar,
     first_step: u64,
     /// Time spent in the training loop, writes included.
@@ -492,6 +517,7 @@ impl Progress {
         run: TrainingRun,
         folder: RunFolder,
         history: Vec<MetricsRow>,
+        quality: Vec<QualityRow>,
         total_steps: u64,
         args: &Args,
     ) -> Progress {
@@ -513,6 +539,10 @@ impl Progress {
             total_steps,
             sample_every: args.sample_every,
             checkpoint_every: args.checkpoint_every,
+            eval_every: args.eval_every,
+            eval_samples: args.eval_samples as usize,
+            evaluator: None,
+            quality,
             bar,
             first_step,
             loop_time: Duration::ZERO,
@@ -553,6 +583,9 @@ impl Progress {
             }
             if due(step, self.checkpoint_every) {
                 self.folder.write_progress(&self.run, &self.history)?;
+            }
+            if self.eval_every > 0 && step % self.eval_every == 0 {
+                self.score(step)?;
             }
             // Without a terminal the bar is hidden: log a line every 30 s instead.
             if self.bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(30) {
@@ -626,6 +659,20 @@ impl Progress {
 /// Returns whether a periodic write with interval `every` (0: never) falls on `step`.
 fn due(step: u64, every: u64) -> bool {
     every != 0 && step.is_multiple_of(every)
+}
+
+impl Progress {
+    /// Scores the generator at `step` and rewrites quality.csv and quality.png.
+    fn score(&mut self, step: u64) -> AppResult<()> {
+        if self.evaluator.is_none() {
+            self.evaluator = Some(Evaluator::shipped(EvalOptions::default())?);
+        }
+        let evaluator = self.evaluator.as_mut().expect("loaded above");
+        let metrics = self.run.evaluate(evaluator, self.eval_samples, EVAL_SEED)?;
+        self.quality.push(QualityRow::new(step, &metrics));
+        write_quality(self.folder.path(), &self.quality)?;
+        Ok(())
+    }
 }
 
 /// Formats a step's metrics for the progress bar. A `total_epochs` of 0 omits the epoch.

@@ -363,3 +363,32 @@ fn default_run_equals_the_plain_trainer() {
         "D parameters"
     );
 }
+
+#[test]
+fn scoring_changes_nothing_and_logs_round_trip() {
+    use dcgan::eval::{EvalOptions, Evaluator};
+    use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
+
+    let mut evaluator = Evaluator::shipped(EvalOptions::default()).unwrap();
+    let mut scored = start(settings());
+    let mut plain = start(settings());
+    take_steps(&mut scored, 3);
+    let first = scored.evaluate(&mut evaluator, 50, 1).unwrap();
+    take_steps(&mut scored, 3);
+    let second = scored.evaluate(&mut evaluator, 50, 1).unwrap();
+    take_steps(&mut plain, 6);
+    assert_eq!(checkpoint_bytes(&scored), checkpoint_bytes(&plain));
+    assert_eq!(first.samples, 50);
+    assert!(first.frechet_distance.is_finite() && second.frechet_distance.is_finite());
+
+    let folder = temp_folder("quality");
+    std::fs::create_dir_all(&folder).unwrap();
+    let rows = [QualityRow::new(3, &first), QualityRow::new(6, &second)];
+    write_quality(&folder, &rows).unwrap();
+    assert_eq!(read_quality(&folder.join(QUALITY_CSV), 6).unwrap(), rows);
+    assert_eq!(read_quality(&folder.join(QUALITY_CSV), 5).unwrap(), rows[..1]);
+    assert!(read_quality(&folder.join("missing.csv"), 6).unwrap().is_empty());
+    std::fs::write(folder.join(QUALITY_CSV), "header\n1,2,3\n").unwrap();
+    assert!(matches!(read_quality(&folder.join(QUALITY_CSV), 6), Err(Error::Format { .. })));
+    let _ = std::fs::remove_dir_all(&folder);
+}

@@ -14,6 +14,7 @@
 
 pub mod folder;
 pub mod metrics;
+pub mod quality;
 mod state;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, LastBatch, Mnist};
 use crate::error::{Error, Result};
+use crate::eval::{Evaluator, SampleMetrics};
 use crate::layers::{Mode, Network};
 use crate::models::DcganConfig;
 use crate::optim::AdamConfig;
@@ -278,6 +280,21 @@ impl TrainingRun {
     /// As [`Network::forward`].
     pub fn samples(&mut self) -> Result<Array4<f32>> {
         generate(self.trainer.generator_mut(), self.fixed_noise.clone())
+    }
+
+    /// Scores `count` samples of the generator, in evaluation mode on noise from `seed`, with
+    /// `evaluator`. Like [`samples`](Self::samples), it changes no state of the run.
+    ///
+    /// # Errors
+    /// As [`Evaluator::evaluate_generator`].
+    pub fn evaluate(
+        &mut self,
+        evaluator: &mut Evaluator,
+        count: usize,
+        seed: u64,
+    ) -> Result<SampleMetrics> {
+        let nz = self.settings.model.nz;
+        evaluator.evaluate_generator(self.trainer.generator_mut(), nz, count, seed, Mode::Eval)
     }
 
     /// Returns the settings.
