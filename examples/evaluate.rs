@@ -5,22 +5,20 @@
 //! cargo run --release --example evaluate -- --checkpoint runs/mnist/checkpoint.safetensors
 //! ```
 //!
-//! The checkpoint is one written by `examples/train_mnist.rs`: the generator's parameters and
-//! BatchNorm buffers as `generator.main.0.weight` and so on, and the run's settings as JSON
-//! metadata under `settings`, whose `model` field gives the generator's sizes. The metrics are
-//! printed as text and, with `--json`, written as JSON.
+//! The checkpoint is one written by `examples/train_mnist.rs` (any loss or trick, virtual batch
+//! norm included), loaded with `dcgan::run::load_generator`. The metrics are printed as text
+//! and, with `--json`, written as JSON.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 use dcgan::atomic::write_atomic;
-use dcgan::checkpoint::{Checkpoint, Scalar};
+use dcgan::checkpoint::Checkpoint;
 use dcgan::eval::{EvalOptions, Evaluator, DEFAULT_COVERAGE_THRESHOLD};
-use dcgan::layers::{BufferData, Mode, Network};
-use dcgan::models::DcganConfig;
-use dcgan::rng::{Rng, Stream};
+use dcgan::layers::Mode;
 use dcgan::run::folder::CHECKPOINT_FILE;
+use dcgan::run::load_generator;
 use dcgan::Error;
 
 /// The statistics that the generator's BatchNorm layers normalise with while sampling.
@@ -63,9 +61,6 @@ struct Args {
     /// Statistics used by the generator's BatchNorm layers.
     #[arg(long, value_enum, default_value_t = BatchNormMode::Running)]
     batch_norm: BatchNormMode,
-    /// Name prefix of the generator's tensors in the checkpoint.
-    #[arg(long, default_value = "generator")]
-    prefix: String,
     /// Also write the metrics as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -129,8 +124,8 @@ fn run(args: &Args) -> Result<(), Error> {
         args.checkpoint.clone()
     };
     let checkpoint = Checkpoint::load(&checkpoint_path)?;
-    let config = model_config(&checkpoint)?;
-    let mut generator = load_generator(&checkpoint, &config, &args.prefix)?;
+    let (settings, mut generator) = load_generator(&checkpoint)?;
+    let config = settings.model;
     let mut evaluator = Evaluator::shipped(options)?;
     let mode = match args.batch_norm {
         BatchNormMode::Running => Mode::Eval,
@@ -147,58 +142,4 @@ fn run(args: &Args) -> Result<(), Error> {
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// Reads the generator's sizes from the `model` field of the checkpoint's `settings` metadata.
-fn model_config(checkpoint: &Checkpoint) -> Result<DcganConfig, Error> {
-    let settings: serde_json::Value = checkpoint.get_json("settings")?;
-    let model = settings.get("model").cloned().ok_or_else(|| Error::Format {
-        format: "checkpoint",
-        reason: "metadata `settings` has no `model` field: expected the generator's sizes".into(),
-    })?;
-    let config: DcganConfig = serde_json::from_value(model).map_err(|err| Error::Format {
-        format: "checkpoint",
-        reason: format!("metadata `settings.model` is not a DCGAN configuration: {err}"),
-    })?;
-    config.validate()?;
-    Ok(config)
-}
-
-/// Builds the generator of `config` and loads its parameters and BatchNorm buffers from the
-/// tensors and scalars named `{prefix}.{name}`.
-fn load_generator(
-    checkpoint: &Checkpoint,
-    config: &DcganConfig,
-    prefix: &str,
-) -> Result<Network, Error> {
-    // The initial weights are all overwritten, so any stream will do.
-    let mut generator = config.generator(&mut Rng::stream(0, Stream::Init))?;
-    let params: Vec<(String, Vec<usize>)> =
-        generator.named_params().map(|t| (t.name, t.shape)).collect();
-    for (name, shape) in params {
-        generator.set_param(&name, checkpoint.get(&format!("{prefix}.{name}"), &shape)?)?;
-    }
-
-    // Running statistics are F32 tensors; batch counts are U64 scalars.
-    let buffers: Vec<(String, Vec<usize>, bool)> = generator
-        .named_buffers()
-        .map(|b| (b.name, b.shape, matches!(b.data, BufferData::F32(_))))
-        .collect();
-    for (name, shape, is_f32) in buffers {
-        let key = format!("{prefix}.{name}");
-        if is_f32 {
-            generator.set_buffer(&name, BufferData::F32(checkpoint.get(&key, &shape)?))?;
-        } else {
-            let count = match checkpoint.scalars.get(&key) {
-                Some(Scalar::U64(count)) => i64::try_from(*count).ok(),
-                _ => None,
-            };
-            let count = count.ok_or_else(|| Error::Format {
-                format: "checkpoint",
-                reason: format!("scalar `{key}` is missing or not a U64 below 2^63"),
-            })?;
-            generator.set_buffer(&name, BufferData::I64(&[count]))?;
-        }
-    }
-    Ok(generator)
 }
