@@ -35,7 +35,7 @@ pub struct Rng {
 }
 
 impl Rng {
-    /// The stream for `purpose` derived from `seed`.
+    /// Returns the stream for `purpose` derived from `seed`.
     pub fn stream(seed: u64, purpose: Stream) -> Self {
         let mut inner = Xoshiro256PlusPlus::seed_from_u64(seed);
         for _ in 0..purpose as u32 {
@@ -44,27 +44,27 @@ impl Rng {
         Rng { inner }
     }
 
-    /// A generator seeded directly, for tests and one-off uses.
+    /// Returns a generator seeded directly, for tests and one-off uses.
     pub fn from_seed(seed: u64) -> Self {
         Rng { inner: Xoshiro256PlusPlus::seed_from_u64(seed) }
     }
 
-    /// The next 64 random bits.
+    /// Returns the next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.inner.next_u64()
     }
 
-    /// A uniform `f64` in `[0, 1)` with 53 random bits.
+    /// Draws a uniform `f64` in `[0, 1)` with 53 random bits.
     pub fn uniform_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// A uniform `f32` in `[0, 1)` with 24 random bits.
+    /// Draws a uniform `f32` in `[0, 1)` with 24 random bits.
     pub fn uniform(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
     }
 
-    /// A uniform index in `0..bound` (Lemire's multiply-shift with rejection, no modulo bias).
+    /// Draws a uniform index in `0..bound` (Lemire's multiply-shift with rejection, no modulo bias).
     ///
     /// `bound` must be non-zero.
     pub fn below(&mut self, bound: usize) -> usize {
@@ -79,7 +79,7 @@ impl Rng {
         }
     }
 
-    /// A standard normal `f64` by the Box-Muller transform (one of the pair is used, so each
+    /// Draws a standard normal `f64` by the Box-Muller transform (one of the pair is used, so each
     /// draw consumes exactly two `u64`s and the stream position stays easy to reason about).
     pub fn normal_f64(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform_f64(); // (0, 1], so the logarithm is finite
@@ -87,7 +87,7 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
-    /// A normal `f32` with the given mean and standard deviation.
+    /// Draws a normal `f32` with the given mean and standard deviation.
     pub fn normal(&mut self, mean: f32, std: f32) -> f32 {
         mean + std * self.normal_f64() as f32
     }

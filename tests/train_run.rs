@@ -379,7 +379,8 @@ fn scoring_changes_nothing_and_logs_round_trip() {
     take_steps(&mut plain, 6);
     assert_eq!(checkpoint_bytes(&scored), checkpoint_bytes(&plain));
     assert_eq!(first.samples, 50);
-    assert!(first.frechet_distance.is_finite() && second.frechet_distance.is_finite());
+    assert!(first.frechet_distance.is_finite(), "first distance {}", first.frechet_distance);
+    assert!(second.frechet_distance.is_finite(), "second distance {}", second.frechet_distance);
 
     let folder = temp_folder("quality");
     std::fs::create_dir_all(&folder).unwrap();

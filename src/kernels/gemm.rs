@@ -2,12 +2,12 @@
 //!
 //! Matrices are views into slices with arbitrary non-negative row and column strides, so a
 //! transpose or a sub-block of a larger matrix costs nothing. [`gemm`] runs on one of two
-//! backends, chosen process-wide by [`set_gemm_backend`]: the crate's own
-//! `matrixmultiply::sgemm` (the default), or the crate's own [`packed_gemm::sgemm`], which is
-//! faster on the forward and grad-input products of the large layers but slower on grad-weight
-//! and on thin products, so that it loses on a whole training step. Both run each call on the calling
-//! thread (this crate builds matrixmultiply without its `threading` feature), and parallelism
-//! comes from running independent calls on rayon's workers.
+//! backends, chosen process-wide by [`set_gemm_backend`]. The default is
+//! `matrixmultiply::sgemm`. The other is the crate's own [`packed_gemm::sgemm`], which is faster
+//! on the forward and grad-input products of the large layers but slower on grad-weight and on
+//! thin products, so it loses on a whole training step. Both run each call on the calling thread
+//! (this crate builds matrixmultiply without its `threading` feature), and parallelism comes
+//! from running independent calls on rayon's workers.
 //!
 //! The views here differ from [`packed_gemm`]'s: their constructors panic
 //! instead of returning `Result`, because the lowering builds them from shapes it has already
