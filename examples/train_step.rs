@@ -5,13 +5,15 @@
 //! ```
 //!
 //! Arguments: the model (`dcgan64`: 3x64x64, ngf = ndf = 64; `dcgan32`: 1x32x32), the number of
-//! threads, and the number of timed steps after one warm-up step. `mnist` is the MNIST command's
+//! threads, and the number of timed steps after one warm-up step. `--backend packed` (or
+//! `matrixmultiply`, the default) before them selects the GEMM backend. `mnist` is the MNIST command's
 //! default model (1x32x32, ngf 64, ndf 16). Prints the median and minimum
 //! milliseconds per step. Run it under `/usr/bin/time -v` for the peak memory of a step.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
 use dcgan::rng::Rng;
@@ -21,7 +23,23 @@ use ndarray::Array4;
 const BATCH: usize = 64;
 
 fn run(args: &[String]) -> Result<(), String> {
-    let usage = "usage: train_step dcgan64|dcgan32|mnist THREADS STEPS";
+    let usage =
+        "usage: train_step [--backend packed|matrixmultiply] dcgan64|dcgan32|mnist THREADS STEPS";
+    let args = match args {
+        [flag, backend, rest @ ..] if flag == "--backend" => {
+            set_gemm_backend(match backend.as_str() {
+                "packed" => GemmBackend::Packed,
+                "matrixmultiply" => GemmBackend::MatrixMultiply,
+                other => {
+                    return Err(format!(
+                        "unknown backend {other:?}: expected packed or matrixmultiply"
+                    ))
+                }
+            });
+            rest
+        }
+        _ => args,
+    };
     let [model, threads, steps] = args else {
         return Err(usage.to_string());
     };
