@@ -28,7 +28,7 @@ pub use gan::GanTrainer;
 use ndarray::Array4;
 
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Mode, Network, ParamGrads};
+use crate::layers::{recycle, InputGrad, Mode, Network, ParamGrads};
 use crate::loss::{mean_probability, GanLoss};
 use crate::models::DcganConfig;
 use crate::optim::{Adam, AdamConfig, Optimizer};
@@ -235,7 +235,7 @@ impl Trainer {
         check_shape("noise shape", z.shape(), self.config.noise_shape(n))?;
 
         let fake = self.generator.forward(z, Mode::Train)?;
-        let d = self.discriminator_step(real, fake.clone())?;
+        let d = self.discriminator_step(real, recycle::copy_of(&fake))?;
         let g = self.generator_step(fake)?;
         Ok(StepStats {
             d_loss: d.loss,

@@ -9,7 +9,9 @@ use rayon::prelude::*;
 use wide::f32x8;
 
 use super::elementwise::{map_in_place, masked_scale, positive_mask, zip_in_place, PAR_CHUNK};
-use super::{check_grad_shape, no_forward_error, shape4, standard, Activation, Layer, Mode};
+use super::{
+    check_grad_shape, no_forward_error, recycle, shape4, standard, Activation, Layer, Mode,
+};
 use crate::error::{Error, Result};
 
 /// The sign mask of the last input, cached by ReLU and LeakyReLU for the backward pass.
@@ -226,7 +228,7 @@ impl Layer for Tanh {
         // formula loses relative precision near zero. It runs once per step on the generator's
         // output only.
         map_scalar(x.as_slice_mut().expect("standard layout"), f32::tanh);
-        self.output = Some(x.clone());
+        recycle::give_opt(self.output.replace(recycle::copy_of(&x)));
         Ok(x)
     }
 
@@ -277,7 +279,7 @@ impl Layer for Sigmoid {
     fn forward(&mut self, _params: &[f32], x: Array4<f32>, _mode: Mode) -> Result<Array4<f32>> {
         let mut x = standard(x);
         map_scalar(x.as_slice_mut().expect("standard layout"), sigmoid);
-        self.output = Some(x.clone());
+        recycle::give_opt(self.output.replace(recycle::copy_of(&x)));
         Ok(x)
     }
 

@@ -23,6 +23,7 @@ use wide::f32x8;
 
 use super::activation::{activate, activation_grad, negative_slope};
 use super::elementwise::{load, load_partial, store, store_partial, LANES};
+use super::recycle;
 use super::{
     check_grad_shape, no_forward_error, shape4, standard, Activation, Buffer, BufferData, Init,
     Layer, Mode, ParamSpec,
@@ -330,7 +331,7 @@ impl BatchNorm {
         };
 
         // Normalise in place (x becomes x_hat) and write the affine output, one sample per task.
-        let mut y = Array4::<f32>::zeros(shape);
+        let mut y = recycle::take(shape);
         let xs = x.as_slice_mut().expect("standard layout");
         let ys = y.as_slice_mut().expect("standard layout");
         xs.par_chunks_mut(c * plane).zip(ys.par_chunks_mut(c * plane)).for_each(|(xs, ys)| {
@@ -339,7 +340,8 @@ impl BatchNorm {
             }
         });
 
-        self.cache = Some(BnCache { x_hat: x, channels, mode, activation });
+        let old = self.cache.replace(BnCache { x_hat: x, channels, mode, activation });
+        recycle::give_opt(old.map(|cache| cache.x_hat));
         Ok(y)
     }
 }
@@ -519,6 +521,7 @@ impl Layer for BatchNorm {
             }
         }
         if !input_grad {
+            recycle::give(dy);
             return Ok(None);
         }
 

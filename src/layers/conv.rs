@@ -6,7 +6,7 @@
 use ndarray::Array4;
 
 use super::{
-    check_grad_shape, fill_uniform, no_forward_error, shape4, standard, Init, Layer, Mode,
+    check_grad_shape, fill_uniform, no_forward_error, recycle, shape4, standard, Init, Layer, Mode,
     ParamSpec,
 };
 use crate::error::{check_len, Error, Result};
@@ -141,7 +141,8 @@ impl Layer for Conv2d {
         let (weight, bias) = split_params(params, self.weight_len, bias_len)?;
         let x = standard(x);
         let output_shape = geometry.output_shape();
-        let mut y = Array4::<f32>::zeros(output_shape);
+        // The kernels overwrite every output value.
+        let mut y = recycle::take(output_shape);
         conv2d_forward(
             &geometry,
             x.as_slice().expect("standard layout"),
@@ -149,7 +150,8 @@ impl Layer for Conv2d {
             bias,
             y.as_slice_mut().expect("standard layout"),
         )?;
-        self.cache = Some(ConvCache { geometry, input: x, output_shape });
+        let old = self.cache.replace(ConvCache { geometry, input: x, output_shape });
+        recycle::give_opt(old.map(|cache| cache.input));
         Ok(y)
     }
 
@@ -181,10 +183,12 @@ impl Layer for Conv2d {
 
         // Input gradient, only when asked for.
         if !input_grad {
+            recycle::give(dy);
             return Ok(None);
         }
-        let mut dx = Array4::<f32>::zeros(g.input_shape());
+        let mut dx = recycle::take(g.input_shape());
         conv2d_grad_input(g, weight, dys, dx.as_slice_mut().expect("standard layout"))?;
+        recycle::give(dy);
         Ok(Some(dx))
     }
 }
@@ -264,7 +268,8 @@ impl Layer for ConvTranspose2d {
         let (weight, bias) = split_params(params, self.weight_len, bias_len)?;
         let x = standard(x);
         let output_shape = geometry.output_shape();
-        let mut y = Array4::<f32>::zeros(output_shape);
+        // The kernels overwrite every output value.
+        let mut y = recycle::take(output_shape);
         conv_transpose2d_forward(
             &geometry,
             x.as_slice().expect("standard layout"),
@@ -272,7 +277,8 @@ impl Layer for ConvTranspose2d {
             bias,
             y.as_slice_mut().expect("standard layout"),
         )?;
-        self.cache = Some(ConvCache { geometry, input: x, output_shape });
+        let old = self.cache.replace(ConvCache { geometry, input: x, output_shape });
+        recycle::give_opt(old.map(|cache| cache.input));
         Ok(y)
     }
 
@@ -304,10 +310,12 @@ impl Layer for ConvTranspose2d {
 
         // Input gradient, only when asked for.
         if !input_grad {
+            recycle::give(dy);
             return Ok(None);
         }
-        let mut dx = Array4::<f32>::zeros(g.input_shape());
+        let mut dx = recycle::take(g.input_shape());
         conv_transpose2d_grad_input(g, weight, dys, dx.as_slice_mut().expect("standard layout"))?;
+        recycle::give(dy);
         Ok(Some(dx))
     }
 }

@@ -24,6 +24,7 @@ pub(crate) mod elementwise;
 mod linear;
 mod network;
 mod pool;
+pub(crate) mod recycle;
 mod reshape;
 
 use ndarray::Array4;

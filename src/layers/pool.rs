@@ -13,7 +13,7 @@
 use ndarray::Array4;
 use rayon::prelude::*;
 
-use super::{check_grad_shape, no_forward_error, shape4, standard, Layer, Mode};
+use super::{check_grad_shape, no_forward_error, recycle, shape4, standard, Layer, Mode};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::MAX_TENSOR_ELEMENTS;
 
@@ -175,7 +175,7 @@ impl Layer for MaxPool2d {
         }
         let [_, _, h, w] = cache.input_shape;
         let [_, _, out_h, out_w] = cache.output_shape;
-        let mut dx = Array4::<f32>::zeros(cache.input_shape);
+        let mut dx = recycle::zeros(cache.input_shape);
         let (in_plane, out_plane) = (h * w, out_h * out_w);
         if in_plane == 0 || out_plane == 0 {
             return Ok(Some(dx));

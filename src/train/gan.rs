@@ -34,7 +34,7 @@ use ndarray::{concatenate, s, Array4, Axis};
 use super::config::{GanOptimizer, TrainConfig};
 use super::{check_shape, DiscriminatorStats, GeneratorStats, StepStats};
 use crate::error::{Error, Result};
-use crate::layers::{InputGrad, Mode, Network, ParamGrads};
+use crate::layers::{recycle, InputGrad, Mode, Network, ParamGrads};
 use crate::loss::mean_probability;
 use crate::models::DcganConfig;
 use crate::optim::Optimizer;
@@ -286,7 +286,7 @@ impl GanTrainer {
             let z = self.sample_noise(n);
             let fake = self.generate(z, Mode::Train)?;
             let kept_real = self.feature_layers.is_some().then(|| real.clone());
-            let d = self.discriminator_update(real, fake.clone(), sigma)?;
+            let d = self.discriminator_update(real, recycle::copy_of(&fake), sigma)?;
             sums.loss += d.loss;
             sums.d_real += d.d_real;
             sums.d_fake += d.d_fake;
