@@ -67,6 +67,118 @@ struct ConvCache<G> {
     output_shape: [usize; 4],
 }
 
+/// The kernel passes of one kind of convolution, over its checked geometry.
+trait Passes: std::fmt::Debug {
+    fn input_shape(&self) -> [usize; 4];
+    fn output_shape(&self) -> [usize; 4];
+    fn forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>, y: &mut [f32])
+        -> Result<()>;
+    fn grad_input(&self, weight: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()>;
+    fn grad_weight(&self, x: &[f32], dy: &[f32], dweight: &mut [f32]) -> Result<()>;
+    fn grad_bias(&self, dy: &[f32], dbias: &mut [f32]) -> Result<()>;
+}
+
+impl Passes for Conv2dGeometry {
+    fn input_shape(&self) -> [usize; 4] {
+        Conv2dGeometry::input_shape(self)
+    }
+    fn output_shape(&self) -> [usize; 4] {
+        Conv2dGeometry::output_shape(self)
+    }
+    fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
+        conv2d_forward(self, x, w, b, y)
+    }
+    fn grad_input(&self, weight: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        conv2d_grad_input(self, weight, dy, dx)
+    }
+    fn grad_weight(&self, x: &[f32], dy: &[f32], dweight: &mut [f32]) -> Result<()> {
+        conv2d_grad_weight(self, x, dy, dweight)
+    }
+    fn grad_bias(&self, dy: &[f32], dbias: &mut [f32]) -> Result<()> {
+        conv2d_grad_bias(self, dy, dbias)
+    }
+}
+
+impl Passes for ConvTranspose2dGeometry {
+    fn input_shape(&self) -> [usize; 4] {
+        ConvTranspose2dGeometry::input_shape(self)
+    }
+    fn output_shape(&self) -> [usize; 4] {
+        ConvTranspose2dGeometry::output_shape(self)
+    }
+    fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) -> Result<()> {
+        conv_transpose2d_forward(self, x, w, b, y)
+    }
+    fn grad_input(&self, weight: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        conv_transpose2d_grad_input(self, weight, dy, dx)
+    }
+    fn grad_weight(&self, x: &[f32], dy: &[f32], dweight: &mut [f32]) -> Result<()> {
+        conv_transpose2d_grad_weight(self, x, dy, dweight)
+    }
+    fn grad_bias(&self, dy: &[f32], dbias: &mut [f32]) -> Result<()> {
+        conv_transpose2d_grad_bias(self, dy, dbias)
+    }
+}
+
+/// Runs the forward pass of either convolution and caches its input, returning the replaced
+/// cache's memory to the buffer pool.
+fn forward_pass<G: Passes>(
+    cache: &mut Option<ConvCache<G>>,
+    geometry: G,
+    (weight, bias): (&[f32], Option<&[f32]>),
+    x: Array4<f32>,
+) -> Result<Array4<f32>> {
+    let x = standard(x);
+    let output_shape = geometry.output_shape();
+    // The kernels overwrite every output value.
+    let mut y = recycle::take(output_shape);
+    geometry.forward(
+        x.as_slice().expect("standard layout"),
+        weight,
+        bias,
+        y.as_slice_mut().expect("standard layout"),
+    )?;
+    let old = cache.replace(ConvCache { geometry, input: x, output_shape });
+    recycle::give_opt(old.map(|cache| cache.input));
+    Ok(y)
+}
+
+/// Runs the backward pass of either convolution. Adds the parameter gradients into `grads` when
+/// given, and returns the input gradient when `input_grad` is true.
+fn backward_pass<G: Passes>(
+    cache: &ConvCache<G>,
+    (weight, bias): (&[f32], Option<&[f32]>),
+    grads: Option<&mut [f32]>,
+    dy: Array4<f32>,
+    input_grad: bool,
+) -> Result<Option<Array4<f32>>> {
+    check_grad_shape(&dy, cache.output_shape)?;
+    let dy = standard(dy);
+    let dys = dy.as_slice().expect("standard layout");
+    let g = &cache.geometry;
+
+    // Parameter gradients, added into the caller's buffer.
+    if let Some(grads) = grads {
+        check_len("layer gradients", grads.len(), weight.len() + bias.map_or(0, <[f32]>::len))?;
+        let (dweight, dbias) = grads.split_at_mut(weight.len());
+        g.grad_weight(cache.input.as_slice().expect("standard layout"), dys, dweight)?;
+        if bias.is_some() {
+            g.grad_bias(dys, dbias)?;
+        }
+    }
+
+    // Input gradient, only when requested.
+    let dx = if input_grad {
+        let mut dx = recycle::take(g.input_shape());
+        g.grad_input(weight, dys, dx.as_slice_mut().expect("standard layout"))?;
+        Some(dx)
+    } else {
+        None
+    };
+    recycle::give(dy);
+    Ok(dx)
+}
+
 /// 2-D convolution (PyTorch's `nn.Conv2d`, without groups).
 ///
 /// Parameters: `weight` `[c_out, c_in, k_h, k_w]`, then `bias` `[c_out]` if enabled.
@@ -138,21 +250,8 @@ impl Layer for Conv2d {
     fn forward(&mut self, params: &[f32], x: Array4<f32>, _mode: Mode) -> Result<Array4<f32>> {
         let geometry = self.geometry(shape4(&x))?;
         let bias_len = self.bias.then_some(self.spec.c_out);
-        let (weight, bias) = split_params(params, self.weight_len, bias_len)?;
-        let x = standard(x);
-        let output_shape = geometry.output_shape();
-        // The kernels overwrite every output value.
-        let mut y = recycle::take(output_shape);
-        conv2d_forward(
-            &geometry,
-            x.as_slice().expect("standard layout"),
-            weight,
-            bias,
-            y.as_slice_mut().expect("standard layout"),
-        )?;
-        let old = self.cache.replace(ConvCache { geometry, input: x, output_shape });
-        recycle::give_opt(old.map(|cache| cache.input));
-        Ok(y)
+        let operands = split_params(params, self.weight_len, bias_len)?;
+        forward_pass(&mut self.cache, geometry, operands, x)
     }
 
     fn backward(
@@ -163,33 +262,14 @@ impl Layer for Conv2d {
         input_grad: bool,
     ) -> Result<Option<Array4<f32>>> {
         let cache = self.cache.as_ref().ok_or_else(|| no_forward_error("Conv2d"))?;
-        check_grad_shape(&dy, cache.output_shape)?;
         let bias_len = self.bias.then_some(self.spec.c_out);
-        let (weight, _) = split_params(params, self.weight_len, bias_len)?;
-        let dy = standard(dy);
-        let dys = dy.as_slice().expect("standard layout");
-        let g = &cache.geometry;
-
-        // Parameter gradients, added into the caller's buffer.
-        if let Some(grads) = grads {
-            check_len("layer gradients", grads.len(), params.len())?;
-            let (dweight, dbias) = grads.split_at_mut(self.weight_len);
-            let xs = cache.input.as_slice().expect("standard layout");
-            conv2d_grad_weight(g, xs, dys, dweight)?;
-            if self.bias {
-                conv2d_grad_bias(g, dys, dbias)?;
-            }
-        }
-
-        // Input gradient, only when asked for.
-        if !input_grad {
-            recycle::give(dy);
-            return Ok(None);
-        }
-        let mut dx = recycle::take(g.input_shape());
-        conv2d_grad_input(g, weight, dys, dx.as_slice_mut().expect("standard layout"))?;
-        recycle::give(dy);
-        Ok(Some(dx))
+        backward_pass(
+            cache,
+            split_params(params, self.weight_len, bias_len)?,
+            grads,
+            dy,
+            input_grad,
+        )
     }
 }
 
@@ -265,21 +345,8 @@ impl Layer for ConvTranspose2d {
     fn forward(&mut self, params: &[f32], x: Array4<f32>, _mode: Mode) -> Result<Array4<f32>> {
         let geometry = self.geometry(shape4(&x))?;
         let bias_len = self.bias.then_some(self.spec.c_out);
-        let (weight, bias) = split_params(params, self.weight_len, bias_len)?;
-        let x = standard(x);
-        let output_shape = geometry.output_shape();
-        // The kernels overwrite every output value.
-        let mut y = recycle::take(output_shape);
-        conv_transpose2d_forward(
-            &geometry,
-            x.as_slice().expect("standard layout"),
-            weight,
-            bias,
-            y.as_slice_mut().expect("standard layout"),
-        )?;
-        let old = self.cache.replace(ConvCache { geometry, input: x, output_shape });
-        recycle::give_opt(old.map(|cache| cache.input));
-        Ok(y)
+        let operands = split_params(params, self.weight_len, bias_len)?;
+        forward_pass(&mut self.cache, geometry, operands, x)
     }
 
     fn backward(
@@ -290,32 +357,13 @@ impl Layer for ConvTranspose2d {
         input_grad: bool,
     ) -> Result<Option<Array4<f32>>> {
         let cache = self.cache.as_ref().ok_or_else(|| no_forward_error("ConvTranspose2d"))?;
-        check_grad_shape(&dy, cache.output_shape)?;
         let bias_len = self.bias.then_some(self.spec.c_out);
-        let (weight, _) = split_params(params, self.weight_len, bias_len)?;
-        let dy = standard(dy);
-        let dys = dy.as_slice().expect("standard layout");
-        let g = &cache.geometry;
-
-        // Parameter gradients, added into the caller's buffer.
-        if let Some(grads) = grads {
-            check_len("layer gradients", grads.len(), params.len())?;
-            let (dweight, dbias) = grads.split_at_mut(self.weight_len);
-            let xs = cache.input.as_slice().expect("standard layout");
-            conv_transpose2d_grad_weight(g, xs, dys, dweight)?;
-            if self.bias {
-                conv_transpose2d_grad_bias(g, dys, dbias)?;
-            }
-        }
-
-        // Input gradient, only when asked for.
-        if !input_grad {
-            recycle::give(dy);
-            return Ok(None);
-        }
-        let mut dx = recycle::take(g.input_shape());
-        conv_transpose2d_grad_input(g, weight, dys, dx.as_slice_mut().expect("standard layout"))?;
-        recycle::give(dy);
-        Ok(Some(dx))
+        backward_pass(
+            cache,
+            split_params(params, self.weight_len, bias_len)?,
+            grads,
+            dy,
+            input_grad,
+        )
     }
 }
