@@ -1,12 +1,12 @@
 //! Every convolution and transposed-convolution layer of the two DCGAN configurations at batch
-//! 64: forward, grad-input and grad-weight separately, on rayon pools of 1 and 2 threads. Beside
-//! each pass runs matrixmultiply's sgemm on that pass's whole-batch GEMM shape, the roofline of
-//! the im2col + GEMM design.
+//! 64: forward, grad-input and grad-weight separately, on both GEMM backends and on rayon pools
+//! of 1 and 2 threads. Beside each pass runs matrixmultiply's sgemm on that pass's whole-batch
+//! GEMM shape, the roofline of the im2col + GEMM design.
 //!
 //! Throughput is reported as elements per second where one element is one floating-point
 //! operation of the pass's GEMM, `2 * m * k * n` per call, so criterion's `Gelem/s` reads as
-//! GFLOP/s. Benchmarks are named `dcgan64/G2_convT_512x256_4to8/fwd/threads=1`; filter them
-//! as usual, e.g. `cargo bench --bench kernels -- dcgan64/D2`.
+//! GFLOP/s. Benchmarks are named `dcgan64/G2_convT_512x256_4to8/fwd/packed/threads=1`; filter
+//! them as usual, e.g. `cargo bench --bench kernels -- dcgan64/D2` or `-- packed/threads=1`.
 //!
 //! `examples/conv_gflops.rs` prints the same comparison as one table.
 
@@ -16,9 +16,14 @@ mod dcgan_layers;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
 use dcgan_layers::{dcgan_layers, pool, GemmWorkload, Pass, Workload};
 
 const BATCH: usize = 64;
+
+/// The GEMM backends each pass runs on, with the name its benchmark ids use.
+const BACKENDS: [(GemmBackend, &str); 2] =
+    [(GemmBackend::Packed, "packed"), (GemmBackend::MatrixMultiply, "matrixmultiply")];
 
 fn kernels(c: &mut Criterion) {
     let pools = [(1, pool(1)), (2, pool(2))];
@@ -34,10 +39,15 @@ fn kernels(c: &mut Criterion) {
         let mut work = Workload::new(layer, BATCH);
         for pass in Pass::ALL {
             group.throughput(Throughput::Elements(layer.flops(pass, BATCH)));
-            for (threads, pool) in &pools {
-                let id = format!("{}/threads={threads}", pass.name());
-                group.bench_function(id, |b| b.iter(|| pool.install(|| work.run(pass))));
+            for (backend, backend_name) in BACKENDS {
+                set_gemm_backend(backend);
+                for (threads, pool) in &pools {
+                    let id = format!("{}/{backend_name}/threads={threads}", pass.name());
+                    group.bench_function(id, |b| b.iter(|| pool.install(|| work.run(pass))));
+                }
             }
+            // The roofline is matrixmultiply's sgemm on the pass's whole-batch GEMM shape.
+            set_gemm_backend(GemmBackend::MatrixMultiply);
             let mut sgemm = GemmWorkload::new(layer.gemm_shape(pass, BATCH));
             group.bench_function(format!("{}/sgemm", pass.name()), |b| b.iter(|| sgemm.run()));
         }
