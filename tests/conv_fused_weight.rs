@@ -58,6 +58,9 @@ fn shapes() -> Vec<(&'static str, Conv)> {
     vec![
         // 64 positions, k = 320: one tile, four chunks of folded groups.
         ("folded groups, chunks", conv(dcgan(20, 24), 16, 16, 16)),
+        // A grid of 64 x 130 x 256 floats, too large to fold for the whole batch at once:
+        // each item folds its own groups of 4 samples.
+        ("folded per item", conv(dcgan(1, 64), 130, 32, 32)),
         // k = 3200: four tiles and one chunk, groups of 16 positions folded.
         ("four k tiles", conv(dcgan(200, 8), 3, 8, 8)),
         // k = 1600: two tiles, two chunks.

@@ -44,6 +44,11 @@ const PARTIAL_ELEMENTS: usize = 1 << 24;
 /// [`KC`] are full and C is merged once per `KC` products.
 const FOLD_DEPTH: usize = 4 * KC;
 
+/// Largest grid that [`weight_product`] folds for the whole batch at once, `[c_out, n *
+/// positions]` (8 MiB), so that work items on different `k` tiles share one copy. A larger grid
+/// is folded group by group in each item.
+const SHARED_FOLD_ELEMENTS: usize = 1 << 21;
+
 /// Where `cols^T` comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
@@ -163,6 +168,21 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
     if k == 0 || c_out == 0 || g.n == 0 {
         return;
     }
+
+    // [c_out, n * positions]: the samples side by side, when folded groups can share it.
+    let p = plan.positions;
+    let shares = plan.layout == Layout::Window && plan.group > 1;
+    let columns = g.n * p;
+    let mut folded = Vec::new();
+    if shares && c_out * columns <= SHARED_FOLD_ELEMENTS {
+        folded = vec![0.0f32; c_out * columns];
+        folded.par_chunks_mut(columns).enumerate().for_each(|(co, row)| {
+            for (b, dst) in row.chunks_exact_mut(p).enumerate() {
+                copy(dst, &grid[(b * c_out + co) * p..][..p]);
+            }
+        });
+    }
+    let grid = Grid { samples: grid, folded: (!folded.is_empty()).then_some(&folded[..]) };
     let out = DisjointSlice::new(dweight);
     let add_tile = |columns: &Range<usize>, total: &[f32]| {
         for co in 0..c_out {
@@ -215,11 +235,19 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
+/// The grid `[n, c_out, positions]`, and optionally the same values folded for the whole
+/// batch, `[c_out, n * positions]`.
+#[derive(Clone, Copy)]
+struct Grid<'a> {
+    samples: &'a [f32],
+    folded: Option<&'a [f32]>,
+}
+
 /// `acc [c_out, columns] = sum over samples, in order, of grid * cols[columns, :]^T`: one GEMM
 /// per sample group, the first overwriting `acc`, the others adding to it.
 fn item_sum(
     plan: &Plan<'_>,
-    (image, grid): (&[f32], &[f32]),
+    (image, grid): (&[f32], Grid<'_>),
     (columns, samples): (&Range<usize>, Range<usize>),
     acc: &mut [f32],
     scratch: &mut Scratch,
@@ -227,6 +255,7 @@ fn item_sum(
     let (g, p, sample_len) = (plan.g, plan.positions, plan.sample_len());
     let c_out = g.c_out;
     let width = columns.len();
+    let (folded, grid) = (grid.folded, grid.samples);
     let mut beta = 0.0;
     let mut first = samples.start;
     while first < samples.end {
@@ -257,6 +286,9 @@ fn item_sum(
             Layout::Window => {
                 let a = if group.len() == 1 {
                     MatRef::from_checked(&grid[group.start * c_out * p..], [c_out, p], [p, 1])
+                } else if let Some(folded) = folded {
+                    let ld = g.n * p;
+                    MatRef::from_checked(&folded[group.start * p..], [c_out, depth], [ld, 1])
                 } else {
                     // [c_out, samples * positions], sample after sample.
                     let block = prefix(&mut scratch.grid, c_out * depth);
