@@ -368,8 +368,10 @@ impl<'a> WindowPacker<'a> {
         }
     }
 
-    /// Copies `shape` of sample `image [c_in, h, w]`, zero-padded, into `window`.
-    fn fill(&self, image: &[f32], shape: &WindowShape, window: &mut [f32]) {
+    /// Copies `shape` of sample `image [c_in, h, w]`, zero-padded, into `window`. With
+    /// `zeroed`, the padding entries of `window` already hold zeros (the previous fill had the
+    /// same shape) and only the image rows are copied.
+    fn fill(&self, image: &[f32], shape: &WindowShape, window: &mut [f32], zeroed: bool) {
         let g = self.g;
         let (plane, pad_w) = (g.h * g.w, g.pad[1]);
         let rows = window.chunks_exact_mut(shape.pitch);
@@ -377,29 +379,34 @@ impl<'a> WindowPacker<'a> {
             shape.channels.clone().flat_map(|ci| shape.rows.clone().map(move |r| (ci, r)));
         for (row, (ci, r)) in rows.zip(sources) {
             match r.checked_sub(g.pad[0]).filter(|&iy| iy < g.h) {
+                Some(iy) if zeroed => {
+                    copy(&mut row[pad_w..pad_w + g.w], &image[ci * plane + iy * g.w..][..g.w]);
+                }
                 Some(iy) => {
                     row[..pad_w].fill(0.0);
                     copy(&mut row[pad_w..pad_w + g.w], &image[ci * plane + iy * g.w..][..g.w]);
                     row[pad_w + g.w..].fill(0.0);
                 }
+                None if zeroed => {}
                 None => row.fill(0.0),
             }
         }
     }
 
-    /// The runs of one sliver of packed rows: columns `columns` (at most `NR`) of the column
-    /// matrix, read from `shape` at offsets relative to a position's top-left window entry.
+    /// Appends to `runs` the runs of one sliver of packed rows: columns `columns` (at most
+    /// `NR`) of the column matrix, read from `shape` at offsets relative to a position's
+    /// top-left window entry.
     fn runs(&self, columns: Range<usize>, shape: &WindowShape, runs: &mut Vec<Run>) {
         let g = self.g;
         let taps = g.k_h * g.k_w;
-        runs.clear();
+        let first = runs.len();
         for (j, column) in columns.enumerate() {
             let (ci, tap) = (column / taps, column % taps);
             let (ky, kx) = (tap / g.k_w, tap % g.k_w);
             let offset = (ci - shape.channels.start) * shape.channel_len()
                 + ky * g.dilation[0] * shape.pitch
                 + kx * g.dilation[1];
-            match runs.last_mut() {
+            match runs[first..].last_mut() {
                 Some(run) if run.offset + run.len == offset => run.len += 1,
                 _ => runs.push(Run { j, len: 1, offset }),
             }
@@ -414,7 +421,9 @@ impl PackB for WindowPacker<'_> {
         let sample_len = g.c_in * g.h * g.w;
         let columns = self.first_column + n0..self.first_column + n0 + nc;
         let (slivers, _) = dst.as_chunks_mut::<NR>();
-        let mut runs = Vec::with_capacity(NR);
+        // The runs of every sliver, and the window rows and channels they were made for.
+        let (mut runs, mut sliver_runs) = (Vec::new(), Vec::new());
+        let mut made_for = None;
 
         WINDOW.with(|window| {
             let mut window = window.borrow_mut();
@@ -426,21 +435,31 @@ impl PackB for WindowPacker<'_> {
                 let row0 = depth - k0;
                 depth += positions.len();
 
+                // Samples with the same window shape share the runs and the zero padding.
                 let shape = self.shape(&columns, &positions);
+                let key = (shape.channels.clone(), shape.rows.clone());
+                let same = made_for.as_ref() == Some(&key);
+                if !same {
+                    (runs.clear(), sliver_runs.clear());
+                    for s in 0..nc.div_ceil(NR) {
+                        let start = runs.len();
+                        let end = columns.end.min(columns.start + (s + 1) * NR);
+                        self.runs(columns.start + s * NR..end, &shape, &mut runs);
+                        sliver_runs.push((start..runs.len(), end - columns.start - s * NR));
+                    }
+                    made_for = Some(key);
+                }
                 let image = &self.images[sample * sample_len..][..sample_len];
                 let window = prefix(&mut window, shape.len());
-                self.fill(image, &shape, window);
+                self.fill(image, &shape, window, same);
 
-                for (s, sliver) in slivers.chunks_exact_mut(kc).enumerate() {
-                    let sliver_columns =
-                        columns.start + s * NR..columns.end.min(columns.start + (s + 1) * NR);
-                    self.runs(sliver_columns.clone(), &shape, &mut runs);
+                for (sliver, (run_range, width)) in slivers.chunks_exact_mut(kc).zip(&sliver_runs) {
                     let rows = &mut sliver[row0..row0 + positions.len()];
                     let bases = positions.clone().map(|q| {
                         let (oy, ox) = (q / g.out_w, q % g.out_w);
                         (oy * g.stride[0] - shape.rows.start) * shape.pitch + ox * g.stride[1]
                     });
-                    gather_rows(window, &runs, sliver_columns.len(), bases, rows);
+                    gather_rows(window, &runs[run_range.clone()], *width, bases, rows);
                 }
             }
         });
