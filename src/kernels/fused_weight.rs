@@ -374,21 +374,23 @@ impl<'a> WindowPacker<'a> {
     fn fill(&self, image: &[f32], shape: &WindowShape, window: &mut [f32], zeroed: bool) {
         let g = self.g;
         let (plane, pad_w) = (g.h * g.w, g.pad[1]);
-        let rows = window.chunks_exact_mut(shape.pitch);
-        let sources =
-            shape.channels.clone().flat_map(|ci| shape.rows.clone().map(move |r| (ci, r)));
-        for (row, (ci, r)) in rows.zip(sources) {
-            match r.checked_sub(g.pad[0]).filter(|&iy| iy < g.h) {
-                Some(iy) if zeroed => {
-                    copy(&mut row[pad_w..pad_w + g.w], &image[ci * plane + iy * g.w..][..g.w]);
-                }
-                Some(iy) => {
-                    row[..pad_w].fill(0.0);
-                    copy(&mut row[pad_w..pad_w + g.w], &image[ci * plane + iy * g.w..][..g.w]);
-                    row[pad_w + g.w..].fill(0.0);
-                }
-                None if zeroed => {}
-                None => row.fill(0.0),
+        // Padded rows `inside` hold image rows; the others are padding.
+        let inside = shape.rows.start.clamp(g.pad[0], g.pad[0] + g.h)
+            ..shape.rows.end.clamp(g.pad[0], g.pad[0] + g.h);
+        let channels = window.chunks_exact_mut(shape.channel_len());
+        for (ci, channel) in shape.channels.clone().zip(channels) {
+            if !zeroed {
+                channel.fill(0.0);
+            }
+            if inside.is_empty() {
+                continue;
+            }
+            let first = (inside.start - shape.rows.start) * shape.pitch;
+            let rows = channel[first..].chunks_exact_mut(shape.pitch);
+            let source =
+                &image[ci * plane + (inside.start - g.pad[0]) * g.w..][..inside.len() * g.w];
+            for (row, src) in rows.zip(source.chunks_exact(g.w)) {
+                copy(&mut row[pad_w..pad_w + g.w], src);
             }
         }
     }
