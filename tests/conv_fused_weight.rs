@@ -1,7 +1,8 @@
 //! The grad-weight product on the packed GEMM backend, where im2col is fused into the packing:
 //! random shapes against the f64 reference, DCGAN-like shapes that reach each of its branches
 //! (folded sample groups, per-sample calls, several `k` tiles, batch chunks, the 1x1-grid and
-//! pointwise layouts, kernels whose rows are not runs of 4), accumulation into the gradient,
+//! pointwise layouts, kernels whose rows are not runs of 4, the transposed product of a narrow
+//! `k`), accumulation into the gradient,
 //! and bit-identical results on rayon pools of 1, 2 and 7 threads.
 //!
 //! Every test here selects `GemmBackend::Packed`, the only backend this binary uses, so the
@@ -60,7 +61,14 @@ fn shapes() -> Vec<(&'static str, Conv)> {
         ("folded groups, chunks", conv(dcgan(20, 24), 16, 16, 16)),
         // A grid of 64 x 130 x 256 floats, too large to fold for the whole batch at once:
         // each item folds its own groups of 4 samples.
-        ("folded per item", conv(dcgan(1, 64), 130, 32, 32)),
+        ("folded per item", conv(dcgan(3, 64), 130, 32, 32)),
+        // k = 16 below one sliver: dW^T = cols * grid^T, one sample per call at 256
+        // positions, folded groups at 64 (shared, or per item for a 64 x 520 x 64 grid).
+        ("narrow k", conv(dcgan(1, 64), 6, 32, 32)),
+        ("narrow k, transposed", conv_t(dcgan_t(64, 1), 6, 16, 16)),
+        ("narrow k, folded", conv(dcgan(1, 64), 6, 16, 16)),
+        ("narrow k, folded per item", conv(dcgan(1, 64), 520, 16, 16)),
+        ("narrow k, per sample", conv(Conv2dSpec::new(2, 64, 3).padding(1), 3, 40, 40)),
         // k = 3200: four tiles and one chunk, groups of 16 positions folded.
         ("four k tiles", conv(dcgan(200, 8), 3, 8, 8)),
         // k = 1600: two tiles, two chunks.

@@ -25,7 +25,9 @@ use rayon::prelude::*;
 use super::disjoint::DisjointSlice;
 use super::elementwise::{add_assign, copy};
 use super::geometry::ConvGeometry;
-use super::packed_gemm::{sgemm_with_packer, MatMut, MatRef, PackB, KC, NR};
+use super::im2col::im2col;
+use super::packed_gemm::{sgemm_with_packer, MatMut, MatRef, PackB, KC, MR, NR};
+use super::phases::{PhasePlan, Tile};
 
 /// Columns of `dW` per work item, at most: a whole number of `NR`-wide slivers, so that tiles
 /// after the first start on a sliver boundary, and narrow enough that a large layer has
@@ -76,6 +78,21 @@ struct Plan<'g> {
     k_tiles: usize,
     /// Batch chunks per tile.
     chunks: usize,
+    /// For a narrow `k` (see [`narrow`]), the phase planes of the im2col that computes
+    /// `dW^T = cols * grid^T` instead.
+    narrow: Option<PhasePlan>,
+}
+
+/// Fraction of the `MR x NR` microtiles of an `m x n` product that lies inside it.
+fn tile_use(m: usize, n: usize) -> f64 {
+    (m * n) as f64 / (m.next_multiple_of(MR) * n.next_multiple_of(NR)) as f64
+}
+
+/// Whether `dW^T [k, c_out] = cols * grid^T` fills the microtiles better than `dW = grid *
+/// cols^T`: a `k` below one sliver, such as the 16 columns of a one-channel 4 x 4 layer, would
+/// leave most of each `NR`-wide tile empty.
+fn narrow(g: &ConvGeometry) -> bool {
+    g.k() < NR && tile_use(g.k(), g.c_out) > tile_use(g.c_out, g.k())
 }
 
 impl<'g> Plan<'g> {
@@ -104,6 +121,9 @@ impl<'g> Plan<'g> {
             // One call per chunk: the chunk's samples are the depth.
             Layout::Whole => g.n,
             Layout::Pointwise => 1,
+            // The narrow product reads each sample's grid in place as B, so it folds only
+            // samples too small to fill a depth block of `KC`.
+            Layout::Window if narrow(g) => (KC / positions.max(1)).clamp(1, g.n.max(1)),
             Layout::Window => (FOLD_DEPTH / positions.max(1)).clamp(1, g.n.max(1)),
         };
         let k = g.k();
@@ -112,7 +132,8 @@ impl<'g> Plan<'g> {
         let k_tiles = k.div_ceil(tile_columns).max(1);
         let fits = (PARTIAL_ELEMENTS / (g.c_out * tile_columns * k_tiles).max(1)).max(1);
         let chunks = MIN_ITEMS.div_ceil(k_tiles).min(g.n).min(fits).max(1);
-        Plan { g, layout, positions, group, tile_columns, k_tiles, chunks }
+        let narrow = (layout == Layout::Window && narrow(g)).then(|| PhasePlan::new(g));
+        Plan { g, layout, positions, group, tile_columns, k_tiles, chunks, narrow }
     }
 
     /// Columns of `dW` in tile `kt`.
@@ -138,6 +159,10 @@ struct Scratch {
     grid: Vec<f32>,
     /// The accumulator of one work item, `[c_out, tile]`.
     acc: Vec<f32>,
+    /// A column-matrix block of a narrow `k`, `[k, samples * positions]`.
+    cols: Vec<f32>,
+    /// Phase planes of one image channel, for im2col.
+    planes: Vec<f32>,
 }
 
 thread_local! {
@@ -256,12 +281,13 @@ fn item_sum(
     let c_out = g.c_out;
     let width = columns.len();
     let (folded, grid) = (grid.folded, grid.samples);
+    let Scratch { grid: gathered, cols, planes, .. } = scratch;
     let mut beta = 0.0;
     let mut first = samples.start;
     while first < samples.end {
         let group = first..(first + plan.group).min(samples.end);
         let depth = group.len() * p;
-        let c = MatMut::from_checked(acc, [c_out, width], [width, 1]);
+        let c = MatMut::from_checked(&mut *acc, [c_out, width], [width, 1]);
         let result = match plan.layout {
             Layout::Whole => {
                 // A [c_out, samples] from grid [n, c_out]; B [samples, columns] from the image.
@@ -291,7 +317,7 @@ fn item_sum(
                     MatRef::from_checked(&folded[group.start * p..], [c_out, depth], [ld, 1])
                 } else {
                     // [c_out, samples * positions], sample after sample.
-                    let block = prefix(&mut scratch.grid, c_out * depth);
+                    let block = prefix(gathered, c_out * depth);
                     for (s, b) in group.clone().enumerate() {
                         for co in 0..c_out {
                             let src = &grid[(b * c_out + co) * p..][..p];
@@ -300,9 +326,26 @@ fn item_sum(
                     }
                     MatRef::from_checked(block, [c_out, depth], [depth, 1])
                 };
-                let images = &image[group.start * sample_len..group.end * sample_len];
-                let packer = WindowPacker::new(g, images, columns.start);
-                sgemm_with_packer(1.0, a, &packer, beta, c)
+                match &plan.narrow {
+                    Some(phases) => {
+                        // dW^T [k, c_out] (+)= cols [k, depth] * grid^T [depth, c_out]
+                        let cols = prefix(cols, width * depth);
+                        let tile = Tile { rows: columns.clone(), positions: 0..p };
+                        let planes = prefix(planes, phases.window(g, &tile).len());
+                        for (s, b) in group.clone().enumerate() {
+                            let x = &image[b * sample_len..][..sample_len];
+                            im2col(g, phases, x, &tile, (&mut cols[s * p..], depth), planes);
+                        }
+                        let cols = MatRef::from_checked(cols, [width, depth], [depth, 1]);
+                        let c_t = MatMut::from_checked(&mut *acc, [width, c_out], [1, width]);
+                        sgemm_with_packer(1.0, cols, &a.t(), beta, c_t)
+                    }
+                    None => {
+                        let images = &image[group.start * sample_len..group.end * sample_len];
+                        let packer = WindowPacker::new(g, images, columns.start);
+                        sgemm_with_packer(1.0, a, &packer, beta, c)
+                    }
+                }
             }
         };
         result
