@@ -1,9 +1,9 @@
-//! The grad-weight product on the packed GEMM backend, where im2col is fused into the packing:
-//! random shapes against the f64 reference, DCGAN-like shapes that reach each of its branches
-//! (folded sample groups, per-sample calls, several `k` tiles, batch chunks, the 1x1-grid and
-//! pointwise layouts, kernels whose rows are not runs of 4, the transposed product of a narrow
-//! `k`), accumulation into the gradient,
-//! and bit-identical results on rayon pools of 1, 2 and 7 threads.
+//! The grad-weight product on the packed GEMM backend, where im2col is fused into the packing.
+//! The tests compare it with the f64 reference on random shapes and on DCGAN-like shapes that
+//! reach each branch: folded sample groups, per-sample calls, several `k` tiles, batch chunks,
+//! the 1x1-grid and pointwise layouts, kernels whose rows are not runs of 4, and the transposed
+//! product of a narrow `k`. They also check accumulation into the gradient and bit-identical
+//! results on rayon pools of 1, 2 and 7 threads.
 //!
 //! Every test here selects `GemmBackend::Packed`, the only backend this binary uses, so the
 //! tests can run concurrently.
@@ -51,7 +51,7 @@ fn dcgan_t(c_in: usize, c_out: usize) -> ConvTranspose2dSpec {
 
 /// Shapes that reach each branch of the fused pass. `k` is `c_in * 16` for the 4 x 4 kernels
 /// (the image side: a transposed convolution's output channels), tiles hold up to 1056
-/// columns, and samples with fewer than 1024 positions are folded.
+/// columns, and samples with at most 512 positions are folded (128 for a narrow `k`).
 fn shapes() -> Vec<(&'static str, Conv)> {
     let conv = |spec: Conv2dSpec, n, h, w| Conv::Forward(spec.geometry(n, h, w).unwrap());
     let conv_t =
@@ -120,7 +120,8 @@ fn adds_into_the_gradient() {
     }
 }
 
-/// A random convolution or transposed convolution within the bounds of `conv_props.rs`.
+/// Generates a random convolution or transposed convolution within the bounds of
+/// `conv_props.rs`.
 fn random_conv() -> impl Strategy<Value = Conv> {
     let sizes = (1..=4usize, 1..=8usize, 1..=8usize, 1..=12usize, 1..=12usize);
     let pairs = (

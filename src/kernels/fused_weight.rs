@@ -4,14 +4,19 @@
 //! GEMM per sample group whose depth is the group's positions, side by side:
 //!
 //! - A is the grid of one sample, read in place (`[c_out, positions]`, row-major, which
-//!   `packed_gemm` transposes in registers while packing), or the grids of a folded group of
-//!   samples gathered side by side when a sample has fewer than [`FOLD_DEPTH`] positions.
+//!   `packed_gemm` transposes in registers while packing), or, when a sample has at most
+//!   `FOLD_DEPTH / 2` positions, the grids of a group of samples side by side. Those are
+//!   gathered once per call for the whole batch when the grid is small
+//!   ([`SHARED_FOLD_ELEMENTS`]), otherwise per group in each work item.
 //! - B is `cols^T`, packed straight from the image by a [`PackB`] closure: for each sample a
 //!   depth block touches, the channels of the block's `k` rows are copied into a zero-padded
 //!   window, and each packed row (one position) is then a list of runs from that window, `k_w`
 //!   floats long for a unit-dilation kernel (12 runs of 4 for DCGAN's 4 x 4 kernels).
 //! - Layouts where `cols^T` is a strided view of the image ([`Layout::Whole`],
 //!   [`Layout::Pointwise`]) hand that view to the packer instead.
+//! - When `k` is narrower than a microtile and `c_out` is not ([`narrow`]), the product runs
+//!   transposed, `dW^T [k, c_out] = cols * grid^T`: im2col packs `cols` into scratch, and the
+//!   grid is B, read in place.
 //!
 //! Work items are (k tile, batch chunk) pairs. Tiles and chunks are computed from the geometry
 //! alone; each item sums its chunk in sample order into its own accumulator, and the chunks of
@@ -41,9 +46,9 @@ const MIN_ITEMS: usize = 4;
 /// Largest total of partial sums that splitting the batch into chunks may allocate (64 MiB).
 const PARTIAL_ELEMENTS: usize = 1 << 24;
 
-/// GEMM depth a folded group aims for: samples with fewer positions are gathered side by side
-/// until their positions fill this many rows of B, so that `packed_gemm`'s depth blocks of
-/// [`KC`] are full and C is merged once per `KC` products.
+/// GEMM depth a folded group aims for. Samples with fewer positions are gathered side by side
+/// until their positions fill this many rows of B. Then `packed_gemm`'s depth blocks of [`KC`]
+/// are full, and C is merged once per `KC` products.
 const FOLD_DEPTH: usize = 4 * KC;
 
 /// Largest grid that [`weight_product`] folds for the whole batch at once, `[c_out, n *
@@ -51,7 +56,7 @@ const FOLD_DEPTH: usize = 4 * KC;
 /// is folded group by group in each item.
 const SHARED_FOLD_ELEMENTS: usize = 1 << 21;
 
-/// Where `cols^T` comes from.
+/// The source of `cols^T`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     /// The kernel covers the whole unpadded image (a 1x1 grid): row `b` of `cols^T` for the
@@ -88,9 +93,9 @@ fn tile_use(m: usize, n: usize) -> f64 {
     (m * n) as f64 / (m.next_multiple_of(MR) * n.next_multiple_of(NR)) as f64
 }
 
-/// Whether `dW^T [k, c_out] = cols * grid^T` fills the microtiles better than `dW = grid *
-/// cols^T`: a `k` below one sliver, such as the 16 columns of a one-channel 4 x 4 layer, would
-/// leave most of each `NR`-wide tile empty.
+/// Returns whether `dW^T [k, c_out] = cols * grid^T` fills the microtiles better than `dW =
+/// grid * cols^T`. A `k` below one sliver, such as the 16 columns of a one-channel 4 x 4
+/// layer, would leave most of each `NR`-wide tile empty.
 fn narrow(g: &ConvGeometry) -> bool {
     g.k() < NR && tile_use(g.k(), g.c_out) > tile_use(g.c_out, g.k())
 }
@@ -117,6 +122,7 @@ impl<'g> Plan<'g> {
         } else {
             Layout::Window
         };
+
         let group = match layout {
             // One call per chunk: the chunk's samples are the depth.
             Layout::Whole => g.n,
@@ -126,6 +132,8 @@ impl<'g> Plan<'g> {
             Layout::Window if narrow(g) => (KC / positions.max(1)).clamp(1, g.n.max(1)),
             Layout::Window => (FOLD_DEPTH / positions.max(1)).clamp(1, g.n.max(1)),
         };
+
+        // Tiles of whole slivers, then enough batch chunks for MIN_ITEMS items.
         let k = g.k();
         let k_tiles = k.div_ceil(TILE_COLUMNS).max(1);
         let tile_columns = k.div_ceil(k_tiles).next_multiple_of(NR);
@@ -167,8 +175,8 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    /// The padded image window the packer gathers from. Separate from [`SCRATCH`], which the
-    /// work item holds while the GEMM calls the packer.
+    /// The padded image window the packer gathers from. It is separate from [`SCRATCH`]
+    /// because the work item keeps that borrowed while the GEMM calls the packer.
     static WINDOW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -185,7 +193,7 @@ fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// `lowering::weight_product`.
 ///
 /// One work item per (k tile, batch chunk). With one chunk, an item sums the whole batch in
-/// scratch and adds it to its columns of `dweight`; with several, items write partial sums and
+/// scratch and adds it to its columns of `dweight`. With several, items write partial sums, and
 /// each tile then adds its chunks in order.
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
     let plan = Plan::new(g);
@@ -269,7 +277,8 @@ struct Grid<'a> {
 }
 
 /// `acc [c_out, columns] = sum over samples, in order, of grid * cols[columns, :]^T`: one GEMM
-/// per sample group, the first overwriting `acc`, the others adding to it.
+/// per sample group, the first overwriting `acc`, the others adding to it. A narrow plan
+/// writes the same sums through the transposed view of `acc`.
 fn item_sum(
     plan: &Plan<'_>,
     (image, grid): (&[f32], Grid<'_>),
@@ -397,7 +406,7 @@ impl<'a> WindowPacker<'a> {
         WindowPacker { g, images, first_column }
     }
 
-    /// The window that positions `positions` of the column rows `columns` read.
+    /// Computes the window that positions `positions` of the column rows `columns` read.
     fn shape(&self, columns: &Range<usize>, positions: &Range<usize>) -> WindowShape {
         let g = self.g;
         let taps = g.k_h * g.k_w;
@@ -417,7 +426,7 @@ impl<'a> WindowPacker<'a> {
     fn fill(&self, image: &[f32], shape: &WindowShape, window: &mut [f32], zeroed: bool) {
         let g = self.g;
         let (plane, pad_w) = (g.h * g.w, g.pad[1]);
-        // Padded rows `inside` hold image rows; the others are padding.
+        // Padded rows `inside` contain image rows, and the others are padding.
         let inside = shape.rows.start.clamp(g.pad[0], g.pad[0] + g.h)
             ..shape.rows.end.clamp(g.pad[0], g.pad[0] + g.h);
         let channels = window.chunks_exact_mut(shape.channel_len());
@@ -485,7 +494,8 @@ impl PackB for WindowPacker<'_> {
                 let key = (shape.channels.clone(), shape.rows.clone());
                 let same = made_for.as_ref() == Some(&key);
                 if !same {
-                    (runs.clear(), sliver_runs.clear());
+                    runs.clear();
+                    sliver_runs.clear();
                     for s in 0..nc.div_ceil(NR) {
                         let start = runs.len();
                         let end = columns.end.min(columns.start + (s + 1) * NR);

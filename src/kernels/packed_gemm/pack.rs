@@ -63,9 +63,10 @@ pub fn pack_a(a: &MatRef<'_>, i0: usize, mc: usize, k0: usize, kc: usize, dst: &
 }
 
 /// Packs the leading pairs of whole slivers of a row-major A block (`a[i0..i0 + mc, k0..k0 +
-/// kc]` with row stride `rs` and column stride 1) and returns how many slivers it packed. With
-/// AVX-512 and `2 * MR == 16`, the 16 rows of a pair share each 16 x 16 transpose, where
-/// [`pack_rows_transposed`] would fill half of every block with zeros; otherwise it packs none.
+/// kc]` with row stride `rs` and column stride 1) and returns how many slivers it packed.
+///
+/// With AVX-512 and `2 * MR == 16`, the 16 rows of a pair share each 16 x 16 transpose, where
+/// [`pack_rows_transposed`] would fill half of every block with zeros. Otherwise it packs none.
 fn pack_row_pairs(
     data: &[f32],
     i0: usize,
