@@ -24,6 +24,7 @@
 
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
 
@@ -180,6 +181,35 @@ thread_local! {
     static WINDOW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The folded grid and the partial sums of the last call, kept so that the next call of a
+/// similar shape reuses their pages instead of allocating and zeroing new ones.
+static FOLDED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+static PARTIALS: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+
+/// Largest buffer kept in [`FOLDED`] or [`PARTIALS`] between calls (16 MiB).
+const KEPT_ELEMENTS: usize = 1 << 22;
+
+/// Takes the buffer kept in `slot`, or an empty one while another call holds it, grown to at
+/// least `len` elements. Its contents are stale: callers write every element they read.
+fn take_buffer(slot: &Mutex<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut buffer = std::mem::take(&mut *slot.lock().unwrap_or_else(PoisonError::into_inner));
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    buffer
+}
+
+/// Keeps `buffer` in `slot` for the next call, unless it is larger than [`KEPT_ELEMENTS`] or
+/// smaller than the buffer already kept there.
+fn keep_buffer(slot: &Mutex<Vec<f32>>, buffer: Vec<f32>) {
+    if buffer.len() <= KEPT_ELEMENTS {
+        let mut kept = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < buffer.len() {
+            *kept = buffer;
+        }
+    }
+}
+
 /// Returns the first `len` elements of `buffer`, growing it if needed. Old contents are kept.
 fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buffer.len() < len {
@@ -206,16 +236,17 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
     let p = plan.positions;
     let shares = plan.layout == Layout::Window && plan.group > 1;
     let columns = g.n * p;
-    let mut folded = Vec::new();
-    if shares && c_out * columns <= SHARED_FOLD_ELEMENTS {
-        folded = vec![0.0f32; c_out * columns];
+    let fold = shares && c_out * columns <= SHARED_FOLD_ELEMENTS;
+    let mut folded = if fold { take_buffer(&FOLDED, c_out * columns) } else { Vec::new() };
+    if fold {
+        let folded = &mut folded[..c_out * columns];
         folded.par_chunks_mut(columns).enumerate().for_each(|(co, row)| {
             for (b, dst) in row.chunks_exact_mut(p).enumerate() {
                 copy(dst, &grid[(b * c_out + co) * p..][..p]);
             }
         });
     }
-    let grid = Grid { samples: grid, folded: (!folded.is_empty()).then_some(&folded[..]) };
+    let grid = Grid { samples: grid, folded: fold.then(|| &folded[..c_out * columns]) };
     let out = DisjointSlice::new(dweight);
     let add_tile = |columns: &Range<usize>, total: &[f32]| {
         for co in 0..c_out {
@@ -238,12 +269,15 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
                 scratch.acc = acc;
             });
         });
+        keep_buffer(&FOLDED, folded);
         return;
     }
 
     // [k tile][chunk][c_out, tile]
     let tile_len = c_out * plan.tile_columns;
-    let mut partials = vec![0.0f32; plan.k_tiles * plan.chunks * tile_len];
+    let len = plan.k_tiles * plan.chunks * tile_len;
+    let mut buffer = take_buffer(&PARTIALS, len);
+    let partials = &mut buffer[..len];
     partials.par_chunks_mut(tile_len).enumerate().for_each(|(item, acc)| {
         let (kt, chunk) = (item / plan.chunks, item % plan.chunks);
         let columns = plan.tile(kt);
@@ -260,6 +294,8 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
         }
         add_tile(&columns, &total[..len]);
     });
+    keep_buffer(&PARTIALS, buffer);
+    keep_buffer(&FOLDED, folded);
 }
 
 /// Runs `f` on this thread's scratch. `f` must not start rayon work: a task stolen while the
