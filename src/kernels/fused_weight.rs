@@ -189,8 +189,9 @@ static PARTIALS: Mutex<Vec<f32>> = Mutex::new(Vec::new());
 /// Largest buffer kept in [`FOLDED`] or [`PARTIALS`] between calls (16 MiB).
 const KEPT_ELEMENTS: usize = 1 << 22;
 
-/// Takes the buffer kept in `slot`, or an empty one while another call holds it, grown to at
-/// least `len` elements. Its contents are stale: callers write every element they read.
+/// Takes the buffer kept in `slot`, or an empty one while another call has taken it, grown to
+/// at least `len` elements. Its contents are stale, so callers write every element before they
+/// read it.
 fn take_buffer(slot: &Mutex<Vec<f32>>, len: usize) -> Vec<f32> {
     let mut buffer = std::mem::take(&mut *slot.lock().unwrap_or_else(PoisonError::into_inner));
     if buffer.len() < len {
@@ -219,7 +220,7 @@ fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// `dweight += sum over samples of grid * cols^T` on `packed_gemm`, for `image [n, c_in, h,
-/// w]`, `grid [n, c_out, positions]` and `dweight [c_out, k]`; the contract of
+/// w]`, `grid [n, c_out, positions]` and `dweight [c_out, k]`, with the contract of
 /// `lowering::weight_product`.
 ///
 /// One work item per (k tile, batch chunk). With one chunk, an item sums the whole batch in
