@@ -545,6 +545,10 @@ pub(crate) fn grid_to_image(
 /// and the chunks of a tile are added in chunk order. The number of chunks depends on the tile
 /// count and the batch size alone.
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
+    // The packed backend runs the product with im2col fused into its packing.
+    if super::gemm::gemm_backend() == super::gemm::GemmBackend::Packed {
+        return super::fused_weight::weight_product(g, image, grid, dweight);
+    }
     let (k, c_out) = (g.k(), g.c_out);
     let k_tiles = k.div_ceil(K_TILE);
     // The k tiles alone may give the threads enough work; then groups grow to full GEMM width.

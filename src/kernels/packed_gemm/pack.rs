@@ -25,8 +25,9 @@ pub fn pack_a(a: &MatRef<'_>, i0: usize, mc: usize, k0: usize, kc: usize, dst: &
     debug_assert_eq!(dst.len(), mc.div_ceil(MR) * MR * kc, "packed A length");
     let data = a.data();
     let (rs, cs) = (a.row_stride(), a.col_stride());
+    let paired = if cs == 1 && rs != 1 { pack_row_pairs(data, i0, mc, rs, k0, kc, dst) } else { 0 };
 
-    for (t, sliver) in dst.chunks_exact_mut(kc * MR).enumerate() {
+    for (t, sliver) in dst.chunks_exact_mut(kc * MR).enumerate().skip(paired) {
         let row0 = i0 + t * MR;
         let rows = MR.min(i0 + mc - row0);
         if rows < MR {
@@ -59,6 +60,57 @@ pub fn pack_a(a: &MatRef<'_>, i0: usize, mc: usize, k0: usize, kc: usize, dst: &
             }
         }
     }
+}
+
+/// Packs the leading pairs of whole slivers of a row-major A block (`a[i0..i0 + mc, k0..k0 +
+/// kc]` with row stride `rs` and column stride 1) and returns how many slivers it packed.
+///
+/// With AVX-512 and `2 * MR == 16`, the 16 rows of a pair share each 16 x 16 transpose, where
+/// [`pack_rows_transposed`] would fill half of every block with zeros. Otherwise it packs none.
+fn pack_row_pairs(
+    data: &[f32],
+    i0: usize,
+    mc: usize,
+    rs: usize,
+    k0: usize,
+    kc: usize,
+    dst: &mut [f32],
+) -> usize {
+    if !cfg!(target_feature = "avx512f") || 2 * MR != BLOCK {
+        return 0;
+    }
+    let pairs = mc / BLOCK;
+    let blocks = kc / BLOCK;
+    for (q, pair) in dst.chunks_exact_mut(2 * kc * MR).take(pairs).enumerate() {
+        let row0 = i0 + q * BLOCK;
+        let (first, second) = pair.split_at_mut(kc * MR);
+        let (first, _) = first.as_chunks_mut::<MR>();
+        let (second, _) = second.as_chunks_mut::<MR>();
+
+        // Blocks of 16 columns: rows 0..MR of each transposed column go to the first sliver,
+        // the rest to the second.
+        for b in 0..blocks {
+            let p0 = b * BLOCK;
+            let block: [[f32; BLOCK]; BLOCK] = core::array::from_fn(|r| {
+                let start = (row0 + r) * rs + k0 + p0;
+                data[start..start + BLOCK].try_into().expect("slice of BLOCK elements")
+            });
+            for (p, transposed) in transpose16(block).iter().enumerate() {
+                first[p0 + p].copy_from_slice(&transposed[..MR]);
+                second[p0 + p].copy_from_slice(&transposed[MR..]);
+            }
+        }
+
+        // The remaining columns element by element.
+        for r in 0..BLOCK {
+            let start = (row0 + r) * rs + k0;
+            let (columns, row) = if r < MR { (&mut *first, r) } else { (&mut *second, r - MR) };
+            for p in blocks * BLOCK..kc {
+                columns[p][row] = data[start + p];
+            }
+        }
+    }
+    2 * pairs
 }
 
 /// Packs `b[k0..k0 + kc, n0..n0 + nc]` into `dst` in the layout of [`super::PackB`].
