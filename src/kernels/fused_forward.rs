@@ -1,0 +1,338 @@
+//! `image_to_grid` (`Y = W * cols + bias`) on the packed GEMM, with im2col fused into packing.
+//!
+//! The weight `W [c_out, k]` is packed once per call into the sliver layout of
+//! [`PackedA`] and shared read-only by every work item, so no product packs it again. The
+//! column matrix is never written as a matrix: [`ImageColumns`] implements [`PackB`] and writes
+//! each `kc x nc` block the GEMM requests straight from the image into B slivers. For each
+//! channel a block touches, the image rows it needs are split once into phase planes (see
+//! `phases.rs`), so every (tap, grid row) run of the block is a contiguous copy from a plane,
+//! or a zero fill where the tap reads the vertical padding.
+//!
+//! The work items are those of the `MatrixMultiply` path: one sample per GEMM (split by blocks
+//! of output channels when the batch is small), or a folded group of samples side by side for
+//! small grids. Two layouts skip the packer: when the kernel covers the whole image (1x1 grid)
+//! the column matrix of a group is a strided view of the image, and with a pointwise kernel a
+//! sample's column matrix is the sample itself. Every partition comes from the geometry, and
+//! each output element is one GEMM sum over `k` in the blocks of [`KC`], so results do not
+//! depend on the number of threads.
+
+use std::cell::Cell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::elementwise::{add_channel_bias, copy};
+use super::geometry::ConvGeometry;
+use super::im2col::{fill_planes, plane_borders};
+use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackB, PackedA, MR, NR};
+use super::phases::{for_each_row, PhasePlan, Tile};
+
+#[cfg(doc)]
+use super::packed_gemm::KC;
+
+/// How the lowering lays out the column matrix of one call, decided from the geometry alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// The kernel covers the whole unpadded image and the grid is 1x1: column `b` of the
+    /// column matrix is sample `b`, flattened.
+    Whole,
+    /// A 1x1 kernel with stride 1, no padding and a grid as large as the image: a sample's
+    /// column matrix is the sample itself, `[c_in, h * w]`.
+    Pointwise,
+    /// Any other geometry: the column matrix is packed from phase planes.
+    Patches,
+}
+
+/// The work partition of one call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// Layout of the column matrix.
+    pub layout: Layout,
+    /// Samples per GEMM; above 1 only for small grids.
+    pub group: usize,
+    /// Work items the call tries to offer: a batch of fewer samples is also split by blocks of
+    /// output channels.
+    pub min_items: usize,
+}
+
+thread_local! {
+    /// Phase planes of one channel, reused across calls on this thread.
+    static PLANES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Column runs of the block being packed, reused across calls on this thread.
+    static RUNS: Cell<Vec<Run>> = const { Cell::new(Vec::new()) };
+    /// Folded output block `[c_out, samples * positions]`, reused across calls on this thread.
+    static FOLDED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's buffer `slot`. The buffer is taken out while `f` runs, so a nested
+/// call gets an empty one instead of aliasing it.
+fn with_buffer<T, R>(
+    slot: &'static std::thread::LocalKey<Cell<Vec<T>>>,
+    f: impl FnOnce(&mut Vec<T>) -> R,
+) -> R {
+    let mut buffer = slot.take();
+    let result = f(&mut buffer);
+    slot.set(buffer);
+    result
+}
+
+/// Returns the first `len` elements of `buffer`, growing it with zeros if needed.
+fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// `grid = W * cols + bias`, overwriting `grid [n, c_out, positions]` from `image [n, c_in, h,
+/// w]`, `weight [c_out, k]` and an optional `bias [c_out]`, on the packed GEMM.
+pub(crate) fn image_to_grid(
+    g: &ConvGeometry,
+    plan: Plan,
+    image: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    grid: &mut [f32],
+) {
+    debug_assert_eq!(image.len(), g.image_len());
+    debug_assert_eq!(weight.len(), g.weight_len());
+    debug_assert_eq!(grid.len(), g.grid_len());
+    let w = MatRef::from_checked(weight, [g.c_out, g.k()], [g.k(), 1]);
+    let packed = PackedA::new_parallel(w);
+    let phases = PhasePlan::new(g);
+    let context = Context { g, plan, phases: &phases, image, weight: &packed };
+    if plan.group == 1 {
+        context.per_sample(bias, grid);
+    } else {
+        context.folded(bias, grid);
+    }
+}
+
+/// The operands shared by every work item of one call.
+struct Context<'a> {
+    g: &'a ConvGeometry,
+    plan: Plan,
+    phases: &'a PhasePlan,
+    image: &'a [f32],
+    weight: &'a PackedA,
+}
+
+impl Context<'_> {
+    /// Elements of one sample of the image.
+    fn sample_len(&self) -> usize {
+        self.g.c_in * self.g.h * self.g.w
+    }
+
+    /// `c = W[rows, :] * cols` for the column matrix of `samples` side by side.
+    fn product(&self, rows: Range<usize>, samples: Range<usize>, c: MatMut<'_>) {
+        let (g, sample_len) = (self.g, self.sample_len());
+        let images = &self.image[samples.start * sample_len..samples.end * sample_len];
+        let result = match self.plan.layout {
+            Layout::Whole => {
+                // cols [k, samples]: column s is sample s.
+                let cols = MatRef::from_checked(images, [g.k(), samples.len()], [1, sample_len]);
+                sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
+            }
+            Layout::Pointwise if samples.len() == 1 => {
+                let cols = MatRef::from_checked(images, [g.c_in, g.h * g.w], [g.h * g.w, 1]);
+                sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
+            }
+            _ => {
+                let cols = ImageColumns { g, phases: self.phases, images };
+                sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
+            }
+        };
+        // The views and row ranges above are built from a checked geometry.
+        result.expect("image_to_grid: operands of the packed product");
+    }
+
+    /// One sample per GEMM, writing `grid` in place; a batch smaller than `min_items` is also
+    /// split into blocks of output channels, each a whole number of `MR`-row slivers.
+    fn per_sample(&self, bias: Option<&[f32]>, grid: &mut [f32]) {
+        let (g, p) = (self.g, self.g.positions());
+        let min_items = self.plan.min_items;
+        let blocks =
+            if g.n >= min_items { 1 } else { min_items.div_ceil(g.n).min(g.c_out.div_ceil(16)) };
+        let block_rows = g.c_out.div_ceil(blocks.max(1)).next_multiple_of(MR);
+
+        grid.par_chunks_mut(g.c_out * p).enumerate().for_each(|(b, y)| {
+            y.par_chunks_mut(block_rows * p).enumerate().for_each(|(block, y)| {
+                // y [rows, positions]
+                let rows = block * block_rows..block * block_rows + y.len() / p;
+                let c = MatMut::from_checked(y, [rows.len(), p], [p, 1]);
+                self.product(rows.clone(), b..b + 1, c);
+                if let Some(bias) = bias {
+                    add_channel_bias(y, &bias[rows], p);
+                }
+            });
+        });
+    }
+
+    /// One GEMM per group of samples: into `grid` directly when each sample's grid is a single
+    /// position, otherwise into a folded block that is then copied to the samples' rows.
+    fn folded(&self, bias: Option<&[f32]>, grid: &mut [f32]) {
+        let (g, p, group) = (self.g, self.g.positions(), self.plan.group);
+        grid.par_chunks_mut(g.c_out * group * p).enumerate().for_each(|(i, y)| {
+            let samples = i * group..(i * group + group).min(g.n);
+            let columns = samples.len() * p;
+            if p == 1 {
+                // y [samples, c_out] is the block [c_out, samples], transposed.
+                let c = MatMut::from_checked(y, [g.c_out, columns], [1, g.c_out]);
+                self.product(0..g.c_out, samples, c);
+            } else {
+                with_buffer(&FOLDED, |block| {
+                    // block [c_out, samples * positions]
+                    let block = prefix(block, g.c_out * columns);
+                    let c = MatMut::from_checked(block, [g.c_out, columns], [columns, 1]);
+                    self.product(0..g.c_out, samples.clone(), c);
+                    for s in 0..samples.len() {
+                        for co in 0..g.c_out {
+                            let dst = &mut y[(s * g.c_out + co) * p..][..p];
+                            copy(dst, &block[co * columns + s * p..][..p]);
+                        }
+                    }
+                });
+            }
+            if let Some(bias) = bias {
+                add_channel_bias(y, bias, p);
+            }
+        });
+    }
+}
+
+/// The column matrices of consecutive samples side by side, `[k, samples * positions]`, as a
+/// B operand: column `s * positions + q` is position `q` of sample `s`.
+struct ImageColumns<'a> {
+    g: &'a ConvGeometry,
+    phases: &'a PhasePlan,
+    /// The samples, `[samples, c_in, h, w]`.
+    images: &'a [f32],
+}
+
+/// A run of consecutive grid positions of one grid row that lands in one B sliver: `len`
+/// columns from grid column `ox` of grid row `oy`, written at offset `dst` of tile row 0.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    dst: usize,
+    oy: usize,
+    ox: usize,
+    len: usize,
+}
+
+impl PackB for ImageColumns<'_> {
+    fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        let (g, p) = (self.g, self.g.positions());
+        let sample_len = g.c_in * g.h * g.w;
+        // Columns past `nc` in the last sliver must be zero.
+        if !nc.is_multiple_of(NR) {
+            dst[(nc / NR) * kc * NR..].fill(0.0);
+        }
+        let rows = k0..k0 + kc;
+        let mut column = n0;
+        while column < n0 + nc {
+            let (s, first) = (column / p, column % p);
+            let positions = first..p.min(first + n0 + nc - column);
+            let image = &self.images[s * sample_len..][..sample_len];
+            let block = Block { rows: &rows, positions: &positions, column: column - n0, kc };
+            pack_sample(g, self.phases, image, block, dst);
+            column += positions.len();
+        }
+    }
+}
+
+/// Where one sample's part of a B block lies: rows `rows` of its column matrix and positions
+/// `positions`, packed from block column `column` on, in a block of `kc` rows.
+#[derive(Clone, Copy)]
+struct Block<'b> {
+    rows: &'b Range<usize>,
+    positions: &'b Range<usize>,
+    column: usize,
+    kc: usize,
+}
+
+/// Packs one sample's part of a B block into `dst` (the sliver layout of [`PackB`]).
+fn pack_sample(
+    g: &ConvGeometry,
+    phases: &PhasePlan,
+    image: &[f32],
+    block: Block<'_>,
+    dst: &mut [f32],
+) {
+    let tile = Tile { rows: block.rows.clone(), positions: block.positions.clone() };
+    let window = phases.window(g, &tile);
+    let borders = plane_borders(g, phases, &window);
+    let plane_len = g.h * g.w;
+
+    with_buffer(&RUNS, |runs| {
+        column_runs(g, block, runs);
+        with_buffer(&PLANES, |planes| {
+            let planes = prefix(planes, window.len());
+            // The zero entries of the planes are the same for every channel: write them once.
+            for (slot, &[before, inside, after, _]) in borders.iter().enumerate() {
+                for iy in window.iy.clone() {
+                    let row = &mut planes[window.row(slot, iy)..][..before + inside + after];
+                    row[..before].fill(0.0);
+                    row[before + inside..].fill(0.0);
+                }
+            }
+
+            let mut filled = None;
+            for_each_row(g, block.rows, |ci, ky, kx, i| {
+                // Split this channel's rows into phases once, at its first row in the block.
+                if filled != Some(ci) {
+                    let plane = &image[ci * plane_len..][..plane_len];
+                    fill_planes(g, &window, &borders, plane, planes);
+                    filled = Some(ci);
+                }
+                let (slot, shift) = phases.tap(kx);
+                let inside = phases.rows_inside(ky);
+                for run in runs.iter() {
+                    let out = &mut dst[run.dst + i * NR..][..run.len];
+                    if inside.contains(&run.oy) {
+                        let iy = run.oy * g.stride[0] + ky * g.dilation[0] - g.pad[0];
+                        let start = window.row(slot, iy) + shift + run.ox - window.ox.start;
+                        copy_run(out, &planes[start..start + run.len]);
+                    } else {
+                        out.fill(0.0);
+                    }
+                }
+            });
+        });
+    });
+}
+
+/// Cuts the positions of `block` into runs that stay within one grid row and one B sliver.
+fn column_runs(g: &ConvGeometry, block: Block<'_>, runs: &mut Vec<Run>) {
+    runs.clear();
+    let mut position = block.positions.start;
+    while position < block.positions.end {
+        let (oy, ox) = (position / g.out_w, position % g.out_w);
+        let row_len = (g.out_w - ox).min(block.positions.end - position);
+        let mut done = 0;
+        while done < row_len {
+            let column = block.column + position - block.positions.start + done;
+            let (sliver, lane) = (column / NR, column % NR);
+            let len = (NR - lane).min(row_len - done);
+            let dst = sliver * block.kc * NR + lane;
+            runs.push(Run { dst, oy, ox: ox + done, len });
+            done += len;
+        }
+        position += row_len;
+    }
+}
+
+/// Copies `src` into `dst`, with straight-line moves for the run lengths of common grids.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let dst: &mut [f32; N] = dst.try_into().expect("run of N elements");
+        *dst = src.try_into().expect("run of N elements");
+    }
+    match dst.len() {
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        32 => fixed::<32>(dst, src),
+        _ => copy(dst, src),
+    }
+}
