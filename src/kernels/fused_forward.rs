@@ -25,7 +25,7 @@ use super::elementwise::{add_channel_bias, copy};
 use super::geometry::ConvGeometry;
 use super::im2col::{fill_planes, plane_borders};
 use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackB, PackedA, MR, NR};
-use super::phases::{for_each_row, PhasePlan, Tile};
+use super::phases::{copy_runs, for_each_row, PhasePlan, Tile};
 
 #[cfg(doc)]
 use super::packed_gemm::KC;
@@ -55,7 +55,12 @@ pub(crate) struct Plan {
     pub min_items: usize,
 }
 
+/// Minimum output channels per work item of the 1x1-grid layout.
+const WHOLE_BLOCK_ROWS: usize = 64;
+
 thread_local! {
+    /// The packed weight of the last call made on this thread.
+    static PACKED_WEIGHT: Cell<Option<PackedA>> = const { Cell::new(None) };
     /// Phase planes of one channel, reused across calls on this thread.
     static PLANES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// Column runs of the block being packed, reused across calls on this thread.
@@ -98,14 +103,31 @@ pub(crate) fn image_to_grid(
     debug_assert_eq!(weight.len(), g.weight_len());
     debug_assert_eq!(grid.len(), g.grid_len());
     let w = MatRef::from_checked(weight, [g.c_out, g.k()], [g.k(), 1]);
-    let packed = PackedA::new_parallel(w);
     let phases = PhasePlan::new(g);
-    let context = Context { g, plan, phases: &phases, image, weight: &packed };
-    if plan.group == 1 {
-        context.per_sample(bias, grid);
-    } else {
-        context.folded(bias, grid);
-    }
+    with_packed_weight(w, |packed| {
+        let context = Context { g, plan, phases: &phases, image, weight: packed };
+        if plan.layout == Layout::Whole {
+            context.whole(bias, grid);
+        } else if plan.group == 1 {
+            context.per_sample(bias, grid);
+        } else {
+            context.folded(bias, grid);
+        }
+    });
+}
+
+/// Packs `w` into this thread's packed weight and runs `f` on it. Reusing the storage across
+/// calls saves the page faults of a fresh allocation of the weight's size (up to 8 MiB for
+/// DCGAN's layers), which cost as much as packing it. A nested call on the same thread, from a
+/// rayon task stolen while `f` waits, packs into a fresh one.
+fn with_packed_weight<R>(w: MatRef<'_>, f: impl FnOnce(&PackedA) -> R) -> R {
+    let mut packed = PACKED_WEIGHT
+        .take()
+        .unwrap_or_else(|| PackedA::new(MatRef::from_checked(&[], [0, 0], [0, 1])));
+    packed.repack_parallel(w);
+    let result = f(&packed);
+    PACKED_WEIGHT.set(Some(packed));
+    result
 }
 
 /// The operands shared by every work item of one call.
@@ -168,6 +190,43 @@ impl Context<'_> {
         });
     }
 
+    /// The 1x1-grid layout: one GEMM over the whole batch per block of output channels, so
+    /// that B has as many columns as there are samples. Narrower groups would leave most lanes
+    /// of the `NR`-column microtile empty. Blocks have at least [`WHOLE_BLOCK_ROWS`] rows,
+    /// because each packs the batch's column matrix again.
+    fn whole(&self, bias: Option<&[f32]>, grid: &mut [f32]) {
+        let (g, n) = (self.g, self.g.n);
+        if n == 0 {
+            return;
+        }
+        let blocks = g.c_out.div_ceil(WHOLE_BLOCK_ROWS).clamp(1, self.plan.min_items);
+        let block_rows = g.c_out.div_ceil(blocks).next_multiple_of(MR);
+        let blocks = g.c_out.div_ceil(block_rows);
+        // Block b is rows [b * block_rows, ..) of y^T [c_out, n], computed as [rows, n].
+        let products: Vec<Vec<f32>> = (0..blocks)
+            .into_par_iter()
+            .map(|block| {
+                let rows = block * block_rows..((block + 1) * block_rows).min(g.c_out);
+                let mut product = vec![0.0f32; rows.len() * n];
+                let c = MatMut::from_checked(&mut product, [rows.len(), n], [n, 1]);
+                self.product(rows, 0..n, c);
+                product
+            })
+            .collect();
+        // y [n, c_out]
+        for (block, product) in products.iter().enumerate() {
+            for (i, values) in product.chunks_exact(n).enumerate() {
+                let co = block * block_rows + i;
+                for (b, &value) in values.iter().enumerate() {
+                    grid[b * g.c_out + co] = value;
+                }
+            }
+        }
+        if let Some(bias) = bias {
+            add_channel_bias(grid, bias, 1);
+        }
+    }
+
     /// One GEMM per group of samples: into `grid` directly when each sample's grid is a single
     /// position, otherwise into a folded block that is then copied to the samples' rows.
     fn folded(&self, bias: Option<&[f32]>, grid: &mut [f32]) {
@@ -209,20 +268,24 @@ struct ImageColumns<'a> {
     images: &'a [f32],
 }
 
-/// A run of consecutive grid positions of one grid row that lands in one B sliver: `len`
-/// columns from grid column `ox` of grid row `oy`, written at offset `dst` of tile row 0.
+/// Consecutive grid positions of one sample that land in one B sliver: `rows` grid rows from
+/// `oy`, `len` columns of each from grid column `ox`, written from offset `dst` of block row 0.
+/// With `rows > 1` the run covers whole grid rows (`ox == 0`, `len == out_w`), one after
+/// another in the sliver.
 #[derive(Clone, Copy, Debug)]
 struct Run {
     dst: usize,
+    /// Offset of the sample's phase planes in the planes buffer.
+    planes: usize,
     oy: usize,
     ox: usize,
     len: usize,
+    rows: usize,
 }
 
 impl PackB for ImageColumns<'_> {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
-        let (g, p) = (self.g, self.g.positions());
-        let sample_len = g.c_in * g.h * g.w;
+        let p = self.g.positions();
         // Columns past `nc` in the last sliver must be zero.
         if !nc.is_multiple_of(NR) {
             dst[(nc / NR) * kc * NR..].fill(0.0);
@@ -230,18 +293,23 @@ impl PackB for ImageColumns<'_> {
         let rows = k0..k0 + kc;
         let mut column = n0;
         while column < n0 + nc {
-            let (s, first) = (column / p, column % p);
-            let positions = first..p.min(first + n0 + nc - column);
-            let image = &self.images[s * sample_len..][..sample_len];
+            let (first_sample, first) = (column / p, column % p);
+            let left = n0 + nc - column;
+            // Whole samples go together, so that they share one pass over the block's rows.
+            let (samples, positions) = if first == 0 && left >= p {
+                (first_sample..first_sample + left / p, 0..p)
+            } else {
+                (first_sample..first_sample + 1, first..p.min(first + left))
+            };
             let block = Block { rows: &rows, positions: &positions, column: column - n0, kc };
-            pack_sample(g, self.phases, image, block, dst);
-            column += positions.len();
+            self.pack_samples(samples.clone(), block, dst);
+            column += samples.len() * positions.len();
         }
     }
 }
 
-/// Where one sample's part of a B block lies: rows `rows` of its column matrix and positions
-/// `positions`, packed from block column `column` on, in a block of `kc` rows.
+/// Where a part of a B block lies: rows `rows` of the column matrix and positions `positions`
+/// of each of its samples, packed from block column `column` on, in a block of `kc` rows.
 #[derive(Clone, Copy)]
 struct Block<'b> {
     rows: &'b Range<usize>,
@@ -250,89 +318,95 @@ struct Block<'b> {
     kc: usize,
 }
 
-/// Packs one sample's part of a B block into `dst` (the sliver layout of [`PackB`]).
-fn pack_sample(
-    g: &ConvGeometry,
-    phases: &PhasePlan,
-    image: &[f32],
-    block: Block<'_>,
-    dst: &mut [f32],
-) {
-    let tile = Tile { rows: block.rows.clone(), positions: block.positions.clone() };
-    let window = phases.window(g, &tile);
-    let borders = plane_borders(g, phases, &window);
-    let plane_len = g.h * g.w;
+impl ImageColumns<'_> {
+    /// Packs the part `block` of a B block for `samples` side by side into `dst` (the sliver
+    /// layout of [`PackB`]): sample `first + t` from column `block.column + t * positions`.
+    fn pack_samples(&self, samples: Range<usize>, block: Block<'_>, dst: &mut [f32]) {
+        let (g, phases) = (self.g, self.phases);
+        let tile = Tile { rows: block.rows.clone(), positions: block.positions.clone() };
+        let window = phases.window(g, &tile);
+        let borders = plane_borders(g, phases, &window);
+        let (plane_len, sample_len, window_len) = (g.h * g.w, g.c_in * g.h * g.w, window.len());
 
-    with_buffer(&RUNS, |runs| {
-        column_runs(g, block, runs);
-        with_buffer(&PLANES, |planes| {
-            let planes = prefix(planes, window.len());
-            // The zero entries of the planes are the same for every channel: write them once.
-            for (slot, &[before, inside, after, _]) in borders.iter().enumerate() {
-                for iy in window.iy.clone() {
-                    let row = &mut planes[window.row(slot, iy)..][..before + inside + after];
-                    row[..before].fill(0.0);
-                    row[before + inside..].fill(0.0);
-                }
+        with_buffer(&RUNS, |runs| {
+            runs.clear();
+            for t in 0..samples.len() {
+                let column = block.column + t * block.positions.len();
+                column_runs(g, Block { column, ..block }, t * window_len, runs);
             }
-
-            let mut filled = None;
-            for_each_row(g, block.rows, |ci, ky, kx, i| {
-                // Split this channel's rows into phases once, at its first row in the block.
-                if filled != Some(ci) {
-                    let plane = &image[ci * plane_len..][..plane_len];
-                    fill_planes(g, &window, &borders, plane, planes);
-                    filled = Some(ci);
-                }
-                let (slot, shift) = phases.tap(kx);
-                let inside = phases.rows_inside(ky);
-                for run in runs.iter() {
-                    let out = &mut dst[run.dst + i * NR..][..run.len];
-                    if inside.contains(&run.oy) {
-                        let iy = run.oy * g.stride[0] + ky * g.dilation[0] - g.pad[0];
-                        let start = window.row(slot, iy) + shift + run.ox - window.ox.start;
-                        copy_run(out, &planes[start..start + run.len]);
-                    } else {
-                        out.fill(0.0);
+            with_buffer(&PLANES, |planes| {
+                // The planes of sample `first + t` start at `t * window_len`.
+                let planes = prefix(planes, samples.len() * window_len);
+                // The zero entries of the planes are the same for every channel: write them once.
+                for sample_planes in planes.chunks_exact_mut(window_len.max(1)) {
+                    for (slot, &[before, inside, after, _]) in borders.iter().enumerate() {
+                        for iy in window.iy.clone() {
+                            let row = &mut sample_planes[window.row(slot, iy)..];
+                            let row = &mut row[..before + inside + after];
+                            row[..before].fill(0.0);
+                            row[before + inside..].fill(0.0);
+                        }
                     }
                 }
+
+                let mut filled = None;
+                let pitch = g.stride[0] * window.pitch;
+                for_each_row(g, block.rows, |ci, ky, kx, i| {
+                    // Split this channel's rows into phases once, at its first row in the block.
+                    if filled != Some(ci) {
+                        for (t, b) in samples.clone().enumerate() {
+                            let plane = &self.images[b * sample_len + ci * plane_len..];
+                            let sample_planes = &mut planes[t * window_len..][..window_len];
+                            fill_planes(g, &window, &borders, &plane[..plane_len], sample_planes);
+                        }
+                        filled = Some(ci);
+                    }
+                    let (slot, shift) = phases.tap(kx);
+                    let inside = phases.rows_inside(ky);
+                    for run in runs.iter() {
+                        let out = &mut dst[run.dst + i * NR..][..run.rows * run.len];
+                        // Grid rows `first..last` of the run read inside the image, the others
+                        // read the vertical padding.
+                        let end = run.oy + run.rows;
+                        let first = inside.start.clamp(run.oy, end);
+                        let last = inside.end.clamp(first, end);
+                        let (zeros_before, zeros_from) =
+                            ((first - run.oy) * run.len, (last - run.oy) * run.len);
+                        out[..zeros_before].fill(0.0);
+                        out[zeros_from..].fill(0.0);
+                        if first < last {
+                            let iy = first * g.stride[0] + ky * g.dilation[0] - g.pad[0];
+                            let start = run.planes + window.row(slot, iy) + shift + run.ox
+                                - window.ox.start;
+                            let out = &mut out[zeros_before..zeros_from];
+                            copy_runs(out, &planes[start..], pitch, last - first, run.len);
+                        }
+                    }
+                });
             });
         });
-    });
+    }
 }
 
-/// Cuts the positions of `block` into runs that stay within one grid row and one B sliver.
-fn column_runs(g: &ConvGeometry, block: Block<'_>, runs: &mut Vec<Run>) {
-    runs.clear();
+/// Appends the runs of one sample's positions `block.positions`, whose planes start at
+/// `planes`: each stays within one B sliver and covers whole grid rows or part of one.
+fn column_runs(g: &ConvGeometry, block: Block<'_>, planes: usize, runs: &mut Vec<Run>) {
+    let (out_w, end) = (g.out_w, block.positions.end);
     let mut position = block.positions.start;
-    while position < block.positions.end {
-        let (oy, ox) = (position / g.out_w, position % g.out_w);
-        let row_len = (g.out_w - ox).min(block.positions.end - position);
-        let mut done = 0;
-        while done < row_len {
-            let column = block.column + position - block.positions.start + done;
-            let (sliver, lane) = (column / NR, column % NR);
-            let len = (NR - lane).min(row_len - done);
-            let dst = sliver * block.kc * NR + lane;
-            runs.push(Run { dst, oy, ox: ox + done, len });
-            done += len;
-        }
-        position += row_len;
-    }
-}
-
-/// Copies `src` into `dst`, with straight-line moves for the run lengths of common grids.
-#[inline(always)]
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
-        let dst: &mut [f32; N] = dst.try_into().expect("run of N elements");
-        *dst = src.try_into().expect("run of N elements");
-    }
-    match dst.len() {
-        4 => fixed::<4>(dst, src),
-        8 => fixed::<8>(dst, src),
-        16 => fixed::<16>(dst, src),
-        32 => fixed::<32>(dst, src),
-        _ => copy(dst, src),
+    while position < end {
+        let (oy, ox) = (position / out_w, position % out_w);
+        let column = block.column + position - block.positions.start;
+        let (sliver, lane) = (column / NR, column % NR);
+        let dst = sliver * block.kc * NR + lane;
+        let whole_rows =
+            if ox == 0 { ((end - position) / out_w).min((NR - lane) / out_w) } else { 0 };
+        let run = if whole_rows > 0 {
+            Run { dst, planes, oy, ox, len: out_w, rows: whole_rows }
+        } else {
+            let len = (out_w - ox).min(NR - lane).min(end - position);
+            Run { dst, planes, oy, ox, len, rows: 1 }
+        };
+        runs.push(run);
+        position += run.rows * run.len;
     }
 }

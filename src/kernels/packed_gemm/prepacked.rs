@@ -41,10 +41,23 @@ impl PackedA {
         Self::pack(a, true)
     }
 
+    /// Packs `a` in place of the matrix `self` holds, reusing its storage, one task per k-block
+    /// on the current rayon pool. The result is identical to [`PackedA::new`].
+    pub fn repack_parallel(&mut self, a: MatRef<'_>) {
+        let data = std::mem::take(&mut self.data);
+        *self = Self::pack_into(data, a, true);
+    }
+
     fn pack(a: MatRef<'_>, parallel: bool) -> Self {
+        Self::pack_into(Vec::new(), a, parallel)
+    }
+
+    /// Packs `a` into `data`, reusing its storage. Old contents are overwritten, not cleared:
+    /// `pack_a` writes every element of a section, zero rows past `m` included.
+    fn pack_into(mut data: Vec<f32>, a: MatRef<'_>, parallel: bool) -> Self {
         let (m, k) = (a.rows(), a.cols());
         let m_padded = m.next_multiple_of(MR);
-        let mut data = vec![0.0f32; m_padded * k];
+        data.resize(m_padded * k, 0.0);
         let pack_section = |(q, section): (usize, &mut [f32])| {
             let (k0, kc) = (q * KC, section.len() / m_padded);
             pack_a(&a, 0, m, k0, kc, section);
