@@ -25,6 +25,7 @@ use super::elementwise::{add_channel_bias, copy};
 use super::geometry::ConvGeometry;
 use super::im2col::{fill_planes, plane_borders};
 use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackB, PackedA, MR, NR};
+use super::phases::Window;
 use super::phases::{copy_runs, for_each_row, PhasePlan, Tile};
 
 #[cfg(doc)]
@@ -63,6 +64,8 @@ thread_local! {
     static PACKED_WEIGHT: Cell<Option<PackedA>> = const { Cell::new(None) };
     /// Phase planes of one channel, reused across calls on this thread.
     static PLANES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Even and odd image columns of one channel, reused across calls on this thread.
+    static PHASES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// Column runs of the block being packed, reused across calls on this thread.
     static RUNS: Cell<Vec<Run>> = const { Cell::new(Vec::new()) };
     /// Folded output block `[c_out, samples * positions]`, reused across calls on this thread.
@@ -290,6 +293,11 @@ impl PackB for ImageColumns<'_> {
         if !nc.is_multiple_of(NR) {
             dst[(nc / NR) * kc * NR..].fill(0.0);
         }
+        let aligned = [k0, kc, n0, nc].iter().all(|v| v.is_multiple_of(TAPS_4X4));
+        if aligned && is_dcgan_8x8(self.g) {
+            self.pack_dcgan_8x8(k0, kc, n0, nc, dst);
+            return;
+        }
         let rows = k0..k0 + kc;
         let mut column = n0;
         while column < n0 + nc {
@@ -318,7 +326,73 @@ struct Block<'b> {
     kc: usize,
 }
 
+/// Taps of a 4x4 kernel, and positions of a 4x4 grid.
+const TAPS_4X4: usize = 16;
+
+/// Whether `g` is DCGAN's 4x4 kernel with stride 2, padding 1 and no dilation on an 8x8 image,
+/// which gives a 4x4 grid: the smallest-grid layers of DCGAN, whose samples are folded.
+fn is_dcgan_8x8(g: &ConvGeometry) -> bool {
+    (g.k_h, g.k_w, g.h, g.w) == (4, 4, 8, 8)
+        && g.stride == [2, 2]
+        && g.pad == [1, 1]
+        && g.dilation == [1, 1]
+}
+
+/// The four 2D phase planes of an 8x8 image under padding 1: plane `(phase_y, phase_x)` is the
+/// 5x5 array whose entry `(a, b)` is pixel `(2 a + phase_y - 1, 2 b + phase_x - 1)`, zero
+/// outside the image.
+fn phase_planes_8x8(x: &[f32; 64]) -> [[f32; 25]; 4] {
+    let mut planes = [[0.0f32; 25]; 4];
+    for (index, plane) in planes.iter_mut().enumerate() {
+        let (phase_y, phase_x) = (index / 2, index % 2);
+        for a in 0..5 {
+            let Some(iy) = (2 * a + phase_y).checked_sub(1).filter(|&iy| iy < 8) else {
+                continue;
+            };
+            for b in 0..5 {
+                if let Some(ix) = (2 * b + phase_x).checked_sub(1).filter(|&ix| ix < 8) {
+                    plane[a * 5 + b] = x[iy * 8 + ix];
+                }
+            }
+        }
+    }
+    planes
+}
+
 impl ImageColumns<'_> {
+    /// [`PackB::pack_b`] for [`is_dcgan_8x8`] geometries, with `k0`, `kc`, `n0` and `nc`
+    /// multiples of 16: whole channels and whole samples, each sample 16 columns within one
+    /// sliver. Tap `(ky, kx)` reads pixel `(2 oy + ky - 1, 2 ox + kx - 1)`, which is entry
+    /// `(oy + ky / 2, ox + kx / 2)` of phase plane `(ky % 2, kx % 2)`, so each 16-column row
+    /// of a sample is four runs of 4 from one 5x5 plane, at offsets fixed by the tap.
+    fn pack_dcgan_8x8(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        let sample_len = self.g.c_in * 64;
+        let channels = k0 / TAPS_4X4..(k0 + kc) / TAPS_4X4;
+        for t in 0..nc / TAPS_4X4 {
+            let b = n0 / TAPS_4X4 + t;
+            let column = t * TAPS_4X4;
+            let sliver = &mut dst[column / NR * kc * NR..][..kc * NR];
+            let lane = column % NR;
+            for (c, ci) in channels.clone().enumerate() {
+                let x = &self.images[b * sample_len + ci * 64..][..64];
+                let planes = phase_planes_8x8(x.try_into().expect("an 8x8 image plane"));
+                for tap in 0..TAPS_4X4 {
+                    let (ky, kx) = (tap / 4, tap % 4);
+                    let plane = &planes[(ky % 2) * 2 + kx % 2];
+                    let origin = (ky / 2) * 5 + kx / 2;
+                    let row = (c * TAPS_4X4 + tap) * NR + lane;
+                    let out: &mut [f32; 16] =
+                        (&mut sliver[row..row + 16]).try_into().expect("16 columns");
+                    for oy in 0..4 {
+                        let src: &[f32; 4] =
+                            plane[origin + oy * 5..][..4].try_into().expect("a run of 4");
+                        out[oy * 4..oy * 4 + 4].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+
     /// Packs the part `block` of a B block for `samples` side by side into `dst` (the sliver
     /// layout of [`PackB`]): sample `first + t` from column `block.column + t * positions`.
     fn pack_samples(&self, samples: Range<usize>, block: Block<'_>, dst: &mut [f32]) {
@@ -357,7 +431,12 @@ impl ImageColumns<'_> {
                         for (t, b) in samples.clone().enumerate() {
                             let plane = &self.images[b * sample_len + ci * plane_len..];
                             let sample_planes = &mut planes[t * window_len..][..window_len];
-                            fill_planes(g, &window, &borders, &plane[..plane_len], sample_planes);
+                            let plane = &plane[..plane_len];
+                            if g.stride[1] == 2 && g.w.is_multiple_of(2) {
+                                fill_planes_stride2(g, &window, &borders, plane, sample_planes);
+                            } else {
+                                fill_planes(g, &window, &borders, plane, sample_planes);
+                            }
                         }
                         filled = Some(ci);
                     }
@@ -408,5 +487,70 @@ fn column_runs(g: &ConvGeometry, block: Block<'_>, planes: usize, runs: &mut Vec
         };
         runs.push(run);
         position += run.rows * run.len;
+    }
+}
+
+/// [`fill_planes`] for a horizontal stride of 2 on an image of even width. The window's image
+/// rows are split into even and odd columns in one vectorised pass over the contiguous rows
+/// (with `w` even, the even elements of the flattened rows are the even columns), and each
+/// plane row is then one contiguous copy of its inside entries.
+fn fill_planes_stride2(
+    g: &ConvGeometry,
+    window: &Window,
+    borders: &[[usize; 4]],
+    plane: &[f32],
+    planes: &mut [f32],
+) {
+    debug_assert!(g.stride[1] == 2 && g.w.is_multiple_of(2));
+    let half = g.w / 2;
+    let rows = window.iy.len();
+    with_buffer(&PHASES, |phases| {
+        // phases [2, rows, w / 2]: even columns, then odd columns.
+        let phases = prefix(phases, 2 * rows * half);
+        let (even, odd) = phases.split_at_mut(rows * half);
+        let image_rows = &plane[window.iy.start * g.w..window.iy.end * g.w];
+        deinterleave(image_rows, even, odd);
+        for (slot, &[before, inside, _, first]) in borders.iter().enumerate() {
+            if inside == 0 {
+                continue;
+            }
+            let source = if first.is_multiple_of(2) { &*even } else { &*odd };
+            for (r, iy) in window.iy.clone().enumerate() {
+                let dst = &mut planes[window.row(slot, iy) + before..][..inside];
+                copy_short(dst, &source[r * half + first / 2..][..inside]);
+            }
+        }
+    });
+}
+
+/// Splits `src` (even length) into its even-indexed elements `even` and odd-indexed `odd`.
+fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let (pairs, _) = src.as_chunks::<32>();
+    let (even_chunks, _) = even.as_chunks_mut::<16>();
+    let (odd_chunks, _) = odd.as_chunks_mut::<16>();
+    let done = pairs.len().min(even_chunks.len()).min(odd_chunks.len());
+    for ((pair, e), o) in pairs.iter().zip(even_chunks).zip(odd_chunks) {
+        *e = std::array::from_fn(|j| pair[2 * j]);
+        *o = std::array::from_fn(|j| pair[2 * j + 1]);
+    }
+    for j in done * 16..src.len() / 2 {
+        even[j] = src[2 * j];
+        odd[j] = src[2 * j + 1];
+    }
+}
+
+/// Copies `src` into `dst`, with straight-line moves for short runs.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let dst: &mut [f32; N] = dst.try_into().expect("run of N elements");
+        *dst = src.try_into().expect("run of N elements");
+    }
+    match dst.len() {
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        32 => fixed::<32>(dst, src),
+        _ => copy(dst, src),
     }
 }
