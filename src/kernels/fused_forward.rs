@@ -24,12 +24,9 @@ use rayon::prelude::*;
 use super::elementwise::{add_channel_bias, copy};
 use super::geometry::ConvGeometry;
 use super::im2col::{fill_planes, plane_borders};
-use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackB, PackedA, MR, NR};
+use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackB, PackedA, KC, MR, NR};
 use super::phases::Window;
-use super::phases::{copy_runs, for_each_row, PhasePlan, Tile};
-
-#[cfg(doc)]
-use super::packed_gemm::KC;
+use super::phases::{for_each_row, PhasePlan, Tile};
 
 /// How the lowering lays out the column matrix of one call, decided from the geometry alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +53,13 @@ pub(crate) struct Plan {
     pub min_items: usize,
 }
 
-/// Minimum output channels per work item of the 1x1-grid layout.
-const WHOLE_BLOCK_ROWS: usize = 64;
+/// Minimum samples per GEMM in the 1x1-grid layout, two thirds of the `NR = 48` columns of the
+/// microtile of an AVX-512 build.
+const WHOLE_MIN_COLUMNS: usize = 32;
 
 thread_local! {
+    /// The weight with its bias as an extra column, reused across calls on this thread.
+    static WEIGHT_WITH_BIAS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// The packed weight of the last call made on this thread.
     static PACKED_WEIGHT: Cell<Option<PackedA>> = const { Cell::new(None) };
     /// Phase planes of one channel, reused across calls on this thread.
@@ -105,29 +105,57 @@ pub(crate) fn image_to_grid(
     debug_assert_eq!(image.len(), g.image_len());
     debug_assert_eq!(weight.len(), g.weight_len());
     debug_assert_eq!(grid.len(), g.grid_len());
-    let w = MatRef::from_checked(weight, [g.c_out, g.k()], [g.k(), 1]);
     let phases = PhasePlan::new(g);
-    with_packed_weight(w, |packed| {
-        let context = Context { g, plan, phases: &phases, image, weight: packed };
+    // With patches, the bias rides along as column k of the weight against a row of ones that
+    // the packer appends to B, which saves a pass over the output. Only when the last k-block
+    // has room for that row: a k-block of its own would cost a pass over the output as well.
+    let fuse_bias = plan.layout == Layout::Patches && bias.is_some() && !g.k().is_multiple_of(KC);
+    let (bias, fused_bias) = if fuse_bias { (None, bias) } else { (bias, None) };
+    with_packed_weight(g, weight, fused_bias, |packed| {
+        let context = Context { g, plan, phases: &phases, image, weight: packed, fuse_bias };
         if plan.layout == Layout::Whole {
-            context.whole(bias, grid);
+            // Each sample is one column of B, so a group narrower than the `NR`-column
+            // microtile leaves most of its lanes empty: groups get at least
+            // `WHOLE_MIN_COLUMNS` samples, even if that leaves fewer than `min_items` of them.
+            let group = g.n.div_ceil(plan.min_items).max(WHOLE_MIN_COLUMNS).min(g.n);
+            context.folded(group.max(1), bias, grid);
         } else if plan.group == 1 {
             context.per_sample(bias, grid);
         } else {
-            context.folded(bias, grid);
+            context.folded(plan.group, bias, grid);
         }
     });
 }
 
-/// Packs `w` into this thread's packed weight and runs `f` on it. Reusing the storage across
-/// calls saves the page faults of a fresh allocation of the weight's size (up to 8 MiB for
-/// DCGAN's layers), which cost as much as packing it. A nested call on the same thread, from a
-/// rayon task stolen while `f` waits, packs into a fresh one.
-fn with_packed_weight<R>(w: MatRef<'_>, f: impl FnOnce(&PackedA) -> R) -> R {
+/// Packs the weight `[c_out, k]`, with `bias` appended as column `k` when given, into this
+/// thread's packed weight and runs `f` on it. Reusing the storage across calls saves the page
+/// faults of a fresh allocation of the weight's size (up to 8 MiB for DCGAN's layers), which
+/// cost as much as packing it. A nested call on the same thread, from a rayon task stolen while
+/// `f` waits, packs into a fresh one.
+fn with_packed_weight<R>(
+    g: &ConvGeometry,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    f: impl FnOnce(&PackedA) -> R,
+) -> R {
+    let (c_out, k) = (g.c_out, g.k());
     let mut packed = PACKED_WEIGHT
         .take()
         .unwrap_or_else(|| PackedA::new(MatRef::from_checked(&[], [0, 0], [0, 1])));
-    packed.repack_parallel(w);
+    match bias {
+        None => packed.repack_parallel(MatRef::from_checked(weight, [c_out, k], [k, 1])),
+        Some(bias) => with_buffer(&WEIGHT_WITH_BIAS, |extended| {
+            // [c_out, k + 1]: each row of the weight, then its bias.
+            let extended = prefix(extended, c_out * (k + 1));
+            for ((row, w), &b) in
+                extended.chunks_exact_mut(k + 1).zip(weight.chunks_exact(k)).zip(bias)
+            {
+                row[..k].copy_from_slice(w);
+                row[k] = b;
+            }
+            packed.repack_parallel(MatRef::from_checked(extended, [c_out, k + 1], [k + 1, 1]));
+        }),
+    }
     let result = f(&packed);
     PACKED_WEIGHT.set(Some(packed));
     result
@@ -140,6 +168,8 @@ struct Context<'a> {
     phases: &'a PhasePlan,
     image: &'a [f32],
     weight: &'a PackedA,
+    /// Whether `weight` has the bias as its last column, to meet a row of ones in B.
+    fuse_bias: bool,
 }
 
 impl Context<'_> {
@@ -163,7 +193,8 @@ impl Context<'_> {
                 sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
             }
             _ => {
-                let cols = ImageColumns { g, phases: self.phases, images };
+                let cols =
+                    ImageColumns { g, phases: self.phases, images, ones_row: self.fuse_bias };
                 sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
             }
         };
@@ -193,47 +224,10 @@ impl Context<'_> {
         });
     }
 
-    /// The 1x1-grid layout: one GEMM over the whole batch per block of output channels, so
-    /// that B has as many columns as there are samples. Narrower groups would leave most lanes
-    /// of the `NR`-column microtile empty. Blocks have at least [`WHOLE_BLOCK_ROWS`] rows,
-    /// because each packs the batch's column matrix again.
-    fn whole(&self, bias: Option<&[f32]>, grid: &mut [f32]) {
-        let (g, n) = (self.g, self.g.n);
-        if n == 0 {
-            return;
-        }
-        let blocks = g.c_out.div_ceil(WHOLE_BLOCK_ROWS).clamp(1, self.plan.min_items);
-        let block_rows = g.c_out.div_ceil(blocks).next_multiple_of(MR);
-        let blocks = g.c_out.div_ceil(block_rows);
-        // Block b is rows [b * block_rows, ..) of y^T [c_out, n], computed as [rows, n].
-        let products: Vec<Vec<f32>> = (0..blocks)
-            .into_par_iter()
-            .map(|block| {
-                let rows = block * block_rows..((block + 1) * block_rows).min(g.c_out);
-                let mut product = vec![0.0f32; rows.len() * n];
-                let c = MatMut::from_checked(&mut product, [rows.len(), n], [n, 1]);
-                self.product(rows, 0..n, c);
-                product
-            })
-            .collect();
-        // y [n, c_out]
-        for (block, product) in products.iter().enumerate() {
-            for (i, values) in product.chunks_exact(n).enumerate() {
-                let co = block * block_rows + i;
-                for (b, &value) in values.iter().enumerate() {
-                    grid[b * g.c_out + co] = value;
-                }
-            }
-        }
-        if let Some(bias) = bias {
-            add_channel_bias(grid, bias, 1);
-        }
-    }
-
     /// One GEMM per group of samples: into `grid` directly when each sample's grid is a single
     /// position, otherwise into a folded block that is then copied to the samples' rows.
-    fn folded(&self, bias: Option<&[f32]>, grid: &mut [f32]) {
-        let (g, p, group) = (self.g, self.g.positions(), self.plan.group);
+    fn folded(&self, group: usize, bias: Option<&[f32]>, grid: &mut [f32]) {
+        let (g, p) = (self.g, self.g.positions());
         grid.par_chunks_mut(g.c_out * group * p).enumerate().for_each(|(i, y)| {
             let samples = i * group..(i * group + group).min(g.n);
             let columns = samples.len() * p;
@@ -263,12 +257,15 @@ impl Context<'_> {
 }
 
 /// The column matrices of consecutive samples side by side, `[k, samples * positions]`, as a
-/// B operand: column `s * positions + q` is position `q` of sample `s`.
+/// B operand: column `s * positions + q` is position `q` of sample `s`. With `ones_row`, B is
+/// `[k + 1, samples * positions]` and its last row is all ones.
 struct ImageColumns<'a> {
     g: &'a ConvGeometry,
     phases: &'a PhasePlan,
     /// The samples, `[samples, c_in, h, w]`.
     images: &'a [f32],
+    /// Whether B has a row of ones after the `k` rows of the column matrix.
+    ones_row: bool,
 }
 
 /// Consecutive grid positions of one sample that land in one B sliver: `rows` grid rows from
@@ -293,12 +290,26 @@ impl PackB for ImageColumns<'_> {
         if !nc.is_multiple_of(NR) {
             dst[(nc / NR) * kc * NR..].fill(0.0);
         }
-        let aligned = [k0, kc, n0, nc].iter().all(|v| v.is_multiple_of(TAPS_4X4));
-        if aligned && is_dcgan_8x8(self.g) {
-            self.pack_dcgan_8x8(k0, kc, n0, nc, dst);
+        let k = self.g.k();
+        if self.ones_row && k0 + kc > k {
+            // Row k, the ones the bias column of A multiplies.
+            let i = k - k0;
+            for (s, sliver) in dst.chunks_exact_mut(kc * NR).enumerate() {
+                let row = &mut sliver[i * NR..(i + 1) * NR];
+                let columns = NR.min(nc - s * NR);
+                row[..columns].fill(1.0);
+                row[columns..].fill(0.0);
+            }
+        }
+        let rows = k0..(k0 + kc).min(k);
+        if rows.is_empty() {
             return;
         }
-        let rows = k0..k0 + kc;
+        let aligned = [k0, rows.len(), n0, nc].iter().all(|v| v.is_multiple_of(TAPS_4X4));
+        if aligned && is_dcgan_8x8(self.g) {
+            self.pack_dcgan_8x8(&rows, kc, n0, nc, dst);
+            return;
+        }
         let mut column = n0;
         while column < n0 + nc {
             let (first_sample, first) = (column / p, column % p);
@@ -360,14 +371,21 @@ fn phase_planes_8x8(x: &[f32; 64]) -> [[f32; 25]; 4] {
 }
 
 impl ImageColumns<'_> {
-    /// [`PackB::pack_b`] for [`is_dcgan_8x8`] geometries, with `k0`, `kc`, `n0` and `nc`
-    /// multiples of 16: whole channels and whole samples, each sample 16 columns within one
+    /// [`PackB::pack_b`] of the image `rows` of a block of `kc` rows, for [`is_dcgan_8x8`]
+    /// geometries, with the ends of `rows`, `n0` and `nc` multiples of 16: whole channels and whole samples, each sample 16 columns within one
     /// sliver. Tap `(ky, kx)` reads pixel `(2 oy + ky - 1, 2 ox + kx - 1)`, which is entry
     /// `(oy + ky / 2, ox + kx / 2)` of phase plane `(ky % 2, kx % 2)`, so each 16-column row
     /// of a sample is four runs of 4 from one 5x5 plane, at offsets fixed by the tap.
-    fn pack_dcgan_8x8(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+    fn pack_dcgan_8x8(
+        &self,
+        rows: &Range<usize>,
+        kc: usize,
+        n0: usize,
+        nc: usize,
+        dst: &mut [f32],
+    ) {
         let sample_len = self.g.c_in * 64;
-        let channels = k0 / TAPS_4X4..(k0 + kc) / TAPS_4X4;
+        let channels = rows.start / TAPS_4X4..rows.end / TAPS_4X4;
         for t in 0..nc / TAPS_4X4 {
             let b = n0 / TAPS_4X4 + t;
             let column = t * TAPS_4X4;
@@ -457,8 +475,11 @@ impl ImageColumns<'_> {
                             let iy = first * g.stride[0] + ky * g.dilation[0] - g.pad[0];
                             let start = run.planes + window.row(slot, iy) + shift + run.ox
                                 - window.ox.start;
-                            let out = &mut out[zeros_before..zeros_from];
-                            copy_runs(out, &planes[start..], pitch, last - first, run.len);
+                            // An explicit count: `chunks_exact` would divide per run.
+                            for r in 0..last - first {
+                                let out_row = &mut out[zeros_before + r * run.len..][..run.len];
+                                copy_short(out_row, &planes[start + r * pitch..][..run.len]);
+                            }
                         }
                     }
                 });
