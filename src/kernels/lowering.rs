@@ -266,10 +266,7 @@ pub(crate) fn image_to_grid(
             Direct::Pointwise => fused_forward::Layout::Pointwise,
             Direct::No => fused_forward::Layout::Patches,
         };
-        let mg: usize =
-            std::env::var("FWD_MG").ok().map(|v| v.parse().unwrap()).unwrap_or(MIN_ITEMS);
-        let group = Lowering::new(g, mg).group;
-        let plan = fused_forward::Plan { layout, group, min_items: MIN_ITEMS };
+        let plan = fused_forward::Plan { layout, group: lowering.group, min_items: MIN_ITEMS };
         return fused_forward::image_to_grid(g, plan, image, weight, bias, grid);
     }
     // sgemm packs its left operand fastest when each column is contiguous, so hand it W^T
