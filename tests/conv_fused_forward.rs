@@ -13,8 +13,8 @@ use dcgan::kernels::packed_gemm::{sgemm, sgemm_prepacked, MatMut, MatRef, Packed
 use dcgan::kernels::{conv, conv_transpose, Conv2dSpec, ConvTranspose2dSpec};
 use proptest::prelude::*;
 
-/// Output of the pass that runs `image_to_grid`: conv2d forward with bias, or conv_transpose2d
-/// grad-input. Returns `(inputs, ours)`, where `inputs` are `[x, w, b]` for the forward pass
+/// Runs the pass that runs `image_to_grid` on the packed backend: conv2d forward with bias, or
+/// conv_transpose2d grad-input. Returns `(inputs, ours)`, where `inputs` are `[x, w, b]` for the forward pass
 /// and `[dy, w]` for grad-input.
 fn run_pass(conv: &Conv, seed: u64) -> (Vec<Vec<f32>>, Vec<f32>) {
     set_gemm_backend(GemmBackend::Packed);
@@ -149,7 +149,8 @@ fn thread_count_does_not_change_bits() {
     }
 }
 
-/// A small convolution of either kind, from proptest parameters.
+/// Builds a small convolution of either kind from proptest parameters, or `None` when the
+/// geometry rejects them.
 fn small_conv(
     transposed: bool,
     (n, c_in, c_out): (usize, usize, usize),

@@ -159,7 +159,7 @@ pub trait PackA {
 
     /// Returns the packed block `A[i0..i0 + mc, k0..k0 + kc]`, `mc.div_ceil(MR) * MR * kc`
     /// floats, either packed into `scratch` (of at least that length) or stored in `self`.
-    /// The driver asks only for `i0` and `k0` that are multiples of [`MC`] and [`KC`].
+    /// The driver requests only blocks whose `i0` and `k0` are multiples of [`MC`] and [`KC`].
     fn block<'s>(
         &'s self,
         i0: usize,
