@@ -13,9 +13,9 @@ use dcgan::kernels::packed_gemm::{sgemm, sgemm_prepacked, MatMut, MatRef, Packed
 use dcgan::kernels::{conv, conv_transpose, Conv2dSpec, ConvTranspose2dSpec};
 use proptest::prelude::*;
 
-/// Runs the pass that runs `image_to_grid` on the packed backend: conv2d forward with bias, or
-/// conv_transpose2d grad-input. Returns `(inputs, ours)`, where `inputs` are `[x, w, b]` for the forward pass
-/// and `[dy, w]` for grad-input.
+/// Runs the convolution pass that calls `image_to_grid`, on the packed backend: conv2d forward
+/// with bias, or conv_transpose2d grad-input. Returns `(inputs, ours)`, where `inputs` are
+/// `[x, w, b]` for the forward pass and `[dy, w]` for grad-input.
 fn run_pass(conv: &Conv, seed: u64) -> (Vec<Vec<f32>>, Vec<f32>) {
     set_gemm_backend(GemmBackend::Packed);
     let [x_len, y_len, w_len, b_len] = conv.lens();
