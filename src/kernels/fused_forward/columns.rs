@@ -104,8 +104,9 @@ struct Block<'b> {
 /// Taps of a 4x4 kernel, and positions of a 4x4 grid.
 const TAPS_4X4: usize = 16;
 
-/// Returns whether `g` is DCGAN's 4x4 kernel with stride 2, padding 1 and no dilation on an 8x8 image,
-/// which gives a 4x4 grid: the smallest-grid layers of DCGAN, whose samples are folded.
+/// Returns whether `g` is DCGAN's 4x4 kernel with stride 2, padding 1 and no dilation on an
+/// 8x8 image, which gives a 4x4 grid: the smallest-grid layers of DCGAN, whose samples are
+/// folded.
 fn is_dcgan_8x8(g: &ConvGeometry) -> bool {
     (g.k_h, g.k_w, g.h, g.w) == (4, 4, 8, 8)
         && g.stride == [2, 2]
@@ -113,9 +114,9 @@ fn is_dcgan_8x8(g: &ConvGeometry) -> bool {
         && g.dilation == [1, 1]
 }
 
-/// Returns the four 2D phase planes of an 8x8 image under padding 1: plane `(phase_y, phase_x)` is the
-/// 5x5 array whose entry `(a, b)` is pixel `(2 a + phase_y - 1, 2 b + phase_x - 1)`, zero
-/// outside the image.
+/// Returns the four 2D phase planes of an 8x8 image under padding 1. Plane
+/// `(phase_y, phase_x)` is the 5x5 array whose entry `(a, b)` is pixel
+/// `(2 a + phase_y - 1, 2 b + phase_x - 1)`, zero outside the image.
 fn phase_planes_8x8(x: &[f32; 64]) -> [[f32; 25]; 4] {
     let mut planes = [[0.0f32; 25]; 4];
     for (index, plane) in planes.iter_mut().enumerate() {
@@ -135,11 +136,12 @@ fn phase_planes_8x8(x: &[f32; 64]) -> [[f32; 25]; 4] {
 }
 
 impl ImageColumns<'_> {
-    /// [`PackB::pack_b`] of the image `rows` of a block of `kc` rows, for [`is_dcgan_8x8`]
-    /// geometries, with the ends of `rows`, `n0` and `nc` multiples of 16: whole channels and whole samples, each sample 16 columns within one
+    /// Packs the image rows `rows` of a B block of `kc` rows, as [`PackB::pack_b`] would, for
+    /// [`is_dcgan_8x8`] geometries. The ends of `rows`, `n0` and `nc` must be multiples of 16,
+    /// so the block holds whole channels and whole samples, each sample 16 columns within one
     /// sliver. Tap `(ky, kx)` reads pixel `(2 oy + ky - 1, 2 ox + kx - 1)`, which is entry
-    /// `(oy + ky / 2, ox + kx / 2)` of phase plane `(ky % 2, kx % 2)`, so each 16-column row
-    /// of a sample is four runs of 4 from one 5x5 plane, at offsets fixed by the tap.
+    /// `(oy + ky / 2, ox + kx / 2)` of phase plane `(ky % 2, kx % 2)`. Each 16-column row of a
+    /// sample is therefore four runs of 4 from one 5x5 plane, at offsets fixed by the tap.
     fn pack_dcgan_8x8(
         &self,
         rows: &Range<usize>,
