@@ -116,6 +116,9 @@ pub(crate) fn image_to_grid(
             // Each sample is one column of B, so a group narrower than the `NR`-column
             // microtile leaves most of its lanes empty: groups get at least
             // `WHOLE_MIN_COLUMNS` samples, even if that leaves fewer than `min_items` of them.
+            // NOTE: this layout runs at about 0.8 of one sgemm of the same shape (dcgan64 G1
+            // grad-input), because packing B transposes the batch from one strided stream per
+            // sample, which costs about a fifth of the call.
             let group = g.n.div_ceil(plan.min_items).max(WHOLE_MIN_COLUMNS).min(g.n);
             context.folded(group.max(1), bias, grid);
         } else if plan.group == 1 {
