@@ -59,7 +59,7 @@ pub(crate) fn plane_borders(
 
 /// Gathers the phases of channel `plane` (one `[h, w]` image plane) into the inside entries of
 /// `planes`. The caller writes the zero entries around them once per tile.
-fn fill_planes(
+pub(crate) fn fill_planes(
     g: &ConvGeometry,
     window: &Window,
     borders: &[[usize; 4]],

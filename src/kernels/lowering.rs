@@ -24,7 +24,8 @@ use rayon::prelude::*;
 use super::col2im::col2im_add;
 use super::disjoint::DisjointSlice;
 use super::elementwise::{add_assign, add_channel_bias, copy, transpose};
-use super::gemm::{gemm, MatMut, MatRef};
+use super::fused_forward;
+use super::gemm::{gemm, gemm_backend, GemmBackend, MatMut, MatRef};
 use super::geometry::ConvGeometry;
 use super::im2col::im2col;
 use super::phases::{PhasePlan, Tile};
@@ -259,6 +260,15 @@ pub(crate) fn image_to_grid(
     grid: &mut [f32],
 ) {
     let lowering = Lowering::new(g, MIN_ITEMS);
+    if gemm_backend() == GemmBackend::Packed {
+        let layout = match lowering.direct {
+            Direct::Whole => fused_forward::Layout::Whole,
+            Direct::Pointwise => fused_forward::Layout::Pointwise,
+            Direct::No => fused_forward::Layout::Patches,
+        };
+        let plan = fused_forward::Plan { layout, group: lowering.group, min_items: MIN_ITEMS };
+        return fused_forward::image_to_grid(g, plan, image, weight, bias, grid);
+    }
     // sgemm packs its left operand fastest when each column is contiguous, so hand it W^T
     // [k, c_out] read as W: one transpose per call instead of a slow pack per tile.
     let (k, c_out) = (g.k(), g.c_out);

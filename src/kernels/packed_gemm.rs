@@ -22,12 +22,16 @@
 mod driver;
 mod kernel;
 mod pack;
+mod prepacked;
 mod tiles;
+
+use std::ops::Range;
 
 use super::geometry::MAX_TENSOR_ELEMENTS;
 use crate::error::{checked_product, Error, Result};
 
 pub use kernel::{MR, NR};
+pub use prepacked::PackedA;
 
 /// Depth of a k-block. Each microtile is merged into C once per k-block, one load and store per
 /// `KC` fused multiply-adds, while the `KC x NR` sliver of B that the inner loop reuses should stay
@@ -380,6 +384,41 @@ pub fn sgemm_with_packer(
     }
     check_dimensions(a.rows, a.cols, c.cols)?;
     driver::gemm_into(alpha, &a, b, beta, &mut c);
+    Ok(())
+}
+
+/// Computes `C = alpha * A[rows, :] * B + beta * C` with A packed in advance and B supplied by
+/// a packer.
+///
+/// As [`sgemm_with_packer`], with A the rows `rows` of the `m x k` matrix `a` packed, and
+/// `k = a.cols()`, `n = c.cols()`. The blocks of A are read in place instead of being packed per
+/// call, and the result is bit-identical to [`sgemm_with_packer`] on the same rows of the
+/// unpacked A.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `rows` does not start at a multiple of [`MR`] or does not lie
+/// within the rows of `a`, when `rows.len()` differs from the rows of C, or when a matrix is too
+/// large, as for [`sgemm`].
+pub fn sgemm_prepacked(
+    alpha: f32,
+    a: &PackedA,
+    rows: Range<usize>,
+    b: &impl PackB,
+    beta: f32,
+    mut c: MatMut<'_>,
+) -> Result<()> {
+    let Some(a_rows) = prepacked::PackedRows::new(a, rows.clone()) else {
+        return Err(Error::invalid(
+            "rows of the packed A",
+            format!("{rows:?}"),
+            format!("a range within 0..{} starting at a multiple of {MR}", a.rows()),
+        ));
+    };
+    if rows.len() != c.rows {
+        return Err(Error::invalid("rows of A", rows.len(), format!("{}, the rows of C", c.rows)));
+    }
+    check_dimensions(rows.len(), a.cols(), c.cols)?;
+    driver::gemm_into(alpha, &a_rows, b, beta, &mut c);
     Ok(())
 }
 

@@ -145,10 +145,61 @@ fn scale_c(c: &mut MatMut<'_>, beta: f32) {
     }
 }
 
+/// Supplies packed blocks of the A operand of a product, in the layout of [`pack_a`].
+pub trait PackA {
+    /// Whether [`PackA::block`] packs into its scratch argument; when false the driver gives it
+    /// an empty one.
+    const USES_SCRATCH: bool;
+
+    /// Rows of A.
+    fn rows(&self) -> usize;
+
+    /// Columns of A.
+    fn cols(&self) -> usize;
+
+    /// Returns the packed block `A[i0..i0 + mc, k0..k0 + kc]`, `mc.div_ceil(MR) * MR * kc`
+    /// floats, either packed into `scratch` (of at least that length) or stored in `self`.
+    /// The driver requests only blocks whose `i0` and `k0` are multiples of [`MC`] and [`KC`].
+    fn block<'s>(
+        &'s self,
+        i0: usize,
+        mc: usize,
+        k0: usize,
+        kc: usize,
+        scratch: &'s mut [f32],
+    ) -> &'s [f32];
+}
+
+impl PackA for MatRef<'_> {
+    const USES_SCRATCH: bool = true;
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    #[inline(always)]
+    fn block<'s>(
+        &'s self,
+        i0: usize,
+        mc: usize,
+        k0: usize,
+        kc: usize,
+        scratch: &'s mut [f32],
+    ) -> &'s [f32] {
+        let block = &mut scratch[..mc.next_multiple_of(MR) * kc];
+        pack_a(self, i0, mc, k0, kc, block);
+        block
+    }
+}
+
 /// `C = alpha * A * B + beta * C`; dimensions are checked by the caller.
-pub fn gemm_into(alpha: f32, a: &MatRef<'_>, b: &impl PackB, beta: f32, c: &mut MatMut<'_>) {
-    let (m, k, n) = (c.rows, a.cols, c.cols);
-    debug_assert_eq!(a.rows, m, "rows of A and C differ");
+pub fn gemm_into<A: PackA>(alpha: f32, a: &A, b: &impl PackB, beta: f32, c: &mut MatMut<'_>) {
+    let (m, k, n) = (c.rows, a.cols(), c.cols);
+    debug_assert_eq!(a.rows(), m, "rows of A and C differ");
     if m == 0 || n == 0 {
         return;
     }
@@ -160,8 +211,9 @@ pub fn gemm_into(alpha: f32, a: &MatRef<'_>, b: &impl PackB, beta: f32, c: &mut 
     let kc_max = KC.min(k);
     let nc_max = NC.min(n.next_multiple_of(NR));
     let mc_max = MC.min(m.next_multiple_of(MR));
+    let a_scratch = if A::USES_SCRATCH { mc_max * kc_max } else { 0 };
     with_buffer(&PACKED_B, kc_max * nc_max, |b_buffer| {
-        with_buffer(&PACKED_A, mc_max * kc_max, |a_buffer| {
+        with_buffer(&PACKED_A, a_scratch, |a_buffer| {
             let b_buffer: &mut [f32] = bytemuck::cast_slice_mut(b_buffer);
             let a_buffer: &mut [f32] = bytemuck::cast_slice_mut(a_buffer);
 
@@ -179,9 +231,8 @@ pub fn gemm_into(alpha: f32, a: &MatRef<'_>, b: &impl PackB, beta: f32, c: &mut 
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
 
-                        // Pack A[ic.., pc..] as [mc / MR slivers][kc][MR].
-                        let a_block = &mut a_buffer[..mc.next_multiple_of(MR) * kc];
-                        pack_a(a, ic, mc, pc, kc, a_block);
+                        // A[ic.., pc..] as [mc / MR slivers][kc][MR].
+                        let a_block = a.block(ic, mc, pc, kc, a_buffer);
 
                         let mut output = CBlock { c: &mut *c, row0: ic, col0: jc, merge };
                         multiply_block(kc, a_block, b_panel, &mut output);
