@@ -5,10 +5,10 @@
 //! ```
 //!
 //! Arguments: the model (`dcgan64`: 3x64x64, ngf = ndf = 64; `dcgan32`: 1x32x32), the number of
-//! threads, and the number of timed steps after one warm-up step. `--backend packed` (or
-//! `matrixmultiply`, the default) before them selects the GEMM backend. `mnist` is the MNIST command's
-//! default model (1x32x32, ngf 64, ndf 16). Prints the median and minimum
-//! milliseconds per step. Run it under `/usr/bin/time -v` for the peak memory of a step.
+//! threads, and the number of timed steps after one warm-up step. `--backend packed` or
+//! `--backend matrixmultiply` before them selects the GEMM backend (default: see
+//! `GemmBackend::default`). `mnist` is the MNIST command's default model (1x32x32, ngf 64,
+//! ndf 16). Prints the median and minimum milliseconds per step. Run it under `/usr/bin/time -v` for the peak memory of a step.
 
 use std::process::ExitCode;
 use std::time::Instant;

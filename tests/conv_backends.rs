@@ -57,7 +57,12 @@ fn check_against_reference(name: &str, conv: &Conv, ours: &Passes, inputs: [&[f3
 
 #[test]
 fn both_backends_match_reference_and_ignore_thread_count() {
-    assert_eq!(gemm_backend(), GemmBackend::MatrixMultiply, "the default backend");
+    // The packed backend is the default exactly when its SIMD width is fixed at compile time.
+    let simd =
+        cfg!(any(target_feature = "avx512f", all(target_feature = "avx2", target_feature = "fma")));
+    let expected = if simd { GemmBackend::Packed } else { GemmBackend::MatrixMultiply };
+    assert_eq!(gemm_backend(), expected, "the default backend");
+    assert_eq!(GemmBackend::default(), expected, "GemmBackend::default");
     let pools: Vec<_> = [1, 2, 7]
         .map(|threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap())
         .into();

@@ -2,12 +2,15 @@
 //!
 //! Matrices are views into slices with arbitrary non-negative row and column strides, so a
 //! transpose or a sub-block of a larger matrix costs nothing. [`gemm`] runs on one of two
-//! backends, chosen process-wide by [`set_gemm_backend`]. The default is
-//! `matrixmultiply::sgemm`. The other is the crate's own [`packed_gemm::sgemm`], which is faster
-//! on the forward and grad-input products of the large layers but slower on grad-weight and on
-//! thin products, so it loses on a whole training step. Both run each call on the calling thread
-//! (this crate builds matrixmultiply without its `threading` feature), and parallelism comes
-//! from running independent calls on rayon's workers.
+//! backends, chosen process-wide by [`set_gemm_backend`]: the crate's own
+//! [`packed_gemm::sgemm`], under which the convolution products also fuse im2col into its
+//! packing (and col2im into its tiles), or `matrixmultiply::sgemm`, kept as the reference path
+//! and roofline. The default is the packed backend when the build targets AVX2 and FMA or
+//! AVX-512 (as this repository's `.cargo/config.toml` does), and matrixmultiply otherwise,
+//! because matrixmultiply picks its SIMD kernel at run time while `wide` is fixed at compile
+//! time. Both run each call on the calling thread (this crate builds matrixmultiply without its
+//! `threading` feature), and parallelism comes from running independent calls on rayon's
+//! workers.
 //!
 //! The views here differ from [`packed_gemm`]'s: their constructors panic
 //! instead of returning `Result`, because the lowering builds them from shapes it has already
@@ -21,23 +24,37 @@ use super::packed_gemm;
 /// The GEMM implementation behind [`gemm`].
 ///
 /// Each backend is deterministic on its own: a result depends only on the inputs, the build and
-/// the CPU features. Nothing makes the two agree bit for bit. On an AVX-512 machine they did on
-/// every convolution shape of the tests, because both run sequential fused multiply-adds over
-/// `k` blocks of 256 and the lowering calls them with `alpha = 1` and `beta` 0 or 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// the CPU features. Nothing makes the two agree bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmBackend {
-    /// [`packed_gemm::sgemm`]: an 8 x 48 microkernel on `wide`'s `f32x16`. With AVX-512 it is
-    /// faster on large forward and grad-input products, and slower on grad-weight (`beta = 1`)
-    /// and when a dimension is far below its 8 x 48 tile (`examples/conv_gflops.rs` compares
-    /// them).
+    /// [`packed_gemm::sgemm`]: an 8 x 48 microkernel on `wide`'s `f32x16` with AVX-512 (6 x 16
+    /// on `f32x8` otherwise). Under it the convolution products run fused paths: im2col packed
+    /// straight into the GEMM's panels, and the weight packed once per call.
     Packed,
-    /// `matrixmultiply::sgemm`, the default: faster over a whole DCGAN training step.
-    #[default]
+    /// `matrixmultiply::sgemm` behind the tiled im2col/col2im lowering: the reference path.
     MatrixMultiply,
 }
 
+impl Default for GemmBackend {
+    /// [`GemmBackend::Packed`] when the build enables AVX-512, or AVX2 and FMA; otherwise
+    /// [`GemmBackend::MatrixMultiply`], whose kernel selects its SIMD at run time.
+    fn default() -> Self {
+        DEFAULT_BACKEND
+    }
+}
+
+/// The backend a process starts with (see [`GemmBackend::default`]).
+const DEFAULT_BACKEND: GemmBackend = if cfg!(any(
+    target_feature = "avx512f",
+    all(target_feature = "avx2", target_feature = "fma")
+)) {
+    GemmBackend::Packed
+} else {
+    GemmBackend::MatrixMultiply
+};
+
 /// The backend of [`gemm`], as the discriminant of [`GemmBackend`].
-static BACKEND: AtomicU8 = AtomicU8::new(GemmBackend::MatrixMultiply as u8);
+static BACKEND: AtomicU8 = AtomicU8::new(DEFAULT_BACKEND as u8);
 
 /// Selects the backend of every later [`gemm`] call in this process, on every thread.
 ///
@@ -47,7 +64,7 @@ pub fn set_gemm_backend(backend: GemmBackend) {
     BACKEND.store(backend as u8, Ordering::Relaxed);
 }
 
-/// Returns the backend [`gemm`] currently uses; [`GemmBackend::MatrixMultiply`] unless
+/// Returns the backend [`gemm`] currently uses: [`GemmBackend::default`] unless
 /// [`set_gemm_backend`] chose another.
 pub fn gemm_backend() -> GemmBackend {
     if BACKEND.load(Ordering::Relaxed) == GemmBackend::Packed as u8 {
