@@ -33,6 +33,7 @@ use dcgan::data::{Mnist, MnistOptions};
 use dcgan::eval::{EvalOptions, Evaluator};
 use dcgan::run::folder::{read_history, CHECKPOINT_FILE};
 use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
+use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
 use dcgan::Error;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
@@ -136,6 +137,12 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     threads: usize,
 
+    /// GEMM backend: `packed` (the crate's microkernel, with im2col fused into its packing) or
+    /// `matrixmultiply` (the reference path). Default: packed when the build enables AVX2 and
+    /// FMA or AVX-512. Results differ between the two in the last bits.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+
     /// Output folder for samples, metrics, loss plot, checkpoint and settings.
     #[arg(long, short, default_value = "runs/mnist")]
     out: PathBuf,
@@ -201,7 +208,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The values of `--backend`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Backend {
+    Packed,
+    Matrixmultiply,
+}
+
 fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
+    match args.backend {
+        Some(Backend::Packed) => set_gemm_backend(GemmBackend::Packed),
+        Some(Backend::Matrixmultiply) => set_gemm_backend(GemmBackend::MatrixMultiply),
+        None => {}
+    }
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
