@@ -432,6 +432,11 @@ pub(crate) fn grid_to_image(
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
+    if super::gemm::gemm_backend() == super::gemm::GemmBackend::Packed
+        && super::fused_col2im::suits(g)
+    {
+        return super::fused_col2im::grid_to_image(g, grid, weight, bias, image);
+    }
     let (k, p, plane, taps) = (g.k(), g.positions(), g.h * g.w, g.k_h * g.k_w);
     let block_channels = (K_TILE / taps).max(1);
     let blocks = g.c_in.div_ceil(block_channels);

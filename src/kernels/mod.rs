@@ -17,6 +17,7 @@ pub mod conv;
 pub mod conv_transpose;
 mod disjoint;
 pub mod elementwise;
+mod fused_col2im;
 mod fused_forward;
 mod fused_weight;
 pub mod gemm;
