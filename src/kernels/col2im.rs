@@ -13,7 +13,7 @@ use super::phases::{add_runs, for_each_row, GridRows, PhasePlan, Tile, Window};
 
 /// `dst[j * stride] += src[j]`, with a vectorisable loop for stride 2.
 #[inline]
-pub(crate) fn scatter_add_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+fn scatter_add_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     match stride {
         1 => elementwise::add_assign(&mut dst[..src.len()], src),
         2 => {

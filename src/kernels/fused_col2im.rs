@@ -20,14 +20,15 @@
 //! on `m`, `k`, `n` and compile-time block sizes. A tile's values depend on the same things. So
 //! every pixel receives the same sums in the same order on any number of threads.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::col2im::scatter_add_strided;
 use super::disjoint::DisjointSlice;
+use super::elementwise::add_assign;
 use super::geometry::ConvGeometry;
-use super::packed_gemm::{self, MatRef, PackB, Tile};
+use super::packed_gemm::{self, MatMut, MatRef, PackB, Tile, NR};
 
 /// Rows of `W^T` per channel block, at least one channel's taps: the `m` of one GEMM.
 const BLOCK_ROWS: usize = 256;
@@ -131,7 +132,7 @@ pub(crate) fn suits(g: &ConvGeometry) -> bool {
 }
 
 /// `image = col2im(W^T * grid) + bias`, overwriting `image [n, c_in, h, w]` from `grid [n,
-/// c_out, positions]` and `weight [c_out, k]`, on [`packed_gemm::sgemm_tiles`].
+/// c_out, positions]` and `weight [c_out, k]`, on [`packed_gemm`].
 pub(crate) fn grid_to_image(
     g: &ConvGeometry,
     grid: &[f32],
@@ -143,6 +144,9 @@ pub(crate) fn grid_to_image(
     debug_assert_eq!(weight.len(), g.c_out * g.k());
     debug_assert_eq!(image.len(), g.n * g.c_in * g.h * g.w);
     let plan = Plan::new(g);
+    if plan.layout == Layout::Whole {
+        return whole_image(&plan, grid, weight, bias, image);
+    }
     let out = DisjointSlice::new(image);
     (0..plan.groups * plan.blocks).into_par_iter().for_each(|item| {
         let (group, block) = (item / plan.blocks, item % plan.blocks);
@@ -159,74 +163,79 @@ pub(crate) fn grid_to_image(
                 unsafe { out.range_mut(start..start + channels.len() * plane) }
             })
             .collect();
+
+        // The image block starts from the bias, and the product adds into it.
         let bias = bias.map(|bias| &bias[channels.clone()]);
-        run_item(&plan, (grid, weight, bias), (&samples, &channels), &mut regions);
-    });
-}
-
-/// Computes item (`samples`, `channels`) into `regions`, the block's channels of each sample,
-/// `[channels, h, w]`.
-fn run_item(
-    plan: &Plan<'_>,
-    (grid, weight, bias): (&[f32], &[f32], Option<&[f32]>),
-    (samples, channels): (&Range<usize>, &Range<usize>),
-    regions: &mut [&mut [f32]],
-) {
-    let g = plan.g;
-    let (k, taps, plane, p) = (g.k(), g.k_h * g.k_w, g.h * g.w, plan.positions);
-
-    // A = W^T[rows, :], [rows, c_out], read in place from W [c_out, k].
-    let rows = channels.start * taps..channels.end * taps;
-    let a = MatRef::from_checked(&weight[rows.start..], [rows.len(), g.c_out], [1, k]);
-    let n = samples.len() * p;
-
-    // A scatter adds into the image, so the block starts from the bias.
-    if plan.layout == Layout::Scatter {
         for region in regions.iter_mut() {
             for (c, channel) in region.chunks_exact_mut(plane).enumerate() {
                 channel.fill(bias.map_or(0.0, |bias| bias[c]));
             }
         }
-    }
 
-    // B = the group's grid, [c_out, samples * positions], packed from where it lies.
-    let first = samples.start * g.c_out * p;
-    let grid = &grid[first..first + samples.len() * g.c_out * p];
-    let result = if samples.len() == 1 {
-        let b = MatRef::from_checked(grid, [g.c_out, p], [p, 1]);
-        multiply(plan, a, &b, n, bias, regions)
-    } else if p == 1 {
-        let b = MatRef::from_checked(grid, [g.c_out, samples.len()], [1, g.c_out]);
-        multiply(plan, a, &b, n, bias, regions)
-    } else {
-        let b = GroupGrid { grid, c_out: g.c_out, positions: p };
-        multiply(plan, a, &b, n, bias, regions)
-    };
-    // The views come from a checked geometry, whose tensors have at most MAX_TENSOR_ELEMENTS
-    // elements, so the size check of sgemm_tiles cannot fail.
-    result.unwrap_or_else(|e| panic!("grid_to_image: sgemm_tiles rejected checked views: {e}"));
+        // A = W^T[rows, :], [rows, c_out], read in place from W [c_out, k].
+        let rows = channels.start * g.k_h * g.k_w..channels.end * g.k_h * g.k_w;
+        let a = MatRef::from_checked(&weight[rows.start..], [rows.len(), g.c_out], [1, g.k()]);
+        if plan.layout == Layout::Pointwise {
+            pointwise(&plan, grid, a, &samples, &mut regions);
+        } else {
+            scatter_item(&plan, grid, a, &samples, &mut regions);
+        }
+    });
 }
 
-/// Runs `sgemm_tiles` with the tile closure of `plan`'s layout.
-fn multiply(
+/// Panics on an error of `packed_gemm`, which views from a checked geometry cannot cause: its
+/// tensors have at most `MAX_TENSOR_ELEMENTS` elements and the shapes agree.
+fn expect_checked(result: crate::error::Result<()>) {
+    result.unwrap_or_else(|e| panic!("grid_to_image: packed_gemm rejected checked views: {e}"));
+}
+
+/// [`Layout::Whole`]: the image of a sample group is `[samples, k]` and equals `grid [samples,
+/// c_out] * W [c_out, k]` plus the bias, one plain GEMM written in place. Groups of samples
+/// are the work items.
+fn whole_image(
     plan: &Plan<'_>,
-    a: MatRef<'_>,
-    b: &impl PackB,
-    n: usize,
+    grid: &[f32],
+    weight: &[f32],
     bias: Option<&[f32]>,
-    regions: &mut [&mut [f32]],
-) -> crate::error::Result<()> {
-    match plan.layout {
-        Layout::Whole => packed_gemm::sgemm_tiles(1.0, a, b, n, |tile| {
-            store_whole(plan, tile, bias, regions)
-        }),
-        Layout::Pointwise => packed_gemm::sgemm_tiles(1.0, a, b, n, |tile| {
-            store_pointwise(plan, tile, bias, regions)
-        }),
-        Layout::Scatter => {
-            let taps = Taps::new(plan.g);
-            packed_gemm::sgemm_tiles(1.0, a, b, n, |tile| scatter(plan, &taps, tile, regions))
+    image: &mut [f32],
+) {
+    let g = plan.g;
+    let (k, plane) = (g.k(), g.h * g.w);
+    let group = g.n.div_ceil(MIN_ITEMS);
+    image.par_chunks_mut(group * k).enumerate().for_each(|(i, c)| {
+        let samples = c.len() / k;
+        for sample in c.chunks_exact_mut(k) {
+            match bias {
+                Some(bias) => {
+                    for (channel, &b) in sample.chunks_exact_mut(plane).zip(bias) {
+                        channel.fill(b);
+                    }
+                }
+                None => sample.fill(0.0),
+            }
         }
+        let first = i * group * g.c_out;
+        let a = MatRef::from_checked(&grid[first..], [samples, g.c_out], [g.c_out, 1]);
+        let b = MatRef::from_checked(weight, [g.c_out, k], [k, 1]);
+        let c = MatMut::from_checked(c, [samples, k], [k, 1]);
+        expect_checked(packed_gemm::sgemm(1.0, a, b, 1.0, c));
+    });
+}
+
+/// [`Layout::Pointwise`]: each sample's block `[channels, positions]` is `A * grid_b` added in
+/// place.
+fn pointwise(
+    plan: &Plan<'_>,
+    grid: &[f32],
+    a: MatRef<'_>,
+    samples: &Range<usize>,
+    regions: &mut [&mut [f32]],
+) {
+    let (c_out, p) = (plan.g.c_out, plan.positions);
+    for (b, region) in samples.clone().zip(regions.iter_mut()) {
+        let y = MatRef::from_checked(&grid[b * c_out * p..], [c_out, p], [p, 1]);
+        let c = MatMut::from_checked(region, [a.rows(), p], [p, 1]);
+        expect_checked(packed_gemm::sgemm(1.0, a, y, 1.0, c));
     }
 }
 
@@ -242,10 +251,10 @@ struct GroupGrid<'a> {
 impl PackB for GroupGrid<'_> {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
         let (c_out, p) = (self.c_out, self.positions);
-        for (s, sliver) in dst.chunks_exact_mut(kc * packed_gemm::NR).enumerate() {
-            let col0 = n0 + s * packed_gemm::NR;
-            let cols = packed_gemm::NR.min(n0 + nc - col0);
-            let (rows, _) = sliver.as_chunks_mut::<{ packed_gemm::NR }>();
+        for (s, sliver) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            let col0 = n0 + s * NR;
+            let cols = NR.min(n0 + nc - col0);
+            let (rows, _) = sliver.as_chunks_mut::<NR>();
             for (i, row) in rows.iter_mut().enumerate() {
                 let co = k0 + i;
                 // Runs of columns within one sample are contiguous in the grid.
@@ -263,110 +272,160 @@ impl PackB for GroupGrid<'_> {
     }
 }
 
-/// Stores a tile of the [`Layout::Whole`] column matrix: entry `(r, s)` is element `r` of the
-/// block of sample `s`.
-fn store_whole(
-    plan: &Plan<'_>,
-    tile: &Tile<'_>,
-    bias: Option<&[f32]>,
-    regions: &mut [&mut [f32]],
-) {
-    let plane = plan.g.h * plan.g.w;
-    for i in 0..tile.rows {
-        let r = tile.row + i;
-        let shift = bias.map_or(0.0, |bias| bias[r / plane]);
-        for (j, &value) in tile.row_values(i).iter().enumerate() {
-            regions[tile.col + j][r] = value + shift;
-        }
-    }
+thread_local! {
+    /// Phase planes of one work item, reused across calls on this thread.
+    static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Stores a tile of the [`Layout::Pointwise`] column matrix: entry `(c, s * positions + j)` is
-/// pixel `j` of channel `c` of sample `s`.
-fn store_pointwise(
-    plan: &Plan<'_>,
-    tile: &Tile<'_>,
-    bias: Option<&[f32]>,
-    regions: &mut [&mut [f32]],
-) {
-    let p = plan.positions;
-    for i in 0..tile.rows {
-        let c = tile.row + i;
-        let shift = bias.map_or(0.0, |bias| bias[c]);
-        let values = tile.row_values(i);
-        let mut j = 0;
-        while j < values.len() {
-            let (sample, position) = ((tile.col + j) / p, (tile.col + j) % p);
-            let run = (values.len() - j).min(p - position);
-            let dst = &mut regions[sample][c * p + position..][..run];
-            for (d, &v) in dst.iter_mut().zip(&values[j..j + run]) {
-                *d = v + shift;
-            }
-            j += run;
-        }
-    }
+/// The phase planes of one work item of [`Layout::Scatter`].
+///
+/// With the image padded by `pad` on each side, tap `ky` of grid row `oy` reads padded row
+/// `oy * stride_h + ky * dilation_h`, which is row `oy + (ky * dilation_h) / stride_h` of phase
+/// `(ky * dilation_h) % stride_h`. So for one tap, a grid row lands on one contiguous run of one
+/// phase plane, and every entry has a slot, padding included. Each (sample, channel, phase) has
+/// a `rows x cols` plane, and the planes are drained into the image once the product is done.
+struct Phases {
+    rows: usize,
+    cols: usize,
+    /// Phases per channel, `stride_h * stride_w`.
+    phases: usize,
+    /// Per tap of the kernel, the offset of its first slot within a channel's planes.
+    taps: Vec<usize>,
 }
 
-/// For every tap index along each axis, the grid indices whose pixel lies inside the image and
-/// the pixel offset of grid index 0 (negative when the tap starts in the padding).
-struct Taps {
-    rows: Vec<(Range<usize>, isize)>,
-    cols: Vec<(Range<usize>, isize)>,
-}
-
-impl Taps {
+impl Phases {
     fn new(g: &ConvGeometry) -> Self {
-        let axis = |taps: usize, axis: usize, out: usize, size: usize| {
-            (0..taps)
-                .map(|t| {
-                    let offset = (t * g.dilation[axis]) as isize - g.pad[axis] as isize;
-                    (inside(out, size, g.stride[axis], offset), offset)
-                })
-                .collect()
-        };
-        Taps { rows: axis(g.k_h, 0, g.out_h, g.h), cols: axis(g.k_w, 1, g.out_w, g.w) }
+        let ([s_h, s_w], [d_h, d_w]) = (g.stride, g.dilation);
+        let rows = g.out_h + (g.k_h - 1) * d_h / s_h;
+        let cols = g.out_w + (g.k_w - 1) * d_w / s_w;
+        let taps = (0..g.k_h * g.k_w)
+            .map(|tap| {
+                let (ty, tx) = (tap / g.k_w * d_h, tap % g.k_w * d_w);
+                let phase = ty % s_h * s_w + tx % s_w;
+                (phase * rows + ty / s_h) * cols + tx / s_w
+            })
+            .collect();
+        Phases { rows, cols, phases: s_h * s_w, taps }
+    }
+
+    /// Elements of one channel's planes.
+    fn channel_len(&self) -> usize {
+        self.phases * self.rows * self.cols
     }
 }
 
-/// The indices `o` in `0..out` with `0 <= o * stride + offset < size`.
-fn inside(out: usize, size: usize, stride: usize, offset: isize) -> Range<usize> {
-    let (stride, size) = (stride as isize, size as isize);
-    // First o with o * stride + offset >= 0, and first o with o * stride + offset >= size.
-    let first = if offset >= 0 { 0 } else { (-offset + stride - 1) / stride };
-    let end = if offset >= size { 0 } else { (size - offset + stride - 1) / stride };
-    let end = (end as usize).min(out);
-    (first as usize).min(end)..end
+/// [`Layout::Scatter`]: the block's column matrix from `sgemm_tiles`, each tile added into phase
+/// planes, which are then added into the image block.
+fn scatter_item(
+    plan: &Plan<'_>,
+    grid: &[f32],
+    a: MatRef<'_>,
+    samples: &Range<usize>,
+    regions: &mut [&mut [f32]],
+) {
+    let g = plan.g;
+    let p = plan.positions;
+    let phases = Phases::new(g);
+    let channels = regions[0].len() / (g.h * g.w);
+    let sample_len = channels * phases.channel_len();
+    let n = samples.len() * p;
+
+    PLANES.with(|planes| {
+        let mut planes = planes.borrow_mut();
+        let len = samples.len() * sample_len;
+        if planes.len() < len {
+            planes.resize(len, 0.0);
+        }
+        let planes = &mut planes[..len];
+        planes.fill(0.0);
+
+        // B = the group's grid, [c_out, samples * positions], packed from where it lies.
+        let first = samples.start * g.c_out * p;
+        let grid = &grid[first..first + n * g.c_out];
+        let add = |tile: &Tile<'_>| add_tile(plan, &phases, sample_len, tile, planes);
+        let result = if samples.len() == 1 {
+            let b = MatRef::from_checked(grid, [g.c_out, p], [p, 1]);
+            packed_gemm::sgemm_tiles(1.0, a, &b, n, add)
+        } else if p == 1 {
+            let b = MatRef::from_checked(grid, [g.c_out, n], [1, g.c_out]);
+            packed_gemm::sgemm_tiles(1.0, a, &b, n, add)
+        } else {
+            let b = GroupGrid { grid, c_out: g.c_out, positions: p };
+            packed_gemm::sgemm_tiles(1.0, a, &b, n, add)
+        };
+        expect_checked(result);
+
+        for (region, planes) in regions.iter_mut().zip(planes.chunks_exact(sample_len)) {
+            let channels = region.chunks_exact_mut(g.h * g.w);
+            for (image, planes) in channels.zip(planes.chunks_exact(phases.channel_len())) {
+                drain(g, &phases, planes, image);
+            }
+        }
+    });
 }
 
-/// Adds a tile of the column matrix into the image: each run of a tile row that lies in one grid
-/// row goes to one image row, every `stride_w`-th pixel, with the entries in the padding dropped.
-fn scatter(plan: &Plan<'_>, taps: &Taps, tile: &Tile<'_>, regions: &mut [&mut [f32]]) {
+/// Adds one tile of the column matrix into the phase planes: each run of a tile row within one
+/// grid row is one contiguous vector add.
+fn add_tile(
+    plan: &Plan<'_>,
+    phases: &Phases,
+    sample_len: usize,
+    tile: &Tile<'_>,
+    planes: &mut [f32],
+) {
     let g = plan.g;
-    let (p, plane, tap_count) = (plan.positions, g.h * g.w, g.k_h * g.k_w);
+    let (p, taps) = (plan.positions, g.k_h * g.k_w);
+
+    // The tile's columns cut at grid rows: (first column, length, offset of the run's first
+    // slot for tap offset 0). The same cuts hold for every row of the tile.
+    let mut runs = [(0usize, 0usize, 0usize); NR];
+    let mut count = 0;
+    let mut j = 0;
+    while j < tile.cols {
+        let (sample, position) = ((tile.col + j) / p, (tile.col + j) % p);
+        let (oy, ox) = (position / g.out_w, position % g.out_w);
+        let len = (tile.cols - j).min(g.out_w - ox);
+        runs[count] = (j, len, sample * sample_len + oy * phases.cols + ox);
+        count += 1;
+        j += len;
+    }
+
     for i in 0..tile.rows {
-        // Row r of the block's column matrix is tap (ky, kx) of block channel c.
+        // Row r of the block's column matrix is tap r % taps of block channel r / taps.
         let r = tile.row + i;
-        let (c, tap) = (r / tap_count, r % tap_count);
-        let (oy_inside, y_offset) = &taps.rows[tap / g.k_w];
-        let (ox_inside, x_offset) = &taps.cols[tap % g.k_w];
+        let base = r / taps * phases.channel_len() + phases.taps[r % taps];
         let values = tile.row_values(i);
-        let mut j = 0;
-        while j < values.len() {
-            let (sample, position) = ((tile.col + j) / p, (tile.col + j) % p);
-            let (oy, ox) = (position / g.out_w, position % g.out_w);
-            let run = (values.len() - j).min(g.out_w - ox);
-            let first = ox.max(ox_inside.start);
-            let end = (ox + run).min(ox_inside.end);
-            if oy_inside.contains(&oy) && first < end {
-                let iy = (oy * g.stride[0]) as isize + y_offset;
-                let ix = (first * g.stride[1]) as isize + x_offset;
-                // Both lie in the image: oy and first are inside indices of their taps.
-                let row_start = c * plane + iy as usize * g.w;
-                let dst = &mut regions[sample][row_start + ix as usize..row_start + g.w];
-                let src = &values[j + first - ox..j + end - ox];
-                scatter_add_strided(dst, src, g.stride[1]);
+        for &(j, len, offset) in &runs[..count] {
+            let start = base + offset;
+            add_assign(&mut planes[start..start + len], &values[j..j + len]);
+        }
+    }
+}
+
+/// Adds the slots of one channel's phase planes that lie inside the image into `image [h, w]`.
+fn drain(g: &ConvGeometry, phases: &Phases, planes: &[f32], image: &mut [f32]) {
+    let ([s_h, s_w], [pad_h, pad_w]) = (g.stride, g.pad);
+    for (iy, row) in image.chunks_exact_mut(g.w).enumerate() {
+        let (phase_y, slot_y) = ((iy + pad_h) % s_h, (iy + pad_h) / s_h);
+        if slot_y >= phases.rows {
+            continue;
+        }
+        for phase_x in 0..s_w {
+            // Pixels ix = first + q * s_w have padded column slot_x + q of phase `phase_x`.
+            let first = (phase_x + s_w - pad_w % s_w) % s_w;
+            if first >= g.w {
+                continue;
             }
-            j += run;
+            let slot_x = (first + pad_w) / s_w;
+            if slot_x >= phases.cols {
+                continue;
+            }
+            let plane = (phase_y * s_w + phase_x) * phases.rows * phases.cols;
+            let start = plane + slot_y * phases.cols + slot_x;
+            let src = &planes[start..plane + (slot_y + 1) * phases.cols];
+            for (pixel, &value) in row[first..].iter_mut().step_by(s_w).zip(src) {
+                *pixel += value;
+            }
         }
     }
 }
