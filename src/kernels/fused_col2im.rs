@@ -164,21 +164,20 @@ pub(crate) fn grid_to_image(
             })
             .collect();
 
-        // The image block starts from the bias, and the product adds into it.
-        let bias = bias.map(|bias| &bias[channels.clone()]);
-        for region in regions.iter_mut() {
-            for (c, channel) in region.chunks_exact_mut(plane).enumerate() {
-                channel.fill(bias.map_or(0.0, |bias| bias[c]));
-            }
-        }
-
         // A = W^T[rows, :], [rows, c_out], read in place from W [c_out, k].
         let rows = channels.start * g.k_h * g.k_w..channels.end * g.k_h * g.k_w;
         let a = MatRef::from_checked(&weight[rows.start..], [rows.len(), g.c_out], [1, g.k()]);
+        let bias = bias.map(|bias| &bias[channels.clone()]);
         if plan.layout == Layout::Pointwise {
+            // The image block starts from the bias, and the product adds into it.
+            for region in regions.iter_mut() {
+                for (c, channel) in region.chunks_exact_mut(plane).enumerate() {
+                    channel.fill(bias.map_or(0.0, |bias| bias[c]));
+                }
+            }
             pointwise(&plan, grid, a, &samples, &mut regions);
         } else {
-            scatter_item(&plan, grid, a, &samples, &mut regions);
+            scatter_item(&plan, grid, a, bias, &samples, &mut regions);
         }
     });
 }
@@ -255,6 +254,15 @@ impl PackB for GroupGrid<'_> {
             let col0 = n0 + s * NR;
             let cols = NR.min(n0 + nc - col0);
             let (rows, _) = sliver.as_chunks_mut::<NR>();
+            let (sample, position) = (col0 / p, col0 % p);
+            if cols == NR && position + NR <= p {
+                // The sliver lies in one sample: whole rows of NR contiguous values.
+                for (i, row) in rows.iter_mut().enumerate() {
+                    let start = (sample * c_out + k0 + i) * p + position;
+                    *row = self.grid[start..start + NR].try_into().expect("NR values");
+                }
+                continue;
+            }
             for (i, row) in rows.iter_mut().enumerate() {
                 let co = k0 + i;
                 // Runs of columns within one sample are contiguous in the grid.
@@ -320,6 +328,7 @@ fn scatter_item(
     plan: &Plan<'_>,
     grid: &[f32],
     a: MatRef<'_>,
+    bias: Option<&[f32]>,
     samples: &Range<usize>,
     regions: &mut [&mut [f32]],
 ) {
@@ -343,10 +352,7 @@ fn scatter_item(
         let first = samples.start * g.c_out * p;
         let grid = &grid[first..first + n * g.c_out];
         let add = |tile: &Tile<'_>| add_tile(plan, &phases, sample_len, tile, planes);
-        let result = if samples.len() == 1 {
-            let b = MatRef::from_checked(grid, [g.c_out, p], [p, 1]);
-            packed_gemm::sgemm_tiles(1.0, a, &b, n, add)
-        } else if p == 1 {
+        let result = if p == 1 {
             let b = MatRef::from_checked(grid, [g.c_out, n], [1, g.c_out]);
             packed_gemm::sgemm_tiles(1.0, a, &b, n, add)
         } else {
@@ -357,8 +363,9 @@ fn scatter_item(
 
         for (region, planes) in regions.iter_mut().zip(planes.chunks_exact(sample_len)) {
             let channels = region.chunks_exact_mut(g.h * g.w);
-            for (image, planes) in channels.zip(planes.chunks_exact(phases.channel_len())) {
-                drain(g, &phases, planes, image);
+            let planes = planes.chunks_exact(phases.channel_len());
+            for (c, (image, planes)) in channels.zip(planes).enumerate() {
+                drain(g, &phases, planes, bias.map_or(0.0, |bias| bias[c]), image);
             }
         }
     });
@@ -390,41 +397,65 @@ fn add_tile(
         j += len;
     }
 
+    // Row r of the block's column matrix is tap r % taps of block channel r / taps.
+    let (mut channel, mut tap) = (tile.row / taps, tile.row % taps);
     for i in 0..tile.rows {
-        // Row r of the block's column matrix is tap r % taps of block channel r / taps.
-        let r = tile.row + i;
-        let base = r / taps * phases.channel_len() + phases.taps[r % taps];
+        let base = channel * phases.channel_len() + phases.taps[tap];
         let values = tile.row_values(i);
         for &(j, len, offset) in &runs[..count] {
             let start = base + offset;
             add_assign(&mut planes[start..start + len], &values[j..j + len]);
         }
+        tap += 1;
+        if tap == taps {
+            (channel, tap) = (channel + 1, 0);
+        }
     }
 }
 
-/// Adds the slots of one channel's phase planes that lie inside the image into `image [h, w]`.
-fn drain(g: &ConvGeometry, phases: &Phases, planes: &[f32], image: &mut [f32]) {
+/// Writes `image [h, w] = bias + ` the slots of one channel's phase planes that lie inside the
+/// image. Pixels that no slot covers get the bias alone.
+fn drain(g: &ConvGeometry, phases: &Phases, planes: &[f32], bias: f32, image: &mut [f32]) {
     let ([s_h, s_w], [pad_h, pad_w]) = (g.stride, g.pad);
+    let plane_len = phases.rows * phases.cols;
     for (iy, row) in image.chunks_exact_mut(g.w).enumerate() {
         let (phase_y, slot_y) = ((iy + pad_h) % s_h, (iy + pad_h) / s_h);
         if slot_y >= phases.rows {
+            row.fill(bias);
             continue;
         }
-        for phase_x in 0..s_w {
-            // Pixels ix = first + q * s_w have padded column slot_x + q of phase `phase_x`.
-            let first = (phase_x + s_w - pad_w % s_w) % s_w;
-            if first >= g.w {
-                continue;
+        // Pixel ix is slot (ix + pad_w) / s_w of phase (ix + pad_w) % s_w, in plane row slot_y.
+        let planes = &planes[phase_y * s_w * plane_len + slot_y * phases.cols..];
+        let slot = |phase_x: usize, slot_x: usize| {
+            if slot_x < phases.cols {
+                planes[phase_x * plane_len + slot_x]
+            } else {
+                0.0
             }
-            let slot_x = (first + pad_w) / s_w;
-            if slot_x >= phases.cols {
-                continue;
+        };
+        if s_w == 2 && (g.w + pad_w).div_ceil(2) <= phases.cols {
+            // Two phases alternate along the row; every slot exists.
+            let (first, second) = (pad_w % 2, 1 - pad_w % 2);
+            let first_row = &planes[first * plane_len..][..phases.cols];
+            let second_row = &planes[second * plane_len..][..phases.cols];
+            let start = pad_w / 2;
+            let (pairs, rest) = row.as_chunks_mut::<2>();
+            let slots = first_row[start..].iter().zip(&second_row[start + pad_w % 2..]);
+            for (pair, (&a, &b)) in pairs.iter_mut().zip(slots) {
+                *pair = [bias + a, bias + b];
             }
-            let plane = (phase_y * s_w + phase_x) * phases.rows * phases.cols;
-            let start = plane + slot_y * phases.cols + slot_x;
-            let src = &planes[start..plane + (slot_y + 1) * phases.cols];
-            for (pixel, &value) in row[first..].iter_mut().step_by(s_w).zip(src) {
-                *pixel += value;
+            for pixel in rest {
+                *pixel = bias + slot(first, (g.w - 1 + pad_w) / 2);
+            }
+            continue;
+        }
+        let (mut phase_x, mut slot_x) = (pad_w % s_w, pad_w / s_w);
+        for pixel in row.iter_mut() {
+            *pixel = bias + slot(phase_x, slot_x);
+            phase_x += 1;
+            if phase_x == s_w {
+                phase_x = 0;
+                slot_x += 1;
             }
         }
     }
