@@ -26,7 +26,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::disjoint::DisjointSlice;
-use super::elementwise::add_assign;
+use super::elementwise::{add_assign, copy, transpose};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{self, MatMut, MatRef, PackB, Tile, NR};
 
@@ -147,6 +147,51 @@ pub(crate) fn grid_to_image(
     if plan.layout == Layout::Whole {
         return whole_image(&plan, grid, weight, bias, image);
     }
+
+    // W^T [k, c_out], so that A blocks pack from contiguous rows: packing them from W's
+    // columns, k floats apart, runs several times slower.
+    let (k, c_out) = (g.k(), g.c_out);
+    WEIGHT_T.with(|cached| {
+        // A call that finds the buffer in use (another convolution stolen by this thread while
+        // it waits) allocates its own.
+        let mut fresh = Vec::new();
+        let mut borrowed = cached.try_borrow_mut();
+        let buffer = match borrowed.as_deref_mut() {
+            Ok(buffer) => buffer,
+            Err(_) => &mut fresh,
+        };
+        if buffer.len() < k * c_out {
+            buffer.resize(k * c_out, 0.0);
+        }
+        let weight_t = &mut buffer[..k * c_out];
+        scatter_all(&plan, grid, weight, weight_t, bias, image);
+    });
+}
+
+thread_local! {
+    /// The transposed weight of a call, reused by later calls from the same thread.
+    static WEIGHT_T: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The [`Layout::Pointwise`] and [`Layout::Scatter`] work of [`grid_to_image`], with
+/// `weight_t` as scratch for `W^T [k, c_out]`.
+fn scatter_all(
+    plan: &Plan<'_>,
+    grid: &[f32],
+    weight: &[f32],
+    weight_t: &mut [f32],
+    bias: Option<&[f32]>,
+    image: &mut [f32],
+) {
+    let g = plan.g;
+    let (k, c_out) = (g.k(), g.c_out);
+    let rows_per_task = k.div_ceil(MIN_ITEMS).max(1);
+    weight_t.par_chunks_mut(rows_per_task * c_out).enumerate().for_each(|(i, dst)| {
+        let src = (&weight[i * rows_per_task..], k);
+        transpose(src, [c_out, dst.len() / c_out], (dst, c_out));
+    });
+
+    let weight_t = &*weight_t;
     let out = DisjointSlice::new(image);
     (0..plan.groups * plan.blocks).into_par_iter().for_each(|item| {
         let (group, block) = (item / plan.blocks, item % plan.blocks);
@@ -164,9 +209,9 @@ pub(crate) fn grid_to_image(
             })
             .collect();
 
-        // A = W^T[rows, :], [rows, c_out], read in place from W [c_out, k].
+        // A = W^T[rows, :], [rows, c_out].
         let rows = channels.start * g.k_h * g.k_w..channels.end * g.k_h * g.k_w;
-        let a = MatRef::from_checked(&weight[rows.start..], [rows.len(), g.c_out], [1, g.k()]);
+        let a = MatRef::from_checked(&weight_t[rows.start * c_out..], [rows.len(), c_out], [c_out, 1]);
         let bias = bias.map(|bias| &bias[channels.clone()]);
         if plan.layout == Layout::Pointwise {
             // The image block starts from the bias, and the product adds into it.
@@ -175,9 +220,9 @@ pub(crate) fn grid_to_image(
                     channel.fill(bias.map_or(0.0, |bias| bias[c]));
                 }
             }
-            pointwise(&plan, grid, a, &samples, &mut regions);
+            pointwise(plan, grid, a, &samples, &mut regions);
         } else {
-            scatter_item(&plan, grid, a, bias, &samples, &mut regions);
+            scatter_item(plan, grid, a, bias, &samples, &mut regions);
         }
     });
 }
@@ -271,7 +316,7 @@ impl PackB for GroupGrid<'_> {
                     let (sample, position) = ((col0 + j) / p, (col0 + j) % p);
                     let run = (cols - j).min(p - position);
                     let src = &self.grid[(sample * c_out + co) * p + position..][..run];
-                    row[j..j + run].copy_from_slice(src);
+                    copy(&mut row[j..j + run], src);
                     j += run;
                 }
                 row[cols..].fill(0.0);
