@@ -26,7 +26,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::disjoint::DisjointSlice;
-use super::elementwise::{add_assign, copy, transpose};
+use super::elementwise::{add_assign, add_channel_bias, copy, transpose};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{self, MatMut, MatRef, PackB, Tile, NR};
 
@@ -233,9 +233,11 @@ fn expect_checked(result: crate::error::Result<()>) {
     result.unwrap_or_else(|e| panic!("grid_to_image: packed_gemm rejected checked views: {e}"));
 }
 
-/// [`Layout::Whole`]: the image of a sample group is `[samples, k]` and equals `grid [samples,
-/// c_out] * W [c_out, k]` plus the bias, one plain GEMM written in place. Groups of samples
-/// are the work items.
+/// [`Layout::Whole`]: the image is `[n, k]` and equals `grid [n, c_out] * W [c_out, k]` plus the
+/// bias, one plain GEMM. Blocks of image channels (columns of the product) are the work items,
+/// so that each packs its block of `W` once for the whole batch. A block is computed into
+/// scratch `[n, block]` and copied into the image, because its columns are strided slices of
+/// every sample.
 fn whole_image(
     plan: &Plan<'_>,
     grid: &[f32],
@@ -245,24 +247,35 @@ fn whole_image(
 ) {
     let g = plan.g;
     let (k, plane) = (g.k(), g.h * g.w);
-    let group = g.n.div_ceil(MIN_ITEMS);
-    image.par_chunks_mut(group * k).enumerate().for_each(|(i, c)| {
-        let samples = c.len() / k;
-        for sample in c.chunks_exact_mut(k) {
-            match bias {
-                Some(bias) => {
-                    for (channel, &b) in sample.chunks_exact_mut(plane).zip(bias) {
-                        channel.fill(b);
-                    }
-                }
-                None => sample.fill(0.0),
+    let out = DisjointSlice::new(image);
+    (0..plan.blocks).into_par_iter().for_each(|block| {
+        let channels = plan.channels(block);
+        let columns = channels.start * plane..channels.end * plane;
+        PLANES.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let len = g.n * columns.len();
+            if scratch.len() < len {
+                scratch.resize(len, 0.0);
             }
-        }
-        let first = i * group * g.c_out;
-        let a = MatRef::from_checked(&grid[first..], [samples, g.c_out], [g.c_out, 1]);
-        let b = MatRef::from_checked(weight, [g.c_out, k], [k, 1]);
-        let c = MatMut::from_checked(c, [samples, k], [k, 1]);
-        expect_checked(packed_gemm::sgemm(1.0, a, b, 1.0, c));
+            let block_out = &mut scratch[..len];
+
+            // [n, block] = grid [n, c_out] * W[:, block]
+            let a = MatRef::from_checked(grid, [g.n, g.c_out], [g.c_out, 1]);
+            let b = MatRef::from_checked(&weight[columns.start..], [g.c_out, columns.len()], [k, 1]);
+            let c = MatMut::from_checked(block_out, [g.n, columns.len()], [columns.len(), 1]);
+            expect_checked(packed_gemm::sgemm(1.0, a, b, 0.0, c));
+
+            for (b, values) in block_out.chunks_exact(columns.len()).enumerate() {
+                let start = b * k + columns.start;
+                // SAFETY: block `block` requests columns `columns` of each sample, once. Blocks
+                // partition the columns, so no other request overlaps these ranges.
+                let dst = unsafe { out.range_mut(start..start + columns.len()) };
+                copy(dst, values);
+                if let Some(bias) = bias {
+                    add_channel_bias(dst, &bias[channels.clone()], plane);
+                }
+            }
+        });
     });
 }
 
