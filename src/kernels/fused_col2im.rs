@@ -347,36 +347,52 @@ thread_local! {
 ///
 /// With the image padded by `pad` on each side, tap `ky` of grid row `oy` reads padded row
 /// `oy * stride_h + ky * dilation_h`, which is row `oy + (ky * dilation_h) / stride_h` of phase
-/// `(ky * dilation_h) % stride_h`. So for one tap, a grid row lands on one contiguous run of one
-/// phase plane, and every entry has a slot, padding included. Each (sample, channel, phase) has
-/// a `rows x cols` plane, and the planes are drained into the image once the product is done.
+/// `(ky * dilation_h) % stride_h`, and likewise along the width. So for one tap, a grid row
+/// lands on one contiguous run of one phase plane, and every entry has a slot, padding
+/// included. Each (sample, channel, phase) has a `rows x cols` plane, and the planes are drained
+/// into the image once the product is done.
+///
+/// Grids narrower than [`NARROW_GRID`] have short grid rows, and a tile row would be cut into
+/// many short runs. For them, planes are kept per (row phase, tap column) instead, `cols =
+/// out_w` wide, so that a tap's whole sample is one run; draining then adds `k_w` planes.
 struct Phases {
     rows: usize,
     cols: usize,
-    /// Phases per channel, `stride_h * stride_w`.
-    phases: usize,
+    /// Planes per channel: `stride_h * stride_w` phases, or `stride_h * k_w` for narrow grids.
+    planes: usize,
+    /// Whether planes are per (row phase, tap column).
+    narrow: bool,
     /// Per tap of the kernel, the offset of its first slot within a channel's planes.
     taps: Vec<usize>,
 }
 
+/// Grid width below which [`Phases`] keeps one plane per tap column.
+const NARROW_GRID: usize = 8;
+
 impl Phases {
     fn new(g: &ConvGeometry) -> Self {
         let ([s_h, s_w], [d_h, d_w]) = (g.stride, g.dilation);
+        let narrow = g.out_w < NARROW_GRID;
         let rows = g.out_h + (g.k_h - 1) * d_h / s_h;
-        let cols = g.out_w + (g.k_w - 1) * d_w / s_w;
+        let cols = if narrow { g.out_w } else { g.out_w + (g.k_w - 1) * d_w / s_w };
         let taps = (0..g.k_h * g.k_w)
             .map(|tap| {
-                let (ty, tx) = (tap / g.k_w * d_h, tap % g.k_w * d_w);
-                let phase = ty % s_h * s_w + tx % s_w;
-                (phase * rows + ty / s_h) * cols + tx / s_w
+                let (ky, kx) = (tap / g.k_w, tap % g.k_w);
+                let (ty, tx) = (ky * d_h, kx * d_w);
+                if narrow {
+                    ((ty % s_h * g.k_w + kx) * rows + ty / s_h) * cols
+                } else {
+                    ((ty % s_h * s_w + tx % s_w) * rows + ty / s_h) * cols + tx / s_w
+                }
             })
             .collect();
-        Phases { rows, cols, phases: s_h * s_w, taps }
+        let planes = s_h * if narrow { g.k_w } else { s_w };
+        Phases { rows, cols, planes, narrow, taps }
     }
 
     /// Elements of one channel's planes.
     fn channel_len(&self) -> usize {
-        self.phases * self.rows * self.cols
+        self.planes * self.rows * self.cols
     }
 }
 
@@ -423,7 +439,12 @@ fn scatter_item(
             let channels = region.chunks_exact_mut(g.h * g.w);
             let planes = planes.chunks_exact(phases.channel_len());
             for (c, (image, planes)) in channels.zip(planes).enumerate() {
-                drain(g, &phases, planes, bias.map_or(0.0, |bias| bias[c]), image);
+                let bias = bias.map_or(0.0, |bias| bias[c]);
+                if phases.narrow {
+                    drain_narrow(g, &phases, planes, bias, image);
+                } else {
+                    drain(g, &phases, planes, bias, image);
+                }
             }
         }
     });
@@ -449,7 +470,9 @@ fn add_tile(
     while j < tile.cols {
         let (sample, position) = ((tile.col + j) / p, (tile.col + j) % p);
         let (oy, ox) = (position / g.out_w, position % g.out_w);
-        let len = (tile.cols - j).min(g.out_w - ox);
+        // Narrow planes continue a run across grid rows, up to the end of the sample.
+        let row_end = if phases.narrow { p - position } else { g.out_w - ox };
+        let len = (tile.cols - j).min(row_end);
         runs[count] = (j, len, sample * sample_len + oy * phases.cols + ox);
         count += 1;
         j += len;
@@ -514,6 +537,34 @@ fn drain(g: &ConvGeometry, phases: &Phases, planes: &[f32], bias: f32, image: &m
             if phase_x == s_w {
                 phase_x = 0;
                 slot_x += 1;
+            }
+        }
+    }
+}
+
+/// As [`drain`], for planes per (row phase, tap column): each pixel sums the slots of the tap
+/// columns that reach it, in tap order.
+fn drain_narrow(g: &ConvGeometry, phases: &Phases, planes: &[f32], bias: f32, image: &mut [f32]) {
+    let ([s_h, s_w], [pad_h, pad_w]) = (g.stride, g.pad);
+    let plane_len = phases.rows * phases.cols;
+    for (iy, row) in image.chunks_exact_mut(g.w).enumerate() {
+        row.fill(bias);
+        let (phase_y, slot_y) = ((iy + pad_h) % s_h, (iy + pad_h) / s_h);
+        if slot_y >= phases.rows {
+            continue;
+        }
+        for kx in 0..g.k_w {
+            // Slot ox of this plane row is pixel ox * s_w + kx * d_w - pad_w.
+            let plane = (phase_y * g.k_w + kx) * plane_len + slot_y * phases.cols;
+            let values = &planes[plane..plane + phases.cols];
+            let offset = kx * g.dilation[1];
+            let first = pad_w.saturating_sub(offset).div_ceil(s_w);
+            for (ox, &value) in values.iter().enumerate().skip(first) {
+                let ix = ox * s_w + offset - pad_w;
+                if ix >= g.w {
+                    break;
+                }
+                row[ix] += value;
             }
         }
     }
