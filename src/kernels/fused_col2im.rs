@@ -30,8 +30,10 @@ use super::elementwise::{add_assign, add_channel_bias, copy, transpose};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{self, MatMut, MatRef, PackB, Tile, NR};
 
-/// Rows of `W^T` per channel block, at least one channel's taps: the `m` of one GEMM.
-const BLOCK_ROWS: usize = 256;
+/// Rows of `W^T` per channel block, at least one channel's taps: the `m` of one GEMM. Of 256,
+/// 480, 512 and 1024, 512 was the fastest on DCGAN's layers (`examples/conv_gflops.rs`, one
+/// core of an AVX-512 Xeon): it packs each block of the grid half as often as 256.
+const BLOCK_ROWS: usize = 512;
 
 /// GEMM columns an item aims for when samples have few positions.
 const GEMM_COLUMNS: usize = 1024;
@@ -123,14 +125,6 @@ fn layout(g: &ConvGeometry) -> Layout {
     }
 }
 
-/// Returns whether the fused path is expected to beat the tiled im2col path of `lowering.rs`
-/// on `g`. It loses when the reduction over grid channels is too short to hide the per-tile
-/// scatter.
-pub(crate) fn suits(g: &ConvGeometry) -> bool {
-    let _ = g;
-    true
-}
-
 /// `image = col2im(W^T * grid) + bias`, overwriting `image [n, c_in, h, w]` from `grid [n,
 /// c_out, positions]` and `weight [c_out, k]`, on [`packed_gemm`].
 pub(crate) fn grid_to_image(
@@ -148,8 +142,12 @@ pub(crate) fn grid_to_image(
         return whole_image(&plan, grid, weight, bias, image);
     }
 
-    // W^T [k, c_out], so that A blocks pack from contiguous rows: packing them from W's
-    // columns, k floats apart, runs several times slower.
+    // With one sample group, each block of W^T is packed once and is read from W's columns.
+    // Otherwise W^T [k, c_out] is stored once, so that the blocks, packed once per group, pack
+    // from contiguous rows: packing from W's columns, k floats apart, runs several times slower.
+    if plan.groups == 1 {
+        return scatter_all(&plan, grid, (weight, None), bias, image);
+    }
     let (k, c_out) = (g.k(), g.c_out);
     WEIGHT_T.with(|cached| {
         // A call that finds the buffer in use (another convolution stolen by this thread while
@@ -164,7 +162,12 @@ pub(crate) fn grid_to_image(
             buffer.resize(k * c_out, 0.0);
         }
         let weight_t = &mut buffer[..k * c_out];
-        scatter_all(&plan, grid, weight, weight_t, bias, image);
+        let rows_per_task = k.div_ceil(MIN_ITEMS).max(1);
+        weight_t.par_chunks_mut(rows_per_task * c_out).enumerate().for_each(|(i, dst)| {
+            let src = (&weight[i * rows_per_task..], k);
+            transpose(src, [c_out, dst.len() / c_out], (dst, c_out));
+        });
+        scatter_all(&plan, grid, (weight, Some(weight_t)), bias, image);
     });
 }
 
@@ -173,25 +176,17 @@ thread_local! {
     static WEIGHT_T: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The [`Layout::Pointwise`] and [`Layout::Scatter`] work of [`grid_to_image`], with
-/// `weight_t` as scratch for `W^T [k, c_out]`.
+/// The [`Layout::Pointwise`] and [`Layout::Scatter`] work of [`grid_to_image`], from `W [c_out,
+/// k]` and optionally its transpose `W^T [k, c_out]`.
 fn scatter_all(
     plan: &Plan<'_>,
     grid: &[f32],
-    weight: &[f32],
-    weight_t: &mut [f32],
+    (weight, weight_t): (&[f32], Option<&[f32]>),
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
     let g = plan.g;
     let (k, c_out) = (g.k(), g.c_out);
-    let rows_per_task = k.div_ceil(MIN_ITEMS).max(1);
-    weight_t.par_chunks_mut(rows_per_task * c_out).enumerate().for_each(|(i, dst)| {
-        let src = (&weight[i * rows_per_task..], k);
-        transpose(src, [c_out, dst.len() / c_out], (dst, c_out));
-    });
-
-    let weight_t = &*weight_t;
     let out = DisjointSlice::new(image);
     (0..plan.groups * plan.blocks).into_par_iter().for_each(|item| {
         let (group, block) = (item / plan.blocks, item % plan.blocks);
@@ -211,7 +206,10 @@ fn scatter_all(
 
         // A = W^T[rows, :], [rows, c_out].
         let rows = channels.start * g.k_h * g.k_w..channels.end * g.k_h * g.k_w;
-        let a = MatRef::from_checked(&weight_t[rows.start * c_out..], [rows.len(), c_out], [c_out, 1]);
+        let a = match weight_t {
+            Some(w_t) => MatRef::from_checked(&w_t[rows.start * c_out..], [rows.len(), c_out], [c_out, 1]),
+            None => MatRef::from_checked(&weight[rows.start..], [rows.len(), c_out], [1, k]),
+        };
         let bias = bias.map(|bias| &bias[channels.clone()]);
         if plan.layout == Layout::Pointwise {
             // The image block starts from the bias, and the product adds into it.

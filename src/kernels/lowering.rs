@@ -432,9 +432,7 @@ pub(crate) fn grid_to_image(
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
-    if super::gemm::gemm_backend() == super::gemm::GemmBackend::Packed
-        && super::fused_col2im::suits(g)
-    {
+    if super::gemm::gemm_backend() == super::gemm::GemmBackend::Packed {
         return super::fused_col2im::grid_to_image(g, grid, weight, bias, image);
     }
     let (k, p, plane, taps) = (g.k(), g.positions(), g.h * g.w, g.k_h * g.k_w);

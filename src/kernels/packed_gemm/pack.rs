@@ -39,7 +39,12 @@ pub fn pack_a(a: &MatRef<'_>, i0: usize, mc: usize, k0: usize, kc: usize, dst: &
             // Column-major A: each column of the sliver is contiguous in memory.
             for (p, column) in columns.iter_mut().enumerate() {
                 let start = row0 + (k0 + p) * cs;
-                column[..rows].copy_from_slice(&data[start..start + rows]);
+                if rows == MR {
+                    // A fixed-length copy compiles to vector moves, not a call to memcpy.
+                    *column = data[start..start + MR].try_into().expect("MR values");
+                } else {
+                    column[..rows].copy_from_slice(&data[start..start + rows]);
+                }
             }
         } else if cs == 1 {
             // Row-major A: transpose blocks of 16 columns, then finish the rest element-wise.
