@@ -95,7 +95,7 @@ fn shapes() -> Vec<(&'static str, Conv)> {
         ("per-sample tiles", Conv::Forward(dcgan(20, 40).geometry(2, 80, 80).unwrap())),
         // c_out = 300 > 256: several depth blocks before a tile is finished.
         ("several k tiles", Conv::Forward(dcgan(40, 300).geometry(3, 12, 12).unwrap())),
-        // 40 channels of 16 taps: three channel blocks, the last one short.
+        // 40 channels of 16 taps: two channel blocks of at most 512 rows, the last one short.
         ("channel blocks", Conv::Transposed(dcgan_t(16, 40).geometry(4, 5, 7).unwrap())),
         // A 1x1 grid with a kernel covering the whole image (the generator's first layer).
         ("whole image", Conv::Transposed(whole.geometry(12, 1, 1).unwrap())),
@@ -103,6 +103,23 @@ fn shapes() -> Vec<(&'static str, Conv)> {
         // A 1x1 kernel, stride 1, no padding: col2im is a copy.
         ("pointwise", Conv::Forward(pointwise.geometry(6, 9, 11).unwrap())),
         ("pointwise, per sample", Conv::Forward(pointwise.geometry(2, 40, 40).unwrap())),
+        // Grids at least 8 wide keep one plane per phase; stride 2 without padding drains
+        // two phases alternating from the first pixel, and an odd width leaves one over.
+        (
+            "wide grid, stride 2",
+            Conv::Forward(Conv2dSpec::new(5, 9, 3).stride(2).geometry(3, 21, 19).unwrap()),
+        ),
+        (
+            "wide grid, stride 3, dilation 2",
+            Conv::Forward(
+                Conv2dSpec::new(6, 12, 3)
+                    .stride(3)
+                    .padding(2)
+                    .dilation(2)
+                    .geometry(2, 40, 31)
+                    .unwrap(),
+            ),
+        ),
         // Stride 3, dilation 2 and padding 3 leave taps entirely in the padding.
         (
             "padding, stride, dilation",

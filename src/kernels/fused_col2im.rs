@@ -7,18 +7,20 @@
 //! and grid column), dropping entries that fall in the padding.
 //!
 //! Here [`packed_gemm::sgemm_tiles`] computes `cols` for one block of image channels (the
-//! block's rows of `W^T`, read in place) and a group of samples side by side, and hands each
-//! finished `MR x NR` tile to a closure that adds it straight into the image. No tile of `cols`
-//! is ever stored, and the grid is packed from where it lies. The image block starts from the
-//! bias (or zero) before the product. When every pixel receives exactly one entry (a 1x1 grid
-//! whose kernel covers the image, or a pointwise kernel), tiles are stored instead and the fill
-//! is skipped.
+//! block's rows of `W^T`) and a group of samples side by side, packing the grid from where it
+//! lies, and hands each finished `MR x NR` tile to a closure. The closure adds the tile into
+//! per-thread phase planes ([`Phases`]), where every run of a tile row within one grid row is a
+//! contiguous vector add, and the planes are drained into the image once per item, with the
+//! bias. No tile of `cols` is ever stored. When every pixel receives exactly one entry (a 1x1
+//! grid whose kernel covers the image, or a pointwise kernel), there is nothing to scatter, and
+//! a plain [`packed_gemm::sgemm`] writes the image.
 //!
 //! Work items are (sample group, channel block) pairs cut from the geometry alone, and each
 //! writes only its block's channels of its group's samples. Within an item, one `sgemm_tiles`
-//! call on one thread produces every contribution, in the order of its loops, which depends only
-//! on `m`, `k`, `n` and compile-time block sizes. A tile's values depend on the same things. So
-//! every pixel receives the same sums in the same order on any number of threads.
+//! call on one thread hands out every tile, in the order of its loops, which depends only on
+//! `m`, `k`, `n` and compile-time block sizes, and a tile's values depend on the same things.
+//! The item adds the tiles in that order and drains the planes in a fixed order. So every pixel
+//! receives the same sums in the same order on any number of threads.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -50,7 +52,7 @@ enum Layout {
     /// A 1x1 kernel, stride 1, no padding, grid as large as the image: entry `(c, j)` is pixel
     /// `j` of channel `c`, and every pixel receives one entry.
     Pointwise,
-    /// Anything else: entries are added, each tap's grid row as one strided run.
+    /// Anything else: entries are added through phase planes ([`Phases`]).
     Scatter,
 }
 
@@ -319,16 +321,24 @@ impl PackB for GroupGrid<'_> {
                 }
                 continue;
             }
+
+            // Runs of columns within one sample are contiguous in the grid: (first column,
+            // length, offset in the grid of channel 0). The same runs hold for every row.
+            let mut runs = [(0usize, 0usize, 0usize); NR];
+            let mut count = 0;
+            let mut j = 0;
+            while j < cols {
+                let (sample, position) = ((col0 + j) / p, (col0 + j) % p);
+                let run = (cols - j).min(p - position);
+                runs[count] = (j, run, sample * c_out * p + position);
+                count += 1;
+                j += run;
+            }
             for (i, row) in rows.iter_mut().enumerate() {
-                let co = k0 + i;
-                // Runs of columns within one sample are contiguous in the grid.
-                let mut j = 0;
-                while j < cols {
-                    let (sample, position) = ((col0 + j) / p, (col0 + j) % p);
-                    let run = (cols - j).min(p - position);
-                    let src = &self.grid[(sample * c_out + co) * p + position..][..run];
-                    copy(&mut row[j..j + run], src);
-                    j += run;
+                let channel = (k0 + i) * p;
+                for &(j, run, offset) in &runs[..count] {
+                    let start = offset + channel;
+                    copy(&mut row[j..j + run], &self.grid[start..start + run]);
                 }
                 row[cols..].fill(0.0);
             }
