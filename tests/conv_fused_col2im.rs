@@ -32,7 +32,7 @@ fn grid_to_image(conv: &Conv, grid: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
     }
 }
 
-/// The exact result of [`grid_to_image`] in f64, and the same computed on absolute values.
+/// Computes the exact result of [`grid_to_image`] in f64, and the same on absolute values.
 fn reference(conv: &Conv, grid: &[f32], w: &[f32], bias: Option<&[f32]>) -> [Vec<f64>; 2] {
     let run = |grid: &[f64], w: &[f64], bias: Option<&[f64]>| match conv {
         Conv::Forward(_) => {
@@ -103,8 +103,8 @@ fn shapes() -> Vec<(&'static str, Conv)> {
         // A 1x1 kernel, stride 1, no padding: col2im is a copy.
         ("pointwise", Conv::Forward(pointwise.geometry(6, 9, 11).unwrap())),
         ("pointwise, per sample", Conv::Forward(pointwise.geometry(2, 40, 40).unwrap())),
-        // Grids at least 8 wide keep one plane per phase; stride 2 without padding drains
-        // two phases alternating from the first pixel, and an odd width leaves one over.
+        // Grids at least 8 wide keep one plane per phase. With stride 2 and no padding, the
+        // drain alternates two phases from the first pixel, and an odd width leaves one over.
         (
             "wide grid, stride 2",
             Conv::Forward(Conv2dSpec::new(5, 9, 3).stride(2).geometry(3, 21, 19).unwrap()),
@@ -162,7 +162,7 @@ fn dcgan_shapes_ignore_thread_count() {
     }
 }
 
-/// A random small convolution of either kind, with a data seed and a bias switch.
+/// Generates a random small convolution of either kind, with a data seed and a bias switch.
 fn case() -> impl Strategy<Value = (Conv, u64, bool)> {
     let sizes = (1..=4usize, 1..=8usize, 1..=8usize, 1..=12usize, 1..=12usize);
     let pairs = (
@@ -174,7 +174,13 @@ fn case() -> impl Strategy<Value = (Conv, u64, bool)> {
     );
     (sizes, pairs, any::<bool>(), any::<u64>(), any::<bool>()).prop_filter_map(
         "geometry rejected",
-        |((n, c_in, c_out, h, w), (kernel, stride, padding, dilation, output_padding), t, seed, bias)| {
+        |(
+            (n, c_in, c_out, h, w),
+            (kernel, stride, padding, dilation, output_padding),
+            t,
+            seed,
+            bias,
+        )| {
             let conv = if t {
                 let spec = ConvTranspose2dSpec {
                     c_in,

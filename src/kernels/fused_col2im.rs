@@ -1,10 +1,10 @@
 //! `image = col2im(W^T * Y) + bias` on the packed GEMM, with col2im done tile by tile.
 //!
-//! The product behind conv grad-input and transposed-conv forward. Over a [`ConvGeometry`] with
-//! weight `W [c_out, k]` and grid `Y [n, c_out, positions]`, the column matrix of a sample is
-//! `cols = W^T * Y_b`, `[k, positions]`, and col2im adds entry `(r, j)` into the image pixel
-//! that im2col reads it from (row `r` is channel, tap row and tap column; column `j` is grid row
-//! and grid column), dropping entries that fall in the padding.
+//! The product behind conv grad-input and transposed-conv forward. Take a [`ConvGeometry`] with
+//! weight `W [c_out, k]` and grid `Y [n, c_out, positions]`. The column matrix of sample `b` is
+//! `cols = W^T * Y_b`, `[k, positions]`, whose row `r` is a (channel, tap row, tap column) and
+//! column `j` a (grid row, grid column). col2im adds entry `(r, j)` into the image pixel that
+//! im2col reads it from, and drops entries that fall in the padding.
 //!
 //! Here [`packed_gemm::sgemm_tiles`] computes `cols` for one block of image channels (the
 //! block's rows of `W^T`) and a group of samples side by side, packing the grid from where it
@@ -33,8 +33,9 @@ use super::geometry::ConvGeometry;
 use super::packed_gemm::{self, MatMut, MatRef, PackB, Tile, NR};
 
 /// Rows of `W^T` per channel block, at least one channel's taps: the `m` of one GEMM. Of 256,
-/// 480, 512 and 1024, 512 was the fastest on DCGAN's layers (`examples/conv_gflops.rs`, one
-/// core of an AVX-512 Xeon): it packs each block of the grid half as often as 256.
+/// 480, 512 and 1024, 512 ran the dcgan64 layers D2-D4 (grad-input) and G2-G4 (forward) at
+/// batch 64 fastest, on one core of a shared AVX-512 Xeon whose timings varied by up to 30%,
+/// so the ranking is an estimate. It packs each block of the grid half as often as 256.
 const BLOCK_ROWS: usize = 512;
 
 /// GEMM columns an item aims for when samples have few positions.
@@ -43,7 +44,7 @@ const GEMM_COLUMNS: usize = 1024;
 /// Work items a call tries to offer rayon, so that threads can balance.
 const MIN_ITEMS: usize = 4;
 
-/// How the entries of one column-matrix tile reach the image.
+/// The route from the column matrix to the image, chosen from the geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     /// The kernel covers the whole unpadded image and the grid is 1x1: row `r` of a sample's
@@ -178,8 +179,8 @@ thread_local! {
     static WEIGHT_T: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The [`Layout::Pointwise`] and [`Layout::Scatter`] work of [`grid_to_image`], from `W [c_out,
-/// k]` and optionally its transpose `W^T [k, c_out]`.
+/// Runs the work items of [`Layout::Pointwise`] and [`Layout::Scatter`] for [`grid_to_image`],
+/// from `W [c_out, k]` and optionally its transpose `W^T [k, c_out]`.
 fn scatter_all(
     plan: &Plan<'_>,
     grid: &[f32],
@@ -209,7 +210,9 @@ fn scatter_all(
         // A = W^T[rows, :], [rows, c_out].
         let rows = channels.start * g.k_h * g.k_w..channels.end * g.k_h * g.k_w;
         let a = match weight_t {
-            Some(w_t) => MatRef::from_checked(&w_t[rows.start * c_out..], [rows.len(), c_out], [c_out, 1]),
+            Some(w_t) => {
+                MatRef::from_checked(&w_t[rows.start * c_out..], [rows.len(), c_out], [c_out, 1])
+            }
             None => MatRef::from_checked(&weight[rows.start..], [rows.len(), c_out], [1, k]),
         };
         let bias = bias.map(|bias| &bias[channels.clone()]);
@@ -233,11 +236,14 @@ fn expect_checked(result: crate::error::Result<()>) {
     result.unwrap_or_else(|e| panic!("grid_to_image: packed_gemm rejected checked views: {e}"));
 }
 
-/// [`Layout::Whole`]: the image is `[n, k]` and equals `grid [n, c_out] * W [c_out, k]` plus the
-/// bias, one plain GEMM. Blocks of image channels (columns of the product) are the work items,
+/// Computes [`Layout::Whole`], where the image is `[n, k]` and equals `grid [n, c_out] * W
+/// [c_out, k]` plus the bias, one plain GEMM. Blocks of image channels (columns of the product) are the work items,
 /// so that each packs its block of `W` once for the whole batch. A block is computed into
 /// scratch `[n, block]` and copied into the image, because its columns are strided slices of
 /// every sample.
+///
+/// NOTE: the batch is not split, so an image of fewer than [`MIN_ITEMS`] channel blocks keeps
+/// fewer threads busy.
 fn whole_image(
     plan: &Plan<'_>,
     grid: &[f32],
@@ -261,7 +267,8 @@ fn whole_image(
 
             // [n, block] = grid [n, c_out] * W[:, block]
             let a = MatRef::from_checked(grid, [g.n, g.c_out], [g.c_out, 1]);
-            let b = MatRef::from_checked(&weight[columns.start..], [g.c_out, columns.len()], [k, 1]);
+            let b =
+                MatRef::from_checked(&weight[columns.start..], [g.c_out, columns.len()], [k, 1]);
             let c = MatMut::from_checked(block_out, [g.n, columns.len()], [columns.len(), 1]);
             expect_checked(packed_gemm::sgemm(1.0, a, b, 0.0, c));
 
@@ -279,8 +286,7 @@ fn whole_image(
     });
 }
 
-/// [`Layout::Pointwise`]: each sample's block `[channels, positions]` is `A * grid_b` added in
-/// place.
+/// Adds `A * grid_b` into each sample's block `[channels, positions]` ([`Layout::Pointwise`]).
 fn pointwise(
     plan: &Plan<'_>,
     grid: &[f32],
@@ -362,7 +368,8 @@ thread_local! {
 ///
 /// Grids narrower than [`NARROW_GRID`] have short grid rows, and a tile row would be cut into
 /// many short runs. For them, planes are kept per (row phase, tap column) instead, `cols =
-/// out_w` wide, so that a tap's whole sample is one run; draining then adds `k_w` planes.
+/// out_w` wide, so that a tap's whole sample is one run. Draining then adds `k_w` planes per
+/// pixel row instead of interleaving `stride_w` of them.
 struct Phases {
     rows: usize,
     cols: usize,
@@ -404,8 +411,8 @@ impl Phases {
     }
 }
 
-/// [`Layout::Scatter`]: the block's column matrix from `sgemm_tiles`, each tile added into phase
-/// planes, which are then added into the image block.
+/// Computes one item of [`Layout::Scatter`]: `sgemm_tiles` produces the block's column matrix,
+/// each tile is added into phase planes, and the planes are drained into the image block.
 fn scatter_item(
     plan: &Plan<'_>,
     grid: &[f32],
@@ -502,8 +509,8 @@ fn add_tile(
     }
 }
 
-/// Writes `image [h, w] = bias + ` the slots of one channel's phase planes that lie inside the
-/// image. Pixels that no slot covers get the bias alone.
+/// Writes `image [h, w]`: each pixel is `bias` plus its slot in one channel's phase planes.
+/// Pixels that no slot covers get the bias alone.
 fn drain(g: &ConvGeometry, phases: &Phases, planes: &[f32], bias: f32, image: &mut [f32]) {
     let ([s_h, s_w], [pad_h, pad_w]) = (g.stride, g.pad);
     let plane_len = phases.rows * phases.cols;
@@ -550,8 +557,8 @@ fn drain(g: &ConvGeometry, phases: &Phases, planes: &[f32], bias: f32, image: &m
     }
 }
 
-/// As [`drain`], for planes per (row phase, tap column): each pixel sums the slots of the tap
-/// columns that reach it, in tap order.
+/// Writes `image [h, w]` as [`drain`] does, from planes per (row phase, tap column). Each pixel
+/// adds the slots of the tap columns that reach it, in tap order.
 fn drain_narrow(g: &ConvGeometry, phases: &Phases, planes: &[f32], bias: f32, image: &mut [f32]) {
     let ([s_h, s_w], [pad_h, pad_w]) = (g.stride, g.pad);
     let plane_len = phases.rows * phases.cols;

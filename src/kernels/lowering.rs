@@ -425,6 +425,9 @@ fn image_to_grid_folded(
 /// times the group's grid give its tile of the column matrix. col2im adds that tile into the
 /// block's channels only, so items write disjoint parts of `image`. Folded groups are gathered
 /// once per group when there are enough blocks per group to run them group after group.
+///
+/// Under [`GemmBackend::Packed`](super::gemm::GemmBackend::Packed), `fused_col2im` runs the
+/// product instead, scattering tiles from the packed GEMM without this tiling.
 pub(crate) fn grid_to_image(
     g: &ConvGeometry,
     grid: &[f32],
