@@ -209,3 +209,31 @@ proptest! {
         check(&format!("{conv:?}"), &conv, seed, bias);
     }
 }
+
+#[test]
+fn column_matrix_beyond_max_tensor_runs_in_chunks() {
+    // One 2048x2048 channel, a 32x32 kernel, padding 16: the column matrix of the sample is
+    // 1024 rows times 2049^2 positions, beyond the 2^31 elements one packed product accepts.
+    let spec = Conv2dSpec::new(1, 1, 32).padding(16);
+    let g = spec.geometry(1, 2048, 2048).unwrap();
+    let l = g.lowering;
+    assert!(l.k() * l.positions() > 1 << 31);
+    set_gemm_backend(GemmBackend::Packed);
+    let w = vec![1.0f32; l.weight_len()];
+    let dy = vec![1.0f32; l.grid_len()];
+    let mut dx = vec![f32::NAN; l.image_len()];
+    conv::conv2d_grad_input(&g, &w, &dy, &mut dx).unwrap();
+
+    // With ones everywhere, pixel (iy, ix) receives one entry per (grid position, tap) pair
+    // that reads it: a product of per-axis counts, each an integer at most 32, so exact.
+    let count = |i: usize| {
+        let reads = |k: &usize| (i + 16).checked_sub(*k).is_some_and(|o| o < l.out_h);
+        (0..32).filter(reads).count()
+    };
+    for iy in 0..l.h {
+        for ix in 0..l.w {
+            let expected = (count(iy) * count(ix)) as f32;
+            assert_eq!(dx[iy * l.w + ix], expected, "pixel ({iy}, {ix})");
+        }
+    }
+}

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use super::disjoint::DisjointSlice;
 use super::elementwise::{add_assign, add_channel_bias, copy, transpose};
-use super::geometry::ConvGeometry;
+use super::geometry::{ConvGeometry, MAX_TENSOR_ELEMENTS};
 use super::packed_gemm::{self, MatMut, MatRef, PackB, Tile, NR};
 
 /// Rows of `W^T` per channel block, at least one channel's taps: the `m` of one GEMM. Of 256,
@@ -295,10 +295,15 @@ fn pointwise(
     regions: &mut [&mut [f32]],
 ) {
     let (c_out, p) = (plan.g.c_out, plan.positions);
+    // Chunks of positions keep each product within MAX_TENSOR_ELEMENTS, as in tiles_in_chunks.
+    let chunk = (MAX_TENSOR_ELEMENTS / a.rows().max(1)).max(1);
     for (b, region) in samples.clone().zip(regions.iter_mut()) {
-        let y = MatRef::from_checked(&grid[b * c_out * p..], [c_out, p], [p, 1]);
-        let c = MatMut::from_checked(region, [a.rows(), p], [p, 1]);
-        expect_checked(packed_gemm::sgemm(1.0, a, y, 1.0, c));
+        for first in (0..p).step_by(chunk) {
+            let columns = chunk.min(p - first);
+            let y = MatRef::from_checked(&grid[b * c_out * p + first..], [c_out, columns], [p, 1]);
+            let c = MatMut::from_checked(&mut region[first..], [a.rows(), columns], [p, 1]);
+            expect_checked(packed_gemm::sgemm(1.0, a, y, 1.0, c));
+        }
     }
 }
 
@@ -440,15 +445,13 @@ fn scatter_item(
         // B = the group's grid, [c_out, samples * positions], packed from where it lies.
         let first = samples.start * g.c_out * p;
         let grid = &grid[first..first + n * g.c_out];
-        let add = |tile: &Tile<'_>| add_tile(plan, &phases, sample_len, tile, planes);
-        let result = if p == 1 {
+        if p == 1 {
             let b = MatRef::from_checked(grid, [g.c_out, n], [1, g.c_out]);
-            packed_gemm::sgemm_tiles(1.0, a, &b, n, add)
+            tiles_in_chunks(plan, a, &b, n, (&phases, sample_len), planes);
         } else {
             let b = GroupGrid { grid, c_out: g.c_out, positions: p };
-            packed_gemm::sgemm_tiles(1.0, a, &b, n, add)
-        };
-        expect_checked(result);
+            tiles_in_chunks(plan, a, &b, n, (&phases, sample_len), planes);
+        }
 
         for (region, planes) in regions.iter_mut().zip(planes.chunks_exact(sample_len)) {
             let channels = region.chunks_exact_mut(g.h * g.w);
@@ -465,17 +468,42 @@ fn scatter_item(
     });
 }
 
+/// Adds the column matrix `A * B` (`n` columns) into the phase planes, one `sgemm_tiles` call
+/// per chunk of columns. A chunk keeps its `[rows, columns]` product within the
+/// `MAX_TENSOR_ELEMENTS` that `sgemm_tiles` accepts, so only a sample of more than about four
+/// million positions is cut. Chunks run in order of their columns.
+fn tiles_in_chunks(
+    plan: &Plan<'_>,
+    a: MatRef<'_>,
+    b: &impl PackB,
+    n: usize,
+    (phases, sample_len): (&Phases, usize),
+    planes: &mut [f32],
+) {
+    let chunk = (MAX_TENSOR_ELEMENTS / a.rows().max(1) / NR * NR).max(NR);
+    for first in (0..n).step_by(chunk) {
+        let columns = chunk.min(n - first);
+        let shifted = |k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]| {
+            b.pack_b(k0, kc, first + n0, nc, dst)
+        };
+        let add = |tile: &Tile<'_>| add_tile(plan, phases, sample_len, (first, tile), planes);
+        expect_checked(packed_gemm::sgemm_tiles(1.0, a, &shifted, columns, add));
+    }
+}
+
 /// Adds one tile of the column matrix into the phase planes: each run of a tile row within one
 /// grid row is one contiguous vector add.
 fn add_tile(
     plan: &Plan<'_>,
     phases: &Phases,
     sample_len: usize,
-    tile: &Tile<'_>,
+    (first, tile): (usize, &Tile<'_>),
     planes: &mut [f32],
 ) {
     let g = plan.g;
     let (p, taps) = (plan.positions, g.k_h * g.k_w);
+    // Column of the whole item's column matrix where the tile starts.
+    let col = first + tile.col;
 
     // The tile's columns cut at grid rows: (first column, length, offset of the run's first
     // slot for tap offset 0). The same cuts hold for every row of the tile.
@@ -483,7 +511,7 @@ fn add_tile(
     let mut count = 0;
     let mut j = 0;
     while j < tile.cols {
-        let (sample, position) = ((tile.col + j) / p, (tile.col + j) % p);
+        let (sample, position) = ((col + j) / p, (col + j) % p);
         let (oy, ox) = (position / g.out_w, position % g.out_w);
         // Narrow planes continue a run across grid rows, up to the end of the sample.
         let row_end = if phases.narrow { p - position } else { g.out_w - ox };
