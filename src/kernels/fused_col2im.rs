@@ -34,8 +34,8 @@ use super::packed_gemm::{self, MatMut, MatRef, PackB, Tile, NR};
 
 /// Rows of `W^T` per channel block, at least one channel's taps: the `m` of one GEMM. Of 256,
 /// 480, 512 and 1024, 512 ran the dcgan64 layers D2-D4 (grad-input) and G2-G4 (forward) at
-/// batch 64 fastest, on one core of a shared AVX-512 Xeon whose timings varied by up to 30%,
-/// so the ranking is an estimate. It packs each block of the grid half as often as 256.
+/// batch 64 fastest. That was on one core of a shared AVX-512 Xeon whose timings varied by up
+/// to 30%, so the ranking is an estimate. It packs each block of the grid half as often as 256.
 const BLOCK_ROWS: usize = 512;
 
 /// GEMM columns an item aims for when samples have few positions.
@@ -359,6 +359,10 @@ impl PackB for GroupGrid<'_> {
 
 thread_local! {
     /// Phase planes of one work item, reused across calls on this thread.
+    ///
+    /// NOTE: the planes cover the item's whole image block (its samples and channels, each
+    /// about `h x w`), not one tile: at most a few MiB on DCGAN's layers, but for one large
+    /// sample they grow with the image.
     static PLANES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
