@@ -426,8 +426,8 @@ fn image_to_grid_folded(
 /// block's channels only, so items write disjoint parts of `image`. Folded groups are gathered
 /// once per group when there are enough blocks per group to run them group after group.
 ///
-/// Under [`GemmBackend::Packed`](super::gemm::GemmBackend::Packed), `fused_col2im` runs the
-/// product instead, scattering tiles from the packed GEMM without this tiling.
+/// Under [`GemmBackend::Packed`], `fused_col2im` runs the product instead, scattering tiles
+/// from the packed GEMM without this tiling.
 pub(crate) fn grid_to_image(
     g: &ConvGeometry,
     grid: &[f32],
@@ -435,7 +435,7 @@ pub(crate) fn grid_to_image(
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
-    if super::gemm::gemm_backend() == super::gemm::GemmBackend::Packed {
+    if gemm_backend() == GemmBackend::Packed {
         return super::fused_col2im::grid_to_image(g, grid, weight, bias, image);
     }
     let (k, p, plane, taps) = (g.k(), g.positions(), g.h * g.w, g.k_h * g.k_w);
