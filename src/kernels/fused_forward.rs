@@ -25,8 +25,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::elementwise::{add_channel_bias, copy};
-use super::geometry::ConvGeometry;
-use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackedA, KC, MR};
+use super::geometry::{ConvGeometry, MAX_TENSOR_ELEMENTS};
+use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackB, PackedA, KC, MR, NC};
 use super::phases::PhasePlan;
 
 mod columns;
@@ -180,24 +180,47 @@ impl Context<'_> {
         self.g.c_in * self.g.h * self.g.w
     }
 
-    /// `c = W[rows, :] * cols` for the column matrix of `samples` side by side.
-    fn product(&self, rows: Range<usize>, samples: Range<usize>, c: MatMut<'_>) {
+    /// `c = W[rows, :] * cols[:, columns]` for the column matrix of `samples` side by side.
+    fn product(
+        &self,
+        rows: Range<usize>,
+        samples: Range<usize>,
+        columns: Range<usize>,
+        c: MatMut<'_>,
+    ) {
         let (g, sample_len) = (self.g, self.sample_len());
         let images = &self.image[samples.start * sample_len..samples.end * sample_len];
         let result = match self.plan.layout {
             Layout::Whole => {
                 // cols [k, samples]: column s is sample s.
+                debug_assert_eq!(
+                    columns,
+                    0..samples.len(),
+                    "the 1x1-grid layout takes whole groups"
+                );
                 let cols = MatRef::from_checked(images, [g.k(), samples.len()], [1, sample_len]);
                 sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
             }
             Layout::Pointwise if samples.len() == 1 => {
-                let cols = MatRef::from_checked(images, [g.c_in, g.h * g.w], [g.h * g.w, 1]);
+                let plane = g.h * g.w;
+                let cols = MatRef::from_checked(
+                    &images[columns.start..],
+                    [g.c_in, columns.len()],
+                    [plane, 1],
+                );
                 sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
             }
             _ => {
                 let cols =
                     ImageColumns { g, phases: self.phases, images, ones_row: self.fuse_bias };
-                sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
+                if columns.start == 0 {
+                    sgemm_prepacked(1.0, self.weight, rows, &cols, 0.0, c)
+                } else {
+                    let shifted = |k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]| {
+                        cols.pack_b(k0, kc, columns.start + n0, nc, dst)
+                    };
+                    sgemm_prepacked(1.0, self.weight, rows, &shifted, 0.0, c)
+                }
             }
         };
         // The views and row ranges above are built from a checked geometry.
@@ -212,13 +235,25 @@ impl Context<'_> {
         let blocks =
             if g.n >= min_items { 1 } else { min_items.div_ceil(g.n).min(g.c_out.div_ceil(16)) };
         let block_rows = g.c_out.div_ceil(blocks.max(1)).next_multiple_of(MR);
+        // Positions per GEMM call: all of them, unless the virtual column matrix B (`k` rows,
+        // plus the ones row of a fused bias) would exceed the element limit of `packed_gemm`.
+        // Chunks are whole column blocks, so every B block still starts on a sliver boundary.
+        let depth = g.k() + usize::from(self.fuse_bias);
+        let chunk = if depth.saturating_mul(p) <= MAX_TENSOR_ELEMENTS {
+            p
+        } else {
+            (MAX_TENSOR_ELEMENTS / depth / NC).max(1) * NC
+        };
 
         grid.par_chunks_mut(g.c_out * p).enumerate().for_each(|(b, y)| {
             y.par_chunks_mut(block_rows * p).enumerate().for_each(|(block, y)| {
-                // y [rows, positions]
+                // y [rows, positions], in column chunks that keep B within the GEMM's limit.
                 let rows = block * block_rows..block * block_rows + y.len() / p;
-                let c = MatMut::from_checked(y, [rows.len(), p], [p, 1]);
-                self.product(rows.clone(), b..b + 1, c);
+                for start in (0..p).step_by(chunk) {
+                    let len = chunk.min(p - start);
+                    let c = MatMut::from_checked(&mut y[start..], [rows.len(), len], [p, 1]);
+                    self.product(rows.clone(), b..b + 1, start..start + len, c);
+                }
                 if let Some(bias) = bias {
                     add_channel_bias(y, &bias[rows], p);
                 }
@@ -237,13 +272,13 @@ impl Context<'_> {
             if p == 1 {
                 // y [samples, c_out] is the block [c_out, samples], transposed.
                 let c = MatMut::from_checked(y, [g.c_out, columns], [1, g.c_out]);
-                self.product(0..g.c_out, samples, c);
+                self.product(0..g.c_out, samples, 0..columns, c);
             } else {
                 with_buffer(&FOLDED, |block| {
                     // block [c_out, samples * positions]
                     let block = prefix(block, g.c_out * columns);
                     let c = MatMut::from_checked(block, [g.c_out, columns], [columns, 1]);
-                    self.product(0..g.c_out, samples.clone(), c);
+                    self.product(0..g.c_out, samples.clone(), 0..columns, c);
                     for s in 0..samples.len() {
                         for co in 0..g.c_out {
                             let dst = &mut y[(s * g.c_out + co) * p..][..p];
