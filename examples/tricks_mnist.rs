@@ -54,8 +54,8 @@ struct Args {
     /// Worker threads (0: rayon's default, one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Print the losses every this many steps.
-    #[arg(long, default_value_t = 50)]
+    /// Print the losses every this many steps (at least 1).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     print_every: u64,
     /// Write a grid of 64 generated digits to this PNG file at the end.
     #[arg(long)]
