@@ -56,7 +56,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match sample(&args) {
         Ok(path) => {
-            println!("Wrote {} digits to {}", args.count, path.display());
+            let digits = if args.count == 1 { "digit" } else { "digits" };
+            println!("Wrote {} {digits} to {}", args.count, path.display());
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -87,6 +88,7 @@ fn sample(args: &Args) -> AppResult<PathBuf> {
         Some(out) => out.clone(),
         None => checkpoint_path.with_file_name(format!("generated_seed{}.png", args.seed)),
     };
+    prepare_output(&out)?;
 
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -102,6 +104,23 @@ fn sample(args: &Args) -> AppResult<PathBuf> {
         .map_err(|err| format!("cannot start {threads} worker threads: {err}"))?;
     pool.install(|| draw(&checkpoint_path, args.seed, args.count, &out))?;
     Ok(out)
+}
+
+/// Checks that `out` can be a file and creates its folder, before the digits are generated.
+fn prepare_output(out: &Path) -> AppResult<()> {
+    if out.is_dir() {
+        return Err(format!(
+            "--out {} is a folder: expected the path of a PNG file",
+            out.display()
+        )
+        .into());
+    }
+    let Some(parent) = out.parent().filter(|parent| !parent.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(parent).map_err(|err| {
+        format!("cannot create the folder {} of --out: {err}", parent.display()).into()
+    })
 }
 
 /// Generates `count` digits from the checkpoint's generator and writes the grid to `out`.

@@ -85,7 +85,7 @@ impl MinibatchDiscriminationOptions {
                 "minibatch_discrimination.kernels (B)",
                 self.kernels,
                 format!(
-                    "at most {} with kernel_dim (C) {}, so that B * C <= {MAX_MINIBATCH_WIDTH}",
+                    "at most {} for kernel length C = {}, so that B * C <= {MAX_MINIBATCH_WIDTH}",
                     MAX_MINIBATCH_WIDTH / self.kernel_dim,
                     self.kernel_dim
                 ),
