@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The generator runs in evaluation mode (BatchNorm uses its running statistics), so each image
-//! depends on its own latent vector alone. The latent vectors come from the sample stream of
+//! depends on its own latent vector alone. A run with virtual batch normalisation normalises
+//! with its reference batch, as in training. The latent vectors come from the sample stream of
 //! `--seed`, the stream a run draws its fixed sample batch from: with the run's seed and its
 //! sample count, the grid equals the run's last sample grid.
 
@@ -16,7 +17,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dcgan::checkpoint::Checkpoint;
-use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid};
+use dcgan::layers::Mode;
+use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid, RunSettings};
+use dcgan::train::GanTrainer;
 
 /// The largest grid this example writes.
 const MAX_COUNT: usize = 4096;
@@ -126,8 +129,15 @@ fn prepare_output(out: &Path) -> AppResult<()> {
 /// Generates `count` digits from the checkpoint's generator and writes the grid to `out`.
 fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResult<()> {
     let checkpoint = Checkpoint::load(checkpoint_path)?;
-    let (settings, mut generator) = load_generator(&checkpoint)?;
-    let images = generate(&mut generator, sample_noise(&settings.model, seed, count))?;
+    let settings = RunSettings::from_checkpoint(&checkpoint)?;
+    let z = sample_noise(&settings.model, seed, count);
+    let images = if settings.train.tricks.virtual_batch_norm.is_some() {
+        // The whole trainer, for the reference batch that goes in front of the latent vectors.
+        GanTrainer::from_checkpoint(&checkpoint)?.generate(z, Mode::Eval)?
+    } else {
+        let (_, mut generator) = load_generator(&checkpoint)?;
+        generate(&mut generator, z)?
+    };
     write_sample_grid(out, &images)?;
     Ok(())
 }
