@@ -23,14 +23,14 @@ use ndarray::Array4;
 
 const BATCH: usize = 64;
 
-/// The most timed steps a run accepts, far more than a timing needs. The times are kept in
+/// The maximum number of timed steps, far more than a timing needs. The times are kept in
 /// memory, 8 bytes a step.
 const MAX_STEPS: usize = 1_000_000;
 
 const USAGE: &str = "usage: train_step [--backend packed|matrixmultiply] dcgan64|dcgan32|mnist \
                      THREADS STEPS";
 
-/// What the command line asks for.
+/// The request on the command line.
 enum Command {
     /// Print the usage and exit.
     Help,
@@ -38,7 +38,7 @@ enum Command {
     Time { model: String, config: DcganConfig, threads: usize, steps: usize },
 }
 
-/// Parses the arguments; `--backend` may stand anywhere and selects the backend at once.
+/// Parses the arguments. `--backend` may appear anywhere and sets the backend at once.
 fn parse(args: &[String]) -> Result<Command, String> {
     let mut positional = Vec::new();
     let mut iter = args.iter();

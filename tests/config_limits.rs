@@ -65,7 +65,7 @@ fn huge_trick_sizes_are_rejected() {
 
 #[test]
 fn minibatch_width_limit_is_on_the_product() {
-    // Each size alone is in range; only their product exceeds the limit.
+    // Each size alone is in range, but their product exceeds the limit.
     let (b, c) = (MAX_MINIBATCH_KERNELS, MAX_MINIBATCH_KERNEL_DIM);
     assert!(b * c > MAX_MINIBATCH_WIDTH);
     let err = minibatch(b, c).validate().unwrap_err();

@@ -303,7 +303,7 @@ fn classifier_checkpoint_rejects_damage() {
 }
 
 #[test]
-fn trainer_evaluation_puts_the_reference_batch_in_front() {
+fn trainer_evaluation_uses_reference_batch() {
     let data = digits();
     let model = DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 };
     let (count, seed) = (40, 3);

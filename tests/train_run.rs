@@ -397,7 +397,7 @@ fn scoring_changes_nothing_and_logs_round_trip() {
 }
 
 #[test]
-fn vbn_run_samples_with_its_reference_batch() {
+fn vbn_run_samples_use_reference_batch() {
     // 12 reference rows, more than the 9 samples of the grid.
     let mut settings = settings();
     settings.train.tricks.virtual_batch_norm = Some(VirtualBatchNormOptions { reference_size: 12 });

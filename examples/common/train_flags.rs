@@ -61,7 +61,7 @@ pub struct TrainFlags {
     /// saturating -E[f*(g_f(v))].
     #[arg(long, value_enum, default_value = "alternative")]
     pub fgan_generator: FGanGeneratorArg,
-    /// Discriminator (critic) updates per generator update.
+    /// Discriminator (critic) updates per generator update (1 to 100).
     #[arg(long)]
     pub d_steps: Option<usize>,
     /// Optimiser of both players (default Adam with betas (0.5, 0.999)).
@@ -93,10 +93,11 @@ pub struct TrainFlags {
     /// Minibatch discrimination before the discriminator's output.
     #[arg(long)]
     pub minibatch_discrimination: bool,
-    /// Minibatch discrimination: number of kernels B appended to the features.
+    /// Minibatch discrimination: number of kernels B appended to the features (1 to 4096,
+    /// and B * C at most 65536).
     #[arg(long, default_value_t = 100)]
     pub minibatch_kernels: usize,
-    /// Minibatch discrimination: length C of each kernel's projection.
+    /// Minibatch discrimination: length C of each kernel's projection (1 to 1024).
     #[arg(long, default_value_t = 5)]
     pub minibatch_kernel_dim: usize,
     /// Minibatch discrimination: count each sample itself (adds 1 to every output).
@@ -105,7 +106,8 @@ pub struct TrainFlags {
     /// Historical averaging: weight lambda of ||theta - mean of past theta||^2.
     #[arg(long)]
     pub historical_averaging: Option<f64>,
-    /// Virtual batch normalisation in the generator, with a reference batch of this size.
+    /// Virtual batch normalisation in the generator, with a reference batch of this size (1 to
+    /// 4096).
     #[arg(long)]
     pub virtual_batch_norm: Option<usize>,
     /// Clip every discriminator weight to [-c, c] after each update.

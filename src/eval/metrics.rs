@@ -310,9 +310,7 @@ pub fn generate(
     seed: u64,
     mode: Mode,
 ) -> Result<Array4<f32>> {
-    if nz == 0 {
-        return Err(Error::invalid("nz", nz, "at least 1"));
-    }
+    check_counts(count, nz, batch_size)?;
     let [_, c, h, w] = generator.output_shape([1, nz, 1, 1])?;
     draw_images([c, h, w], nz, count, batch_size, seed, |z| generator.forward(z, mode))
 }
@@ -328,11 +326,7 @@ fn draw_images(
     seed: u64,
     mut forward: impl FnMut(Array4<f32>) -> Result<Array4<f32>>,
 ) -> Result<Array4<f32>> {
-    for (name, value) in [("count", count), ("nz", nz), ("batch_size", batch_size)] {
-        if value == 0 {
-            return Err(Error::invalid(name, value, "at least 1"));
-        }
-    }
+    check_counts(count, nz, batch_size)?;
     let [c, h, w] = image;
     let total = crate::error::checked_product("generated images", &[count, c, h, w])?;
     if total > crate::kernels::MAX_TENSOR_ELEMENTS {
@@ -356,6 +350,15 @@ fn draw_images(
         images.slice_mut(s![start..end, .., .., ..]).assign(&batch);
     }
     Ok(images)
+}
+
+fn check_counts(count: usize, nz: usize, batch_size: usize) -> Result<()> {
+    for (name, value) in [("count", count), ("nz", nz), ("batch_size", batch_size)] {
+        if value == 0 {
+            return Err(Error::invalid(name, value, "at least 1"));
+        }
+    }
+    Ok(())
 }
 
 /// Fits a Gaussian to feature rows `[n, dim]`.

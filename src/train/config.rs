@@ -159,8 +159,8 @@ pub struct Tricks {
     pub weight_clip: Option<f32>,
 }
 
-/// The most discriminator steps per generator step that [`TrainConfig::validate`] accepts, 20
-/// times WGAN's 5. Each discriminator step takes its own real batch, so an epoch of `b`
+/// The maximum number of discriminator steps per generator step that
+/// [`TrainConfig::validate`] accepts, 20 times WGAN's 5. Each discriminator step takes its own real batch, so an epoch of `b`
 /// batches makes only `b / d_steps` generator updates.
 pub const MAX_D_STEPS: usize = 100;
 
@@ -213,10 +213,10 @@ impl TrainConfig {
     /// layer is checked against the discriminator when the trainer is built.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the setting. The rejected values are `d_steps` outside
+    /// [`Error::InvalidArgument`] naming the setting. It rejects `d_steps` outside
     /// `1..=MAX_D_STEPS`, a label smoothing value outside (0, 1] or with a loss that has no
-    /// cross-entropy target, a negative noise standard deviation, minibatch discrimination or
-    /// virtual batch normalisation sizes outside their ranges
+    /// cross-entropy target, and a negative noise standard deviation. It also rejects
+    /// minibatch discrimination and virtual batch normalisation sizes outside their ranges
     /// ([`MinibatchDiscriminationOptions::validate`], [`VirtualBatchNormOptions::validate`]),
     /// and a non-positive historical averaging weight or weight clip. So is anything that the loss or
     /// the optimisers reject.

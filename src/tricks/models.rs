@@ -40,20 +40,19 @@ impl Default for MinibatchDiscriminationOptions {
     }
 }
 
-/// The largest number of minibatch discrimination kernels `B` the options accept, 40 times
-/// the paper's 100.
+/// The maximum number of minibatch discrimination kernels `B`, about 40 times the default 100.
 pub const MAX_MINIBATCH_KERNELS: usize = 4096;
 
-/// The largest kernel length `C` the options accept, 200 times the paper's 5.
+/// The maximum kernel length `C`, about 200 times the default 5.
 pub const MAX_MINIBATCH_KERNEL_DIM: usize = 1024;
 
-/// The largest `B * C` the options accept, 131 times the paper's 500. The tensor `T` has
+/// The maximum `B * C`, about 131 times the default 500. The tensor `T` has
 /// `A * B * C` elements, so with `A = 1024` discriminator features (`ndf` 16 at 32x32) it
 /// stays within 2^26 elements (256 MiB). [`MinibatchDiscrimination::new`] also rejects a `T`
 /// above [`MAX_TENSOR_ELEMENTS`](crate::kernels::MAX_TENSOR_ELEMENTS) for wider models.
 pub const MAX_MINIBATCH_WIDTH: usize = 1 << 16;
 
-/// The largest virtual batch normalisation reference batch the options accept. Every generator
+/// The maximum size of the virtual batch normalisation reference batch. Every generator
 /// pass runs the reference batch too, so a step with `m` reference rows costs about
 /// `(m + n) / n` times a plain one.
 pub const MAX_REFERENCE_SIZE: usize = 4096;
