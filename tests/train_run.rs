@@ -429,3 +429,17 @@ fn vbn_run_samples_use_reference_batch() {
         other => panic!("expected InvalidArgument, got {other}"),
     }
 }
+
+#[test]
+fn checkpoint_with_zero_data_rng_is_rejected() {
+    // An all-zero data-order stream would hang the shuffle at the next epoch.
+    let run = start(settings());
+    let mut checkpoint = run.to_checkpoint().unwrap();
+    let mut batcher: serde_json::Value = checkpoint.get_json("batcher").unwrap();
+    batcher["epoch_rng"] = serde_json::json!({ "inner": { "s": [0, 0, 0, 0] } });
+    checkpoint.set_json("batcher", &batcher).unwrap();
+    let err = TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("batcher"), "{err}");
+    assert!(err.to_string().contains("[0, 0, 0, 0]"), "{err}");
+}
