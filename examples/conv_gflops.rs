@@ -15,6 +15,7 @@
 #[path = "../benches/dcgan_layers.rs"]
 mod dcgan_layers;
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
@@ -35,31 +36,71 @@ fn min_time(mut f: impl FnMut()) -> Duration {
     best
 }
 
-/// Splits the arguments into the backends named by `--backend` (default: both) and filters.
-fn parse_args() -> (Vec<GemmBackend>, Vec<String>) {
+const USAGE: &str = "usage: conv_gflops [--backend packed|matrixmultiply|both] [FILTER...]
+  FILTER  times only the layers whose name contains it (D2, G3); default: every layer";
+
+/// Splits the arguments into the backends named by `--backend` (default: both) and filters;
+/// `None` for `--help`.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
     let (mut backends, mut filters) =
         (vec![GemmBackend::MatrixMultiply, GemmBackend::Packed], vec![]);
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        if arg != "--backend" {
-            filters.push(arg);
-            continue;
-        }
-        backends = match args.next().as_deref() {
-            Some("packed") => vec![GemmBackend::Packed],
-            Some("matrixmultiply") => vec![GemmBackend::MatrixMultiply],
-            Some("both") => vec![GemmBackend::MatrixMultiply, GemmBackend::Packed],
-            other => {
-                eprintln!("--backend takes packed, matrixmultiply or both, not {other:?}");
-                std::process::exit(2);
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--backend" => {
+                backends = match args.next().as_deref() {
+                    Some("packed") => vec![GemmBackend::Packed],
+                    Some("matrixmultiply") => vec![GemmBackend::MatrixMultiply],
+                    Some("both") => vec![GemmBackend::MatrixMultiply, GemmBackend::Packed],
+                    Some(other) => {
+                        return Err(format!(
+                            "invalid --backend {other:?}: expected packed, matrixmultiply or both"
+                        ))
+                    }
+                    None => {
+                        return Err("missing value of --backend: expected packed, \
+                                    matrixmultiply or both"
+                            .into())
+                    }
+                };
             }
-        };
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown flag {flag:?}\n{USAGE}"));
+            }
+            _ => filters.push(arg),
+        }
     }
-    (backends, filters)
+    let names: Vec<String> = dcgan_layers().iter().map(|layer| layer.name()).collect();
+    for filter in &filters {
+        if !names.iter().any(|name| name.contains(filter.as_str())) {
+            return Err(format!(
+                "filter {filter:?} matches no layer: expected part of a name among {}",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(Some(Args { backends, filters }))
 }
 
-fn main() {
-    let (backends, filters) = parse_args();
+/// The backends to time and the layer filters.
+struct Args {
+    backends: Vec<GemmBackend>,
+    filters: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let Args { backends, filters } = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let (one, two) = (pool(1), pool(2));
     println!("batch {BATCH}; GFLOP/s = 2*m*k*n / time; ratio = ours / gemm (1 thread)");
     println!(
@@ -106,4 +147,5 @@ fn main() {
             }
         }
     }
+    ExitCode::SUCCESS
 }

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! The checkpoint is one written by `examples/train_mnist.rs` (any loss or trick, virtual batch
-//! norm included), loaded with `dcgan::run::load_generator`. The metrics are printed as text
+//! norm included): its generator alone through `dcgan::run::load_generator`, or with virtual
+//! batch norm the whole trainer, for the reference batch. The metrics are printed as text
 //! and, with `--json`, written as JSON.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ use dcgan::checkpoint::Checkpoint;
 use dcgan::eval::{EvalOptions, Evaluator, DEFAULT_COVERAGE_THRESHOLD};
 use dcgan::layers::Mode;
 use dcgan::run::folder::CHECKPOINT_FILE;
-use dcgan::run::load_generator;
+use dcgan::run::{load_generator, RunSettings};
+use dcgan::train::GanTrainer;
 use dcgan::Error;
 
 /// The statistics that the generator's BatchNorm layers normalise with while sampling.
@@ -124,15 +126,20 @@ fn run(args: &Args) -> Result<(), Error> {
         args.checkpoint.clone()
     };
     let checkpoint = Checkpoint::load(&checkpoint_path)?;
-    let (settings, mut generator) = load_generator(&checkpoint)?;
-    let config = settings.model;
+    let settings = RunSettings::from_checkpoint(&checkpoint)?;
     let mut evaluator = Evaluator::shipped(options)?;
     let mode = match args.batch_norm {
         BatchNormMode::Running => Mode::Eval,
         BatchNormMode::Batch => Mode::Train,
     };
-    let metrics =
-        evaluator.evaluate_generator(&mut generator, config.nz, args.count, args.seed, mode)?;
+    let metrics = if settings.train.tricks.virtual_batch_norm.is_some() {
+        let mut trainer = GanTrainer::from_checkpoint(&checkpoint)?;
+        evaluator.evaluate_trainer(&mut trainer, args.count, args.seed, mode)?
+    } else {
+        let (settings, mut generator) = load_generator(&checkpoint)?;
+        let nz = settings.model.nz;
+        evaluator.evaluate_generator(&mut generator, nz, args.count, args.seed, mode)?
+    };
 
     println!("checkpoint           {}", checkpoint_path.display());
     print!("{metrics}");

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The generator runs in evaluation mode (BatchNorm uses its running statistics), so each image
-//! depends on its own latent vector alone. The latent vectors come from the sample stream of
+//! depends on its own latent vector alone. A run with virtual batch normalisation normalises
+//! with its reference batch, as in training. The latent vectors come from the sample stream of
 //! `--seed`, the stream a run draws its fixed sample batch from: with the run's seed and its
 //! sample count, the grid equals the run's last sample grid.
 
@@ -16,7 +17,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dcgan::checkpoint::Checkpoint;
-use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid};
+use dcgan::layers::Mode;
+use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid, RunSettings};
+use dcgan::train::GanTrainer;
 
 /// The largest grid this example writes.
 const MAX_COUNT: usize = 4096;
@@ -56,7 +59,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match sample(&args) {
         Ok(path) => {
-            println!("Wrote {} digits to {}", args.count, path.display());
+            let digits = if args.count == 1 { "digit" } else { "digits" };
+            println!("Wrote {} {digits} to {}", args.count, path.display());
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -87,6 +91,7 @@ fn sample(args: &Args) -> AppResult<PathBuf> {
         Some(out) => out.clone(),
         None => checkpoint_path.with_file_name(format!("generated_seed{}.png", args.seed)),
     };
+    prepare_output(&out)?;
 
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -104,11 +109,35 @@ fn sample(args: &Args) -> AppResult<PathBuf> {
     Ok(out)
 }
 
+/// Checks that `out` can be a file and creates its folder, before the digits are generated.
+fn prepare_output(out: &Path) -> AppResult<()> {
+    if out.is_dir() {
+        return Err(format!(
+            "--out {} is a folder: expected the path of a PNG file",
+            out.display()
+        )
+        .into());
+    }
+    let Some(parent) = out.parent().filter(|parent| !parent.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(parent).map_err(|err| {
+        format!("cannot create the folder {} of --out: {err}", parent.display()).into()
+    })
+}
+
 /// Generates `count` digits from the checkpoint's generator and writes the grid to `out`.
 fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResult<()> {
     let checkpoint = Checkpoint::load(checkpoint_path)?;
-    let (settings, mut generator) = load_generator(&checkpoint)?;
-    let images = generate(&mut generator, sample_noise(&settings.model, seed, count))?;
+    let settings = RunSettings::from_checkpoint(&checkpoint)?;
+    let z = sample_noise(&settings.model, seed, count);
+    let images = if settings.train.tricks.virtual_batch_norm.is_some() {
+        // The whole trainer, for the reference batch that goes in front of the latent vectors.
+        GanTrainer::from_checkpoint(&checkpoint)?.generate(z, Mode::Eval)?
+    } else {
+        let (_, mut generator) = load_generator(&checkpoint)?;
+        generate(&mut generator, z)?
+    };
     write_sample_grid(out, &images)?;
     Ok(())
 }

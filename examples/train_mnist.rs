@@ -37,7 +37,7 @@ use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
 use dcgan::Error;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use train_flags::{train_config, TrainFlags};
+use train_flags::{describe_as_flags, train_config, TrainFlags};
 
 #[path = "common/train_flags.rs"]
 mod train_flags;
@@ -238,6 +238,13 @@ fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
 
 fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult<Finished> {
     let started = Instant::now();
+    match args.steps {
+        Some(0) => return Err("invalid --steps 0: expected at least 1 training step".into()),
+        None if args.epochs == 0 => {
+            return Err("invalid --epochs 0: expected at least 1 pass over the digits".into())
+        }
+        _ => {}
+    }
 
     // Settings, the output folder and the run: fresh, or restored from a checkpoint.
     let (mut run, folder, history) = match &args.resume {
@@ -312,16 +319,11 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
     progress.finish(started.elapsed(), threads)
 }
 
-/// Names the command-line flag in an invalid-setting error (`--image-size` for `image_size`).
+/// Names the command-line flag in an invalid-setting error (`--image-size` for `image_size`,
+/// `--instance-noise-steps` for `instance_noise.anneal_steps`).
 fn name_flag(err: Error) -> Box<dyn std::error::Error + Send + Sync> {
-    match err {
-        Error::InvalidArgument { name, value, expected }
-            if Args::command().get_arguments().any(|arg| arg.get_id() == name) =>
-        {
-            format!("invalid --{} {value}: expected {expected}", name.replace('_', "-")).into()
-        }
-        other => other.into(),
-    }
+    let is_flag = |id: &str| Args::command().get_arguments().any(|arg| arg.get_id() == id);
+    train_flags::name_flag(err, is_flag).into()
 }
 
 /// Creates the output folder of a new run, explaining the flags when it is not empty.
@@ -419,7 +421,7 @@ fn merge_settings(
                 merge.conflicts.push(format!(
                     "{} (the checkpoint trains with {})",
                     names.join(" "),
-                    describe_training(&settings)
+                    describe_as_flags(&settings.train_config())
                 ));
             }
         }
@@ -439,9 +441,9 @@ fn merge_settings(
     merge.take("sample_count", args.sample_count, &mut settings.sample_count);
     if !merge.conflicts.is_empty() {
         return Err(format!(
-            "a resumed run keeps the settings it started with, but {} differ. Drop these flags, \
-             or start a new run in another --out folder",
-            merge.conflicts.join(", ")
+            "a resumed run keeps the settings it started with, so these flags conflict with the \
+             checkpoint: {}. Drop them, or start a new run in another --out folder",
+            merge.conflicts.join("; ")
         )
         .into());
     }
@@ -463,17 +465,6 @@ fn given_flag(matches: &ArgMatches, id: &str) -> String {
     } else {
         format!("{flag} {}", values.join(" "))
     }
-}
-
-/// Describes the loss, discriminator steps, optimisers and tricks of `settings` for an error
-/// message.
-fn describe_training(settings: &RunSettings) -> String {
-    let config = settings.train_config();
-    format!(
-        "loss {:?}, d_steps {}, generator optimiser {:?}, discriminator optimiser {:?}, tricks \
-         {:?}",
-        config.loss, config.d_steps, config.g_optimizer, config.d_optimizer, config.tricks
-    )
 }
 
 /// Command-line values being merged into settings; see [`merge_settings`].
@@ -635,13 +626,14 @@ impl Progress {
         let rate = steps as f64 / self.loop_time.as_secs_f64().max(1e-9);
         println!();
         println!(
-            "Trained {steps} steps in {} ({rate:.2} steps/s on {threads} thread{}, {} in all). \
-             The run is at step {step}: {} epochs of {} steps done.",
+            "Trained {} in {} ({rate:.2} steps/s on {}, {} in all). The run is at step \
+             {step}: {} of {} done.",
+            count(steps, "step"),
             format_duration(self.loop_time),
-            if threads == 1 { "" } else { "s" },
+            count(threads as u64, "thread"),
             format_duration(elapsed),
-            self.run.epochs_done(),
-            self.run.steps_per_epoch()
+            count(self.run.epochs_done(), "epoch"),
+            count(self.run.steps_per_epoch(), "step")
         );
         if let Some(row) = self.history.last() {
             println!("Last step: {}", describe(row, 0));
@@ -705,6 +697,15 @@ fn describe(row: &MetricsRow, total_epochs: u64) -> String {
         "{epoch}loss_D {:.3} loss_G {:.3} | D(x) {:.3} D(G(z)) {:.3} -> {:.3}",
         row.loss_d, row.loss_g, row.d_real, row.d_fake, row.d_fake_after
     )
+}
+
+/// Formats `n` with `unit` in the singular or plural: `1 step`, `2 steps`.
+fn count(n: u64, unit: &str) -> String {
+    if n == 1 {
+        format!("{n} {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
 }
 
 fn format_duration(elapsed: Duration) -> String {

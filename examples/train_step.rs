@@ -5,15 +5,16 @@
 //! ```
 //!
 //! Arguments: the model (`dcgan64`: 3x64x64, ngf = ndf = 64; `dcgan32`: 1x32x32), the number of
-//! threads, and the number of timed steps after one warm-up step. `--backend packed` or
-//! `--backend matrixmultiply` before them selects the GEMM backend (default: see
-//! `GemmBackend::default`). `mnist` is the MNIST command's default model (1x32x32, ngf 64,
-//! ndf 16). Prints the median and minimum milliseconds per step. Run it under `/usr/bin/time -v` for the peak memory of a step.
+//! threads, and the number of timed steps (1 to 1,000,000) after one warm-up step.
+//! `--backend packed` or `--backend matrixmultiply`, anywhere on the line, selects the GEMM
+//! backend (default: see `GemmBackend::default`). `mnist` is the MNIST command's default model
+//! (1x32x32, ngf 64, ndf 16). Prints the backend, and the median and minimum milliseconds per
+//! step. Run it under `/usr/bin/time -v` for the peak memory of a step.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
+use dcgan::kernels::gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
 use dcgan::rng::Rng;
@@ -22,26 +23,54 @@ use ndarray::Array4;
 
 const BATCH: usize = 64;
 
-fn run(args: &[String]) -> Result<(), String> {
-    let usage =
-        "usage: train_step [--backend packed|matrixmultiply] dcgan64|dcgan32|mnist THREADS STEPS";
-    let args = match args {
-        [flag, backend, rest @ ..] if flag == "--backend" => {
-            set_gemm_backend(match backend.as_str() {
-                "packed" => GemmBackend::Packed,
-                "matrixmultiply" => GemmBackend::MatrixMultiply,
-                other => {
-                    return Err(format!(
-                        "unknown backend {other:?}: expected packed or matrixmultiply"
-                    ))
-                }
-            });
-            rest
+/// The maximum number of timed steps, far more than a timing needs. The times are kept in
+/// memory, 8 bytes a step.
+const MAX_STEPS: usize = 1_000_000;
+
+const USAGE: &str = "usage: train_step [--backend packed|matrixmultiply] dcgan64|dcgan32|mnist \
+                     THREADS STEPS";
+
+/// The request on the command line.
+enum Command {
+    /// Print the usage and exit.
+    Help,
+    /// Time `steps` steps of `model` on `threads` threads.
+    Time { model: String, config: DcganConfig, threads: usize, steps: usize },
+}
+
+/// Parses the arguments. `--backend` may appear anywhere and sets the backend at once.
+fn parse(args: &[String]) -> Result<Command, String> {
+    let mut positional = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(Command::Help),
+            "--backend" => {
+                let backend = iter.next().ok_or_else(|| {
+                    "missing value of --backend: expected packed or matrixmultiply".to_string()
+                })?;
+                set_gemm_backend(match backend.as_str() {
+                    "packed" => GemmBackend::Packed,
+                    "matrixmultiply" => GemmBackend::MatrixMultiply,
+                    other => {
+                        return Err(format!(
+                            "invalid --backend {other:?}: expected packed or matrixmultiply"
+                        ))
+                    }
+                });
+            }
+            // Negative numbers pass through, for the argument checks to name.
+            flag if flag.starts_with('-') && flag.parse::<i64>().is_err() => {
+                return Err(format!("unknown flag {flag:?}\n{USAGE}"));
+            }
+            _ => positional.push(arg),
         }
-        _ => args,
-    };
-    let [model, threads, steps] = args else {
-        return Err(usage.to_string());
+    }
+    let [model, threads, steps] = positional[..] else {
+        return Err(format!(
+            "expected 3 arguments (MODEL THREADS STEPS), got {}\n{USAGE}",
+            positional.len()
+        ));
     };
     let config = match model.as_str() {
         "dcgan64" => DcganConfig::dcgan64(),
@@ -59,8 +88,19 @@ fn run(args: &[String]) -> Result<(), String> {
     let steps: usize = steps
         .parse()
         .ok()
-        .filter(|&s| s >= 1)
-        .ok_or_else(|| format!("invalid STEPS {steps:?}: expected a positive integer"))?;
+        .filter(|&s| (1..=MAX_STEPS).contains(&s))
+        .ok_or_else(|| format!("invalid STEPS {steps:?}: expected 1 to {MAX_STEPS}"))?;
+    Ok(Command::Time { model: model.clone(), config, threads, steps })
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let (model, config, threads, steps) = match parse(args)? {
+        Command::Help => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Command::Time { model, config, threads, steps } => (model, config, threads, steps),
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -71,7 +111,7 @@ fn run(args: &[String]) -> Result<(), String> {
         Array4::from_shape_simple_fn(config.image_shape(BATCH), || 2.0 * rng.uniform() - 1.0);
     let mut trainer = Trainer::new(config, 0, GanLoss::default()).map_err(|e| e.to_string())?;
 
-    let mut times = Vec::with_capacity(steps);
+    let mut times = Vec::new();
     for step in 0..=steps {
         let start = Instant::now();
         pool.install(|| trainer.step(real.clone())).map_err(|e| e.to_string())?;
@@ -80,8 +120,14 @@ fn run(args: &[String]) -> Result<(), String> {
         }
     }
     times.sort_by(f64::total_cmp);
+    let backend = match gemm_backend() {
+        GemmBackend::Packed => "packed",
+        GemmBackend::MatrixMultiply => "matrixmultiply",
+    };
+    let unit = if steps == 1 { "step" } else { "steps" };
     println!(
-        "{model} threads={threads} train_step median {:.1} ms, min {:.1} ms over {steps} steps",
+        "{model} threads={threads} backend={backend} train_step median {:.1} ms, min {:.1} ms \
+         over {steps} {unit}",
         times[times.len() / 2],
         times[0]
     );

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dcgan::data::{Batcher, LastBatch, Mnist, MnistOptions};
 use dcgan::layers::Mode;
 use dcgan::models::DcganConfig;
@@ -54,8 +54,8 @@ struct Args {
     /// Worker threads (0: rayon's default, one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Print the losses every this many steps.
-    #[arg(long, default_value_t = 50)]
+    /// Print the losses every this many steps (at least 1).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     print_every: u64,
     /// Write a grid of 64 generated digits to this PNG file at the end.
     #[arg(long)]
@@ -116,11 +116,12 @@ fn run(args: &Args) -> dcgan::Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     if let Some((d_loss, g_loss, d_real, d_fake)) = last_line {
+        let steps = |n: u64| if n == 1 { "1 step".to_string() } else { format!("{n} steps") };
         println!(
-            "final (mean of the last {} steps): loss_D {d_loss:.4}, loss_G {g_loss:.4}, \
-             D(x) {d_real:.3}, D(G(z)) {d_fake:.3}; {} steps in {seconds:.1} s ({:.2} s/step)",
-            args.print_every.min(args.steps),
-            args.steps,
+            "final (mean of the last {}): loss_D {d_loss:.4}, loss_G {g_loss:.4}, \
+             D(x) {d_real:.3}, D(G(z)) {d_fake:.3}; {} in {seconds:.1} s ({:.2} s/step)",
+            steps(args.print_every.min(args.steps)),
+            steps(args.steps),
             seconds / args.steps.max(1) as f64
         );
     }
@@ -154,7 +155,8 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            let is_flag = |id: &str| Args::command().get_arguments().any(|arg| arg.get_id() == id);
+            eprintln!("error: {}", train_flags::name_flag(err, is_flag));
             ExitCode::FAILURE
         }
     }

@@ -22,7 +22,7 @@ mod config;
 mod gan;
 mod state;
 
-pub use config::{GanOptimizer, OptimizerConfig, OptimizerState, TrainConfig, Tricks};
+pub use config::{GanOptimizer, OptimizerConfig, OptimizerState, TrainConfig, Tricks, MAX_D_STEPS};
 pub use gan::GanTrainer;
 
 use ndarray::Array4;

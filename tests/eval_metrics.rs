@@ -11,7 +11,10 @@ use dcgan::eval::{
     SampleMetrics, IMAGE_SIZE,
 };
 use dcgan::layers::{Init, Layer, Linear, Mode, Network, Reshape};
-use dcgan::rng::Rng;
+use dcgan::models::DcganConfig;
+use dcgan::rng::{Rng, Stream};
+use dcgan::train::{GanTrainer, TrainConfig, Tricks};
+use dcgan::tricks::VirtualBatchNormOptions;
 use dcgan::Error;
 use ndarray::{s, Array2, Array4, Axis};
 
@@ -297,4 +300,37 @@ fn classifier_checkpoint_rejects_damage() {
     let mut no_config = good;
     no_config.metadata.clear();
     assert!(matches!(Classifier::from_checkpoint(&no_config), Err(Error::Format { .. })));
+}
+
+#[test]
+fn trainer_evaluation_uses_reference_batch() {
+    let data = digits();
+    let model = DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 };
+    let (count, seed) = (40, 3);
+
+    // Without virtual batch normalisation it equals the generator's own evaluation.
+    let mut plain = GanTrainer::new(model, TrainConfig::default(), 1).unwrap();
+    let by_trainer =
+        evaluator(&data).evaluate_trainer(&mut plain, count, seed, Mode::Eval).unwrap();
+    let by_generator = evaluator(&data)
+        .evaluate_generator(plain.generator_mut(), model.nz, count, seed, Mode::Eval)
+        .unwrap();
+    assert_eq!(by_trainer.frechet_distance, by_generator.frechet_distance);
+    assert_eq!(by_trainer.class_counts, by_generator.class_counts);
+
+    // With it, the images are those of GanTrainer::generate on the same latent vectors.
+    let tricks = Tricks {
+        virtual_batch_norm: Some(VirtualBatchNormOptions { reference_size: 50 }),
+        ..Tricks::default()
+    };
+    let config = TrainConfig { tricks, ..TrainConfig::default() };
+    let mut vbn = GanTrainer::new(model, config, 1).unwrap();
+    let metrics = evaluator(&data).evaluate_trainer(&mut vbn, count, seed, Mode::Eval).unwrap();
+    let mut z = Array4::<f32>::zeros(model.noise_shape(count));
+    Rng::stream(seed, Stream::Noise).fill_normal(z.as_slice_mut().unwrap(), 0.0, 1.0);
+    let images = vbn.generate(z, Mode::Eval).unwrap();
+    let expected = evaluator(&data).evaluate_images(&images).unwrap();
+    assert_eq!(metrics.samples, count);
+    let difference = (metrics.frechet_distance - expected.frechet_distance).abs();
+    assert!(difference < 1e-6 * expected.frechet_distance.max(1.0), "{difference}");
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use dcgan::checkpoint::Checkpoint;
 use dcgan::data::{Batcher, LastBatch};
 use dcgan::data::{Mnist, MnistOptions};
+use dcgan::layers::Mode;
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
 use dcgan::optim::{Adam, AdamConfig};
@@ -16,9 +17,10 @@ use dcgan::run::metrics::{read_csv, CSV_HEADER};
 use dcgan::run::{
     generate, load_generator, sample_noise, MetricsRow, RunFolder, RunSettings, TrainingRun,
 };
-use dcgan::train::Trainer;
-use dcgan::tricks::{HistoricalAveraging, InstanceNoise, NoiseSchedule};
+use dcgan::train::{GanTrainer, Trainer};
+use dcgan::tricks::{HistoricalAveraging, InstanceNoise, NoiseSchedule, VirtualBatchNormOptions};
 use dcgan::Error;
+use ndarray::{concatenate, s, Axis};
 
 /// 96 digits in batches of 16: six steps per epoch.
 fn settings() -> RunSettings {
@@ -392,4 +394,52 @@ fn scoring_changes_nothing_and_logs_round_trip() {
     std::fs::write(folder.join(QUALITY_CSV), "header\n1,2,3\n").unwrap();
     assert!(matches!(read_quality(&folder.join(QUALITY_CSV), 6), Err(Error::Format { .. })));
     let _ = std::fs::remove_dir_all(&folder);
+}
+
+#[test]
+fn vbn_run_samples_use_reference_batch() {
+    // 12 reference rows, more than the 9 samples of the grid.
+    let mut settings = settings();
+    settings.train.tricks.virtual_batch_norm = Some(VirtualBatchNormOptions { reference_size: 12 });
+    let mut run = start(settings);
+    take_steps(&mut run, 1);
+    let samples = run.samples().unwrap();
+    assert_eq!(samples.shape(), &[9, 1, 16, 16]);
+
+    // Reference: each latent vector alone behind the reference batch, through the bare network.
+    let checkpoint = run.to_checkpoint().unwrap();
+    let mut trainer = GanTrainer::from_checkpoint(&checkpoint).unwrap();
+    let reference = trainer.reference_noise().unwrap().clone();
+    for i in 0..9 {
+        let z = run.fixed_noise().slice(s![i..i + 1, .., .., ..]);
+        let input = concatenate(Axis(0), &[reference.view(), z]).unwrap();
+        let output = trainer.generator_mut().forward(input, Mode::Eval).unwrap();
+        let expected = output.slice(s![12, .., .., ..]);
+        let got = samples.slice(s![i, .., .., ..]);
+        let error = got.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(error < 1e-5, "sample {i}: max error {error}");
+    }
+
+    // The bare generator would sample without the reference batch.
+    let err = load_generator(&checkpoint).unwrap_err();
+    match &err {
+        Error::InvalidArgument { name, .. } => {
+            assert_eq!(*name, "virtual_batch_norm.reference_size", "{err}")
+        }
+        other => panic!("expected InvalidArgument, got {other}"),
+    }
+}
+
+#[test]
+fn checkpoint_with_zero_data_rng_is_rejected() {
+    // An all-zero data-order stream would hang the shuffle at the next epoch.
+    let run = start(settings());
+    let mut checkpoint = run.to_checkpoint().unwrap();
+    let mut batcher: serde_json::Value = checkpoint.get_json("batcher").unwrap();
+    batcher["epoch_rng"] = serde_json::json!({ "inner": { "s": [0, 0, 0, 0] } });
+    checkpoint.set_json("batcher", &batcher).unwrap();
+    let err = TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("batcher"), "{err}");
+    assert!(err.to_string().contains("[0, 0, 0, 0]"), "{err}");
 }

@@ -61,7 +61,7 @@ pub struct TrainFlags {
     /// saturating -E[f*(g_f(v))].
     #[arg(long, value_enum, default_value = "alternative")]
     pub fgan_generator: FGanGeneratorArg,
-    /// Discriminator (critic) updates per generator update.
+    /// Discriminator (critic) updates per generator update (1 to 100).
     #[arg(long)]
     pub d_steps: Option<usize>,
     /// Optimiser of both players (default Adam with betas (0.5, 0.999)).
@@ -93,10 +93,11 @@ pub struct TrainFlags {
     /// Minibatch discrimination before the discriminator's output.
     #[arg(long)]
     pub minibatch_discrimination: bool,
-    /// Minibatch discrimination: number of kernels B appended to the features.
+    /// Minibatch discrimination: number of kernels B appended to the features (1 to 4096,
+    /// and B * C at most 65536).
     #[arg(long, default_value_t = 100)]
     pub minibatch_kernels: usize,
-    /// Minibatch discrimination: length C of each kernel's projection.
+    /// Minibatch discrimination: length C of each kernel's projection (1 to 1024).
     #[arg(long, default_value_t = 5)]
     pub minibatch_kernel_dim: usize,
     /// Minibatch discrimination: count each sample itself (adds 1 to every output).
@@ -105,7 +106,8 @@ pub struct TrainFlags {
     /// Historical averaging: weight lambda of ||theta - mean of past theta||^2.
     #[arg(long)]
     pub historical_averaging: Option<f64>,
-    /// Virtual batch normalisation in the generator, with a reference batch of this size.
+    /// Virtual batch normalisation in the generator, with a reference batch of this size (1 to
+    /// 4096).
     #[arg(long)]
     pub virtual_batch_norm: Option<usize>,
     /// Clip every discriminator weight to [-c, c] after each update.
@@ -201,4 +203,102 @@ pub fn train_config(args: &TrainFlags, lr_g: Option<f64>, lr_d: Option<f64>) -> 
         tricks.weight_clip = args.weight_clip;
     }
     config
+}
+
+/// Returns the flag that sets the training setting `name`, as [`TrainConfig::validate`] and the
+/// tricks' own checks name it (`instance_noise.anneal_steps` is `--instance-noise-steps`).
+pub fn flag_of_setting(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "d_steps" => "--d-steps",
+        "label_smoothing" => "--label-smoothing",
+        "instance_noise.std" => "--instance-noise-std",
+        "instance_noise.anneal_steps" => "--instance-noise-steps",
+        "instance_noise.final_fraction" => "--instance-noise-final-fraction",
+        "feature_matching.layer" => "--feature-layer",
+        "minibatch_discrimination.kernels (B)" => "--minibatch-kernels",
+        "minibatch_discrimination.kernel_dim (C)" => "--minibatch-kernel-dim",
+        "historical_averaging.weight" => "--historical-averaging",
+        "virtual_batch_norm.reference_size" => "--virtual-batch-norm",
+        "weight_clip" => "--weight-clip",
+        _ => return None,
+    })
+}
+
+/// Rewrites an invalid-setting error to name its flag: `invalid --d-steps 0: expected ...`.
+/// A setting of the example's own (`batch_size`) is named when `is_flag` accepts its id;
+/// other errors keep their text.
+pub fn name_flag(err: dcgan::Error, is_flag: impl Fn(&str) -> bool) -> String {
+    match &err {
+        dcgan::Error::InvalidArgument { name, value, expected } => {
+            let flag = match flag_of_setting(name) {
+                Some(flag) => flag.to_string(),
+                None if is_flag(name) => format!("--{}", name.replace('_', "-")),
+                None => return err.to_string(),
+            };
+            format!("invalid {flag} {value}: expected {expected}")
+        }
+        _ => err.to_string(),
+    }
+}
+
+/// Describes the loss, optimisers and tricks of `config` as the flags that set them, for
+/// messages: `--loss lsgan --d-steps 1 --optimizer adam --lr-g 0.0002 --lr-d 0.0002`.
+#[allow(dead_code)] // Only train_mnist, which checks a resumed run's flags, calls it.
+pub fn describe_as_flags(config: &TrainConfig) -> String {
+    let mut flags = vec![format!("--loss {}", config.loss.name())];
+    if let GanLoss::FGan { generator: FGanGenerator::Saturating, .. } = config.loss {
+        flags.push("--fgan-generator saturating".into());
+    }
+    flags.push(format!("--d-steps {}", config.d_steps));
+    let kind = |optimizer: &OptimizerConfig| match optimizer {
+        OptimizerConfig::Adam(_) => "adam",
+        OptimizerConfig::RmsProp(_) => "rmsprop",
+        OptimizerConfig::Sgd(_) => "sgd",
+    };
+    flags.push(format!("--optimizer {}", kind(&config.g_optimizer)));
+    if kind(&config.d_optimizer) != kind(&config.g_optimizer) {
+        flags.push(format!("(discriminator: {})", kind(&config.d_optimizer)));
+    }
+    flags.push(format!("--lr-g {}", config.g_optimizer.lr()));
+    flags.push(format!("--lr-d {}", config.d_optimizer.lr()));
+
+    let tricks = &config.tricks;
+    if let Some(label) = tricks.label_smoothing {
+        flags.push(format!("--label-smoothing {label}"));
+    }
+    if let Some(noise) = &tricks.instance_noise {
+        flags.push(format!("--instance-noise-std {}", noise.std));
+        flags.push(format!("--instance-noise-steps {}", noise.anneal_steps));
+        match noise.schedule {
+            NoiseSchedule::Linear => flags.push("--instance-noise-schedule linear".into()),
+            NoiseSchedule::Exponential { final_fraction } => {
+                flags.push("--instance-noise-schedule exponential".into());
+                flags.push(format!("--instance-noise-final-fraction {final_fraction}"));
+            }
+        }
+    }
+    if let Some(matching) = &tricks.feature_matching {
+        flags.push("--feature-matching".into());
+        if let Some(layer) = matching.layer {
+            flags.push(format!("--feature-layer {layer}"));
+        }
+    }
+    if let Some(options) = &tricks.minibatch_discrimination {
+        flags.push("--minibatch-discrimination".into());
+        flags.push(format!("--minibatch-kernels {}", options.kernels));
+        flags.push(format!("--minibatch-kernel-dim {}", options.kernel_dim));
+        if options.include_self {
+            flags.push("--minibatch-include-self".into());
+        }
+    }
+    if let Some(averaging) = &tricks.historical_averaging {
+        flags.push(format!("--historical-averaging {}", averaging.weight));
+    }
+    if let Some(options) = &tricks.virtual_batch_norm {
+        flags.push(format!("--virtual-batch-norm {}", options.reference_size));
+    }
+    if let Some(clip) = tricks.weight_clip {
+        flags.push(format!("--weight-clip {clip}"));
+    }
+    flags.join(" ")
 }

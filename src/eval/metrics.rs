@@ -22,6 +22,7 @@ use crate::data::{Mnist, MnistOptions};
 use crate::error::{Error, Result};
 use crate::layers::{Mode, Network};
 use crate::rng::{Rng, Stream};
+use crate::train::GanTrainer;
 
 /// Default [`EvalOptions::coverage_threshold`]: 2% of the samples, a fifth of a class's share
 /// when all ten are equally likely.
@@ -262,6 +263,30 @@ impl Evaluator {
         let images = generate(generator, nz, count, self.options.batch_size, seed, mode)?;
         self.evaluate_images(&images)
     }
+
+    /// Draws `count` samples from `trainer`'s generator with [`GanTrainer::generate`], which
+    /// puts the virtual batch normalisation reference batch in front when the trainer uses
+    /// it, and computes their metrics. The latent vectors are those of [`generate`], so
+    /// without virtual batch normalisation the result equals
+    /// [`evaluate_generator`](Self::evaluate_generator)'s on the trainer's generator.
+    ///
+    /// # Errors
+    /// As [`generate`], [`GanTrainer::generate`] and [`evaluate_images`](Self::evaluate_images).
+    pub fn evaluate_trainer(
+        &mut self,
+        trainer: &mut GanTrainer,
+        count: usize,
+        seed: u64,
+        mode: Mode,
+    ) -> Result<SampleMetrics> {
+        let model = *trainer.model();
+        let [_, c, h, w] = model.image_shape(1);
+        let batch_size = self.options.batch_size;
+        let images = draw_images([c, h, w], model.nz, count, batch_size, seed, |z| {
+            trainer.generate(z, mode)
+        })?;
+        self.evaluate_images(&images)
+    }
 }
 
 /// Runs `generator` on `count` latent vectors `[nz, 1, 1]` from N(0, 1), drawn in order from
@@ -285,12 +310,24 @@ pub fn generate(
     seed: u64,
     mode: Mode,
 ) -> Result<Array4<f32>> {
-    for (name, value) in [("count", count), ("nz", nz), ("batch_size", batch_size)] {
-        if value == 0 {
-            return Err(Error::invalid(name, value, "at least 1"));
-        }
-    }
+    check_counts(count, nz, batch_size)?;
     let [_, c, h, w] = generator.output_shape([1, nz, 1, 1])?;
+    draw_images([c, h, w], nz, count, batch_size, seed, |z| generator.forward(z, mode))
+}
+
+/// Runs `forward` on `count` latent vectors `[nz, 1, 1]` from `Rng::stream(seed,
+/// Stream::Noise)`, `batch_size` at a time, and collects its images `[count, c, h, w]` with
+/// `image = [c, h, w]`. The vectors are those of [`generate`].
+fn draw_images(
+    image: [usize; 3],
+    nz: usize,
+    count: usize,
+    batch_size: usize,
+    seed: u64,
+    mut forward: impl FnMut(Array4<f32>) -> Result<Array4<f32>>,
+) -> Result<Array4<f32>> {
+    check_counts(count, nz, batch_size)?;
+    let [c, h, w] = image;
     let total = crate::error::checked_product("generated images", &[count, c, h, w])?;
     if total > crate::kernels::MAX_TENSOR_ELEMENTS {
         return Err(Error::invalid(
@@ -309,10 +346,19 @@ pub fn generate(
         let end = (start + batch_size).min(count);
         let mut z = Array4::<f32>::zeros((end - start, nz, 1, 1));
         rng.fill_normal(z.as_slice_mut().expect("standard layout"), 0.0, 1.0);
-        let batch = generator.forward(z, mode)?;
+        let batch = forward(z)?;
         images.slice_mut(s![start..end, .., .., ..]).assign(&batch);
     }
     Ok(images)
+}
+
+fn check_counts(count: usize, nz: usize, batch_size: usize) -> Result<()> {
+    for (name, value) in [("count", count), ("nz", nz), ("batch_size", batch_size)] {
+        if value == 0 {
+            return Err(Error::invalid(name, value, "at least 1"));
+        }
+    }
+    Ok(())
 }
 
 /// Fits a Gaussian to feature rows `[n, dim]`.

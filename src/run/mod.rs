@@ -274,27 +274,28 @@ impl TrainingRun {
     }
 
     /// Generates the run's sample images from its fixed latent batch, in evaluation mode (see
-    /// [`generate`]): `[sample_count, channels, image_size, image_size]`.
+    /// [`generate`]): `[sample_count, channels, image_size, image_size]`. With virtual batch
+    /// normalisation the reference batch goes in front, as in training
+    /// ([`GanTrainer::generate`]).
     ///
     /// # Errors
-    /// As [`Network::forward`].
+    /// As [`GanTrainer::generate`].
     pub fn samples(&mut self) -> Result<Array4<f32>> {
-        generate(self.trainer.generator_mut(), self.fixed_noise.clone())
+        self.trainer.generate(self.fixed_noise.clone(), Mode::Eval)
     }
 
     /// Scores `count` samples of the generator, in evaluation mode on noise from `seed`, with
     /// `evaluator`. Like [`samples`](Self::samples), it changes no state of the run.
     ///
     /// # Errors
-    /// As [`Evaluator::evaluate_generator`].
+    /// As [`Evaluator::evaluate_trainer`].
     pub fn evaluate(
         &mut self,
         evaluator: &mut Evaluator,
         count: usize,
         seed: u64,
     ) -> Result<SampleMetrics> {
-        let nz = self.settings.model.nz;
-        evaluator.evaluate_generator(self.trainer.generator_mut(), nz, count, seed, Mode::Eval)
+        evaluator.evaluate_trainer(&mut self.trainer, count, seed, Mode::Eval)
     }
 
     /// Returns the settings.

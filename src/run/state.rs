@@ -106,15 +106,25 @@ impl RunSettings {
 }
 
 /// Reads the settings and the generator (parameters and BatchNorm running statistics) of a
-/// training-run checkpoint, for sampling. The generator has the run's architecture, virtual
-/// batch normalisation included.
+/// training-run checkpoint, for sampling with [`generate`](super::generate).
+///
+/// A run with virtual batch normalisation is rejected, because its generator needs the run's
+/// reference batch in front of every input: load it with [`GanTrainer::from_checkpoint`] and
+/// sample with [`GanTrainer::generate`].
 ///
 /// # Errors
-/// As [`TrainingRun::from_checkpoint`].
+/// As [`TrainingRun::from_checkpoint`]; [`Error::InvalidArgument`] for a run with virtual batch
+/// normalisation.
 pub fn load_generator(checkpoint: &Checkpoint) -> Result<(RunSettings, Network)> {
     let settings = RunSettings::from_checkpoint(checkpoint)?;
-    if settings.train.tricks.virtual_batch_norm.is_some() {
-        return Ok((settings, GanTrainer::from_checkpoint(checkpoint)?.into_generator()));
+    if let Some(options) = settings.train.tricks.virtual_batch_norm {
+        return Err(Error::invalid(
+            "virtual_batch_norm.reference_size",
+            options.reference_size,
+            "none for load_generator: a generator with virtual batch normalisation needs its \
+             reference batch, so load it with GanTrainer::from_checkpoint and sample with \
+             GanTrainer::generate",
+        ));
     }
     let mut generator = settings.model.generator(&mut Rng::stream(settings.seed, Stream::Init))?;
     restore_network(checkpoint, "generator", &mut generator)?;

@@ -159,6 +159,11 @@ pub struct Tricks {
     pub weight_clip: Option<f32>,
 }
 
+/// The maximum number of discriminator steps per generator step that
+/// [`TrainConfig::validate`] accepts, 20 times WGAN's 5. Each discriminator step takes its own real batch, so an epoch of `b`
+/// batches makes only `b / d_steps` generator updates.
+pub const MAX_D_STEPS: usize = 100;
+
 /// Everything that defines a training run besides the model sizes and the seed.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -208,15 +213,21 @@ impl TrainConfig {
     /// layer is checked against the discriminator when the trainer is built.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the setting. The rejected values are zero `d_steps`, a
-    /// label smoothing value outside (0, 1] or with a loss that has no cross-entropy target, a
-    /// negative noise standard deviation, zero minibatch discrimination sizes, and a
-    /// non-positive historical averaging weight or weight clip. So is anything that the loss or
+    /// [`Error::InvalidArgument`] naming the setting. It rejects `d_steps` outside
+    /// `1..=MAX_D_STEPS`, a label smoothing value outside (0, 1] or with a loss that has no
+    /// cross-entropy target, and a negative noise standard deviation. It also rejects
+    /// minibatch discrimination and virtual batch normalisation sizes outside their ranges
+    /// ([`MinibatchDiscriminationOptions::validate`], [`VirtualBatchNormOptions::validate`]),
+    /// and a non-positive historical averaging weight or weight clip. So is anything that the loss or
     /// the optimisers reject.
     pub fn validate(&self) -> Result<()> {
         self.loss.validate()?;
-        if self.d_steps == 0 {
-            return Err(Error::invalid("d_steps", 0, "at least 1 discriminator step"));
+        if !(1..=MAX_D_STEPS).contains(&self.d_steps) {
+            return Err(Error::invalid(
+                "d_steps",
+                self.d_steps,
+                format!("1 to {MAX_D_STEPS} discriminator steps per generator step"),
+            ));
         }
         self.g_optimizer.validate()?;
         self.d_optimizer.validate()?;

@@ -30,6 +30,7 @@ use ndarray::{Array4, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use crate::error::{check_len, checked_product, Error, Result};
+use crate::kernels::MAX_TENSOR_ELEMENTS;
 use crate::layers::{
     check_grad_shape, fill_uniform, no_forward_error, shape4, standard, Init, Layer, Mode,
     ParamSpec,
@@ -66,8 +67,9 @@ impl MinibatchDiscrimination {
     /// counts the sample itself (`+1`), as the paper's sum over all `j` does.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when A, B or C is zero; [`Error::Overflow`] when `T`'s size
-    /// or `A + B` does not fit in `usize`.
+    /// [`Error::InvalidArgument`] when A, B or C is zero or `T` has more than
+    /// [`MAX_TENSOR_ELEMENTS`] elements; [`Error::Overflow`] when `T`'s size or `A + B` does
+    /// not fit in `usize`.
     pub fn new(
         in_features: usize,
         kernels: usize,
@@ -83,7 +85,20 @@ impl MinibatchDiscrimination {
                 return Err(Error::invalid(name, value, "at least 1"));
             }
         }
-        checked_product("minibatch discrimination tensor", &[in_features, kernels, kernel_dim])?;
+        let len = checked_product(
+            "minibatch discrimination tensor",
+            &[in_features, kernels, kernel_dim],
+        )?;
+        if len > MAX_TENSOR_ELEMENTS {
+            return Err(Error::invalid(
+                "minibatch discrimination tensor T",
+                format!("[{in_features}, {kernels}, {kernel_dim}]"),
+                format!(
+                    "at most {MAX_TENSOR_ELEMENTS} elements: fewer kernels (B) or a shorter \
+                     kernel_dim (C) for {in_features} input features (A)"
+                ),
+            ));
+        }
         in_features.checked_add(kernels).ok_or(Error::Overflow { what: "output features" })?;
         Ok(MinibatchDiscrimination { in_features, kernels, kernel_dim, include_self, cache: None })
     }

@@ -25,7 +25,9 @@ pub use feature_matching::{feature_matching_loss, FeatureMatching};
 pub use history::{HistoricalAverage, HistoricalAveraging};
 pub use minibatch::MinibatchDiscrimination;
 pub use models::{
-    minibatch_discriminator, vbn_generator, MinibatchDiscriminationOptions, VirtualBatchNormOptions,
+    minibatch_discriminator, vbn_generator, MinibatchDiscriminationOptions,
+    VirtualBatchNormOptions, MAX_MINIBATCH_KERNELS, MAX_MINIBATCH_KERNEL_DIM, MAX_MINIBATCH_WIDTH,
+    MAX_REFERENCE_SIZE,
 };
 pub use noise::{add_instance_noise, InstanceNoise, NoiseSchedule};
 pub use vbn::VirtualBatchNorm;

@@ -40,17 +40,55 @@ impl Default for MinibatchDiscriminationOptions {
     }
 }
 
+/// The maximum number of minibatch discrimination kernels `B`, about 40 times the default 100.
+pub const MAX_MINIBATCH_KERNELS: usize = 4096;
+
+/// The maximum kernel length `C`, about 200 times the default 5.
+pub const MAX_MINIBATCH_KERNEL_DIM: usize = 1024;
+
+/// The maximum `B * C`, about 131 times the default 500. The tensor `T` has
+/// `A * B * C` elements, so with `A = 1024` discriminator features (`ndf` 16 at 32x32) it
+/// stays within 2^26 elements (256 MiB). [`MinibatchDiscrimination::new`] also rejects a `T`
+/// above [`MAX_TENSOR_ELEMENTS`](crate::kernels::MAX_TENSOR_ELEMENTS) for wider models.
+pub const MAX_MINIBATCH_WIDTH: usize = 1 << 16;
+
+/// The maximum size of the virtual batch normalisation reference batch. Every generator
+/// pass runs the reference batch too, so a step with `m` reference rows costs about
+/// `(m + n) / n` times a plain one.
+pub const MAX_REFERENCE_SIZE: usize = 4096;
+
 impl MinibatchDiscriminationOptions {
     /// Checks the settings.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when B or C is zero.
+    /// [`Error::InvalidArgument`] when B is outside `1..=MAX_MINIBATCH_KERNELS`, C outside
+    /// `1..=MAX_MINIBATCH_KERNEL_DIM`, or `B * C` above [`MAX_MINIBATCH_WIDTH`].
     pub fn validate(&self) -> Result<()> {
-        if self.kernels == 0 {
-            return Err(Error::invalid("minibatch_discrimination.kernels (B)", 0, "at least 1"));
+        if !(1..=MAX_MINIBATCH_KERNELS).contains(&self.kernels) {
+            return Err(Error::invalid(
+                "minibatch_discrimination.kernels (B)",
+                self.kernels,
+                format!("1 to {MAX_MINIBATCH_KERNELS}"),
+            ));
         }
-        if self.kernel_dim == 0 {
-            return Err(Error::invalid("minibatch_discrimination.kernel_dim (C)", 0, "at least 1"));
+        if !(1..=MAX_MINIBATCH_KERNEL_DIM).contains(&self.kernel_dim) {
+            return Err(Error::invalid(
+                "minibatch_discrimination.kernel_dim (C)",
+                self.kernel_dim,
+                format!("1 to {MAX_MINIBATCH_KERNEL_DIM}"),
+            ));
+        }
+        let width = self.kernels * self.kernel_dim;
+        if width > MAX_MINIBATCH_WIDTH {
+            return Err(Error::invalid(
+                "minibatch_discrimination.kernels (B)",
+                self.kernels,
+                format!(
+                    "at most {} for kernel length C = {}, so that B * C <= {MAX_MINIBATCH_WIDTH}",
+                    MAX_MINIBATCH_WIDTH / self.kernel_dim,
+                    self.kernel_dim
+                ),
+            ));
         }
         Ok(())
     }
@@ -74,10 +112,14 @@ impl VirtualBatchNormOptions {
     /// Checks the settings.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a zero reference size.
+    /// [`Error::InvalidArgument`] for a reference size outside `1..=MAX_REFERENCE_SIZE`.
     pub fn validate(&self) -> Result<()> {
-        if self.reference_size == 0 {
-            return Err(Error::invalid("virtual_batch_norm.reference_size", 0, "at least 1"));
+        if !(1..=MAX_REFERENCE_SIZE).contains(&self.reference_size) {
+            return Err(Error::invalid(
+                "virtual_batch_norm.reference_size",
+                self.reference_size,
+                format!("1 to {MAX_REFERENCE_SIZE}"),
+            ));
         }
         Ok(())
     }
