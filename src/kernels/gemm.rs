@@ -2,10 +2,10 @@
 //!
 //! Matrices are views into slices with arbitrary non-negative row and column strides, so a
 //! transpose or a sub-block of a larger matrix costs nothing. [`gemm`] runs on one of two
-//! backends, chosen process-wide by [`set_gemm_backend`]: the crate's own
-//! [`packed_gemm::sgemm`], under which the convolution products also fuse im2col into its
-//! packing (and col2im into its tiles), or `matrixmultiply::sgemm`, kept as the reference path
-//! and roofline. The default is the packed backend when the build targets AVX2 and FMA or
+//! backends, chosen process-wide by [`set_gemm_backend`]. The first is the crate's own
+//! [`packed_gemm::sgemm`]; under it the convolution products also fuse im2col into its packing
+//! and col2im into its tiles. The second is `matrixmultiply::sgemm`, kept as the reference path
+//! and roofline. The packed backend is the default when the build targets AVX2 and FMA or
 //! AVX-512 (as this repository's `.cargo/config.toml` does), and matrixmultiply otherwise,
 //! because matrixmultiply picks its SIMD kernel at run time while `wide` is fixed at compile
 //! time. Both run each call on the calling thread (this crate builds matrixmultiply without its
@@ -36,8 +36,8 @@ pub enum GemmBackend {
 }
 
 impl Default for GemmBackend {
-    /// [`GemmBackend::Packed`] when the build enables AVX-512, or AVX2 and FMA; otherwise
-    /// [`GemmBackend::MatrixMultiply`], whose kernel selects its SIMD at run time.
+    /// Returns [`GemmBackend::Packed`] when the build enables AVX-512, or AVX2 and FMA, and
+    /// otherwise [`GemmBackend::MatrixMultiply`], whose kernel selects its SIMD at run time.
     fn default() -> Self {
         DEFAULT_BACKEND
     }

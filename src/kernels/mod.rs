@@ -5,10 +5,10 @@
 //! weight is the matrix `W [c_out, c_in * k_h * k_w]`. Conv2d forward is `W * cols` (im2col,
 //! then GEMM), its grad-input `col2im(W^T * dY)` and its grad-weight `dY * cols^T`.
 //! ConvTranspose2d runs the same three products with its input and output exchanged. The
-//! products run on the backend [`gemm`](mod@gemm) selects. On the crate's own [`packed_gemm`]
-//! (the default on AVX2 + FMA and AVX-512 builds), im2col writes straight into the GEMM's packed
-//! panels, col2im adds the GEMM's finished tiles straight into the image, and the weight is
-//! packed once per call. On matrixmultiply's sgemm (the reference path), `cols` is packed and
+//! products run on the backend [`gemm`](mod@gemm) selects. The crate's own [`packed_gemm`] is
+//! the default on AVX2 + FMA and AVX-512 builds. On it, im2col writes straight into the GEMM's
+//! packed panels, col2im adds the GEMM's finished tiles straight into the image, and the weight
+//! is packed once per call. On matrixmultiply's sgemm (the reference path), `cols` is packed and
 //! consumed one cache-sized tile at a time. Either way `cols` is never built whole, and rayon
 //! runs independent samples, tiles and channel blocks.
 //! Every reduction runs in a fixed order, so results do not depend on the thread count.
