@@ -164,41 +164,7 @@ fn dcgan_shapes_ignore_thread_count() {
 
 /// Generates a random small convolution of either kind, with a data seed and a bias switch.
 fn case() -> impl Strategy<Value = (Conv, u64, bool)> {
-    let sizes = (1..=4usize, 1..=8usize, 1..=8usize, 1..=12usize, 1..=12usize);
-    let pairs = (
-        prop::array::uniform2(1..=4usize), // kernel
-        prop::array::uniform2(1..=3usize), // stride
-        prop::array::uniform2(0..=3usize), // padding
-        prop::array::uniform2(1..=3usize), // dilation
-        prop::array::uniform2(0..=2usize), // output padding
-    );
-    (sizes, pairs, any::<bool>(), any::<u64>(), any::<bool>()).prop_filter_map(
-        "geometry rejected",
-        |(
-            (n, c_in, c_out, h, w),
-            (kernel, stride, padding, dilation, output_padding),
-            t,
-            seed,
-            bias,
-        )| {
-            let conv = if t {
-                let spec = ConvTranspose2dSpec {
-                    c_in,
-                    c_out,
-                    kernel,
-                    stride,
-                    padding,
-                    output_padding,
-                    dilation,
-                };
-                Conv::Transposed(spec.geometry(n, h, w).ok()?)
-            } else {
-                let spec = Conv2dSpec { c_in, c_out, kernel, stride, padding, dilation };
-                Conv::Forward(spec.geometry(n, h, w).ok()?)
-            };
-            Some((conv, seed, bias))
-        },
-    )
+    (random_conv(), any::<u64>(), any::<bool>())
 }
 
 proptest! {

@@ -120,39 +120,6 @@ fn adds_into_the_gradient() {
     }
 }
 
-/// Generates a random convolution or transposed convolution within the bounds of
-/// `conv_props.rs`.
-fn random_conv() -> impl Strategy<Value = Conv> {
-    let sizes = (1..=4usize, 1..=8usize, 1..=8usize, 1..=12usize, 1..=12usize);
-    let pairs = (
-        prop::array::uniform2(1..=4usize), // kernel
-        prop::array::uniform2(1..=3usize), // stride
-        prop::array::uniform2(0..=3usize), // padding
-        prop::array::uniform2(1..=3usize), // dilation
-        prop::array::uniform2(0..=2usize), // output padding
-    );
-    (sizes, pairs, any::<bool>()).prop_filter_map(
-        "geometry rejected",
-        |((n, c_in, c_out, h, w), (kernel, stride, padding, dilation, output_padding), t)| {
-            Some(if t {
-                let spec = ConvTranspose2dSpec {
-                    c_in,
-                    c_out,
-                    kernel,
-                    stride,
-                    padding,
-                    output_padding,
-                    dilation,
-                };
-                Conv::Transposed(spec.geometry(n, h, w).ok()?)
-            } else {
-                let spec = Conv2dSpec { c_in, c_out, kernel, stride, padding, dilation };
-                Conv::Forward(spec.geometry(n, h, w).ok()?)
-            })
-        },
-    )
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

@@ -23,41 +23,11 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let sizes = (1..=4usize, 1..=8usize, 1..=8usize, 1..=12usize, 1..=12usize);
-    let pairs = (
-        prop::array::uniform2(1..=4usize), // kernel
-        prop::array::uniform2(1..=3usize), // stride
-        prop::array::uniform2(0..=3usize), // padding
-        prop::array::uniform2(1..=3usize), // dilation
-        prop::array::uniform2(0..=2usize), // output padding
-    );
-    (sizes, pairs, any::<bool>(), any::<bool>(), any::<u64>()).prop_filter_map(
-        "geometry rejected",
-        |(
-            (n, c_in, c_out, h, w),
-            (kernel, stride, padding, dilation, output_padding),
-            t,
-            bias,
-            seed,
-        )| {
-            let conv = if t {
-                let spec = ConvTranspose2dSpec {
-                    c_in,
-                    c_out,
-                    kernel,
-                    stride,
-                    padding,
-                    output_padding,
-                    dilation,
-                };
-                Conv::Transposed(spec.geometry(n, h, w).ok()?)
-            } else {
-                let spec = Conv2dSpec { c_in, c_out, kernel, stride, padding, dilation };
-                Conv::Forward(spec.geometry(n, h, w).ok()?)
-            };
-            Some(Case { conv, bias, seed })
-        },
-    )
+    (random_conv(), any::<bool>(), any::<u64>()).prop_map(|(conv, bias, seed)| Case {
+        conv,
+        bias,
+        seed,
+    })
 }
 
 /// Per-element bound on the error of a forward pass: `gamma(terms)` times the forward pass

@@ -107,21 +107,9 @@ impl<'g> Plan<'g> {
 
 /// Detects the layouts in which col2im is a copy.
 fn layout(g: &ConvGeometry) -> Layout {
-    let unit_dilation = |axis: usize, k: usize| g.dilation[axis] == 1 || k == 1;
-    let unpadded = g.pad == [0, 0];
-    if unpadded
-        && (g.k_h, g.k_w) == (g.h, g.w)
-        && (g.out_h, g.out_w) == (1, 1)
-        && unit_dilation(0, g.k_h)
-        && unit_dilation(1, g.k_w)
-    {
+    if g.covers_whole_image() {
         Layout::Whole
-    } else if unpadded
-        && (g.k_h, g.k_w) == (1, 1)
-        && g.stride == [1, 1]
-        // A transposed convolution's output padding can make the image larger than the grid.
-        && (g.out_h, g.out_w) == (g.h, g.w)
-    {
+    } else if g.is_pointwise() {
         Layout::Pointwise
     } else {
         Layout::Scatter

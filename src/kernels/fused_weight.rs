@@ -104,21 +104,9 @@ fn narrow(g: &ConvGeometry) -> bool {
 impl<'g> Plan<'g> {
     fn new(g: &'g ConvGeometry) -> Self {
         let positions = g.positions();
-        let unpadded = g.pad == [0, 0];
-        let unit_dilation = |axis: usize, k: usize| g.dilation[axis] == 1 || k == 1;
-        let layout = if unpadded
-            && (g.k_h, g.k_w) == (g.h, g.w)
-            && (g.out_h, g.out_w) == (1, 1)
-            && unit_dilation(0, g.k_h)
-            && unit_dilation(1, g.k_w)
-        {
+        let layout = if g.covers_whole_image() {
             Layout::Whole
-        } else if unpadded
-            && (g.k_h, g.k_w) == (1, 1)
-            && g.stride == [1, 1]
-            && (g.out_h, g.out_w) == (g.h, g.w)
-            && positions >= KC
-        {
+        } else if g.is_pointwise() && positions >= KC {
             Layout::Pointwise
         } else {
             Layout::Window

@@ -337,6 +337,27 @@ impl ConvTranspose2dSpec {
 }
 
 impl ConvGeometry {
+    /// Returns whether the kernel covers the whole unpadded image with a 1x1 grid, so that
+    /// column `b` of the batch's column matrix is sample `b`, flattened.
+    pub(crate) fn covers_whole_image(&self) -> bool {
+        let unit_dilation = |axis: usize, k: usize| self.dilation[axis] == 1 || k == 1;
+        self.pad == [0, 0]
+            && (self.k_h, self.k_w) == (self.h, self.w)
+            && (self.out_h, self.out_w) == (1, 1)
+            && unit_dilation(0, self.k_h)
+            && unit_dilation(1, self.k_w)
+    }
+
+    /// Returns whether the kernel is 1x1 with stride 1, no padding and a grid as large as the
+    /// image, so that a sample's column matrix is the sample itself, `[c_in, h * w]`.
+    pub(crate) fn is_pointwise(&self) -> bool {
+        self.pad == [0, 0]
+            && (self.k_h, self.k_w) == (1, 1)
+            && self.stride == [1, 1]
+            // A transposed convolution's output padding can make the image larger than the grid.
+            && (self.out_h, self.out_w) == (self.h, self.w)
+    }
+
     /// Rows of the column matrix of one sample, `c_in * k_h * k_w`.
     pub fn k(&self) -> usize {
         self.c_in * self.k_h * self.k_w

@@ -140,21 +140,9 @@ impl<'g> Lowering<'g> {
         let spread = (g.n / min_groups).max(1);
         let fits = (GROUP_ELEMENTS / (g.c_out * positions).max(1)).max(1);
         let group = per_call.min(spread).min(fits).min(g.n).max(1);
-        let unit_dilation = |axis: usize, k: usize| g.dilation[axis] == 1 || k == 1;
-        let unpadded = g.pad == [0, 0];
-        let direct = if unpadded
-            && (g.k_h, g.k_w) == (g.h, g.w)
-            && (g.out_h, g.out_w) == (1, 1)
-            && unit_dilation(0, g.k_h)
-            && unit_dilation(1, g.k_w)
-        {
+        let direct = if g.covers_whole_image() {
             Direct::Whole
-        } else if unpadded
-            && (g.k_h, g.k_w) == (1, 1)
-            && g.stride == [1, 1]
-            // A transposed convolution's output padding can make the image larger than the grid.
-            && (g.out_h, g.out_w) == (g.h, g.w)
-        {
+        } else if g.is_pointwise() {
             Direct::Pointwise
         } else {
             Direct::No

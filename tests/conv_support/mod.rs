@@ -1,8 +1,12 @@
 //! Shared helpers of the convolution tests: data, the f64 reference, error bounds.
 #![allow(dead_code)]
 
-use dcgan::kernels::{conv, conv_transpose, reference, Conv2dGeometry, ConvTranspose2dGeometry};
+use dcgan::kernels::{
+    conv, conv_transpose, reference, Conv2dGeometry, Conv2dSpec, ConvTranspose2dGeometry,
+    ConvTranspose2dSpec,
+};
 use dcgan::rng::Rng;
+use proptest::prelude::*;
 
 /// Unit roundoff of f32 (round to nearest).
 pub const U32: f64 = f32::EPSILON as f64 / 2.0;
@@ -181,4 +185,38 @@ impl Conv {
             ],
         }
     }
+}
+
+/// Draws a small convolution of either kind: batch 1-4, channels 1-8, sizes 1-12, and per axis
+/// kernel 1-4, stride 1-3, padding 0-3, dilation 1-3 and output padding 0-2 (transposed only).
+/// Parameters the geometry rejects are drawn again.
+pub fn random_conv() -> impl Strategy<Value = Conv> {
+    let sizes = (1..=4usize, 1..=8usize, 1..=8usize, 1..=12usize, 1..=12usize);
+    let pairs = (
+        prop::array::uniform2(1..=4usize), // kernel
+        prop::array::uniform2(1..=3usize), // stride
+        prop::array::uniform2(0..=3usize), // padding
+        prop::array::uniform2(1..=3usize), // dilation
+        prop::array::uniform2(0..=2usize), // output padding
+    );
+    (sizes, pairs, any::<bool>()).prop_filter_map(
+        "geometry rejected",
+        |((n, c_in, c_out, h, w), (kernel, stride, padding, dilation, output_padding), t)| {
+            Some(if t {
+                let spec = ConvTranspose2dSpec {
+                    c_in,
+                    c_out,
+                    kernel,
+                    stride,
+                    padding,
+                    output_padding,
+                    dilation,
+                };
+                Conv::Transposed(spec.geometry(n, h, w).ok()?)
+            } else {
+                let spec = Conv2dSpec { c_in, c_out, kernel, stride, padding, dilation };
+                Conv::Forward(spec.geometry(n, h, w).ok()?)
+            })
+        },
+    )
 }
