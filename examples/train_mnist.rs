@@ -31,7 +31,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use dcgan::checkpoint::Checkpoint;
 use dcgan::data::{Mnist, MnistOptions};
 use dcgan::eval::{EvalOptions, Evaluator};
-use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
+use dcgan::kernels::gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 use dcgan::run::folder::{read_history, CHECKPOINT_FILE};
 use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
@@ -139,7 +139,8 @@ struct Args {
 
     /// GEMM backend: `packed` (the crate's microkernel, with im2col fused into its packing) or
     /// `matrixmultiply` (the reference path). Default: packed when the build enables AVX2 and
-    /// FMA or AVX-512. Results differ between the two in the last bits.
+    /// FMA or AVX-512. Results differ between the two in the last bits, so a resumed run stays
+    /// on the backend recorded in its checkpoint.
     #[arg(long, value_enum)]
     backend: Option<Backend>,
 
@@ -215,12 +216,24 @@ enum Backend {
     Matrixmultiply,
 }
 
-fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
-    match args.backend {
-        Some(Backend::Packed) => set_gemm_backend(GemmBackend::Packed),
-        Some(Backend::Matrixmultiply) => set_gemm_backend(GemmBackend::MatrixMultiply),
-        None => {}
+impl From<Backend> for GemmBackend {
+    fn from(backend: Backend) -> Self {
+        match backend {
+            Backend::Packed => GemmBackend::Packed,
+            Backend::Matrixmultiply => GemmBackend::MatrixMultiply,
+        }
     }
+}
+
+/// Names a backend as `--backend` spells it.
+fn backend_name(backend: GemmBackend) -> &'static str {
+    match backend {
+        GemmBackend::Packed => "packed",
+        GemmBackend::MatrixMultiply => "matrixmultiply",
+    }
+}
+
+fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -250,6 +263,7 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
     let (mut run, folder, history) = match &args.resume {
         None => {
             let settings = merge_settings(matches, args, RunSettings::default(), false)?;
+            set_gemm_backend(settings.gemm_backend.unwrap_or_default());
             settings.validate().map_err(name_flag)?;
             let run = TrainingRun::new(settings, load_digits(&settings)?)?;
             let folder = create_folder(&args.out, args.force)?;
@@ -260,6 +274,7 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             let checkpoint = Checkpoint::load(&checkpoint_path)?;
             let saved = RunSettings::from_checkpoint(&checkpoint)?;
             let settings = merge_settings(matches, args, saved, true)?;
+            set_gemm_backend(settings.gemm_backend.unwrap_or_default());
             let run = TrainingRun::from_checkpoint(&checkpoint, load_digits(&settings)?)?;
             let folder = if same_folder(&args.out, &checkpoint_path) {
                 RunFolder::open(&args.out)?
@@ -439,6 +454,17 @@ fn merge_settings(
     merge.take("digits", args.digits, &mut settings.digits);
     merge.take("seed", args.seed, &mut settings.seed);
     merge.take("sample_count", args.sample_count, &mut settings.sample_count);
+    // The backend decides the last bits: a resumed run stays on the one it started on.
+    let flag = args.backend.map(GemmBackend::from);
+    match (resuming, settings.gemm_backend, flag) {
+        (true, Some(saved), Some(given)) if saved != given => merge.conflicts.push(format!(
+            "--backend {} (the checkpoint trains on {})",
+            backend_name(given),
+            backend_name(saved)
+        )),
+        (true, Some(_), _) => {}
+        _ => settings.gemm_backend = Some(flag.unwrap_or_else(gemm_backend)),
+    }
     if !merge.conflicts.is_empty() {
         return Err(format!(
             "a resumed run keeps the settings it started with, so these flags conflict with the \

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use dcgan::checkpoint::Checkpoint;
 use dcgan::data::{Batcher, LastBatch};
 use dcgan::data::{Mnist, MnistOptions};
+use dcgan::kernels::gemm::GemmBackend;
 use dcgan::layers::Mode;
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
@@ -442,4 +443,21 @@ fn checkpoint_with_zero_data_rng_is_rejected() {
     assert!(matches!(err, Error::Format { .. }), "{err}");
     assert!(err.to_string().contains("batcher"), "{err}");
     assert!(err.to_string().contains("[0, 0, 0, 0]"), "{err}");
+}
+
+#[test]
+fn checkpoint_records_gemm_backend() {
+    let recorded = RunSettings { gemm_backend: Some(GemmBackend::MatrixMultiply), ..settings() };
+    let run = TrainingRun::new(recorded, digits(&recorded)).unwrap();
+    let checkpoint = run.to_checkpoint().unwrap();
+    let restored = RunSettings::from_checkpoint(&checkpoint).unwrap();
+    assert_eq!(restored.gemm_backend, Some(GemmBackend::MatrixMultiply));
+    assert_eq!(restored, recorded);
+
+    // Settings written before the backend was recorded read as `None`.
+    let mut json = serde_json::to_value(recorded).unwrap();
+    assert_eq!(json["gemm_backend"], "matrixmultiply");
+    json.as_object_mut().unwrap().remove("gemm_backend");
+    let old: RunSettings = serde_json::from_value(json).unwrap();
+    assert_eq!(old.gemm_backend, None);
 }

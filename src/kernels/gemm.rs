@@ -25,7 +25,8 @@ use super::packed_gemm;
 ///
 /// Each backend is deterministic on its own: a result depends only on the inputs, the build and
 /// the CPU features. Nothing makes the two agree bit for bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GemmBackend {
     /// [`packed_gemm::sgemm`]: an 8 x 48 microkernel on `wide`'s `f32x16` with AVX-512 (6 x 16
     /// on `f32x8` otherwise). Under it the convolution products run fused paths: im2col packed

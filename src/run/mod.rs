@@ -22,6 +22,8 @@ use std::path::Path;
 use ndarray::Array4;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::gemm::GemmBackend;
+
 use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, LastBatch, Mnist};
 use crate::error::{Error, Result};
@@ -74,6 +76,13 @@ pub struct RunSettings {
     /// [`TrainConfig::default`], the plain DCGAN.
     #[serde(default)]
     pub train: TrainConfig,
+    /// The GEMM backend the run trains on, which decides the last bits of every result. The
+    /// backend is a process-wide setting, so the caller selects it
+    /// ([`crate::kernels::gemm::set_gemm_backend`]) before training; a resumed run continues
+    /// bit for bit only on the backend it started on. `None` in settings written before the
+    /// backend was recorded.
+    #[serde(default)]
+    pub gemm_backend: Option<GemmBackend>,
 }
 
 impl Default for RunSettings {
@@ -96,6 +105,7 @@ impl Default for RunSettings {
             digits: 10_000,
             sample_count: 64,
             train: TrainConfig::default(),
+            gemm_backend: None,
         }
     }
 }
