@@ -78,7 +78,7 @@ pub struct RunSettings {
     pub train: TrainConfig,
     /// The GEMM backend the run trains on, which decides the last bits of every result. The
     /// backend is a process-wide setting, so the caller selects it
-    /// ([`crate::kernels::gemm::set_gemm_backend`]) before training; a resumed run continues
+    /// ([`crate::kernels::gemm::set_gemm_backend`]) before training. A resumed run continues
     /// bit for bit only on the backend it started on. `None` in settings written before the
     /// backend was recorded.
     #[serde(default)]
