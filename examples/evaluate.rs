@@ -17,6 +17,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use dcgan::atomic::write_atomic;
 use dcgan::checkpoint::Checkpoint;
 use dcgan::eval::{EvalOptions, Evaluator, DEFAULT_COVERAGE_THRESHOLD};
+use dcgan::kernels::gemm::set_gemm_backend;
 use dcgan::layers::Mode;
 use dcgan::run::folder::CHECKPOINT_FILE;
 use dcgan::run::{load_generator, RunSettings};
@@ -127,6 +128,10 @@ fn run(args: &Args) -> Result<(), Error> {
     };
     let checkpoint = Checkpoint::load(&checkpoint_path)?;
     let settings = RunSettings::from_checkpoint(&checkpoint)?;
+    // Generate on the backend the run trained on, so the images match its own grids bit for bit.
+    if let Some(backend) = settings.gemm_backend {
+        set_gemm_backend(backend);
+    }
     let mut evaluator = Evaluator::shipped(options)?;
     let mode = match args.batch_norm {
         BatchNormMode::Running => Mode::Eval,

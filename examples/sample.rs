@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dcgan::checkpoint::Checkpoint;
+use dcgan::kernels::gemm::set_gemm_backend;
 use dcgan::layers::Mode;
 use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid, RunSettings};
 use dcgan::train::GanTrainer;
@@ -130,6 +131,10 @@ fn prepare_output(out: &Path) -> AppResult<()> {
 fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResult<()> {
     let checkpoint = Checkpoint::load(checkpoint_path)?;
     let settings = RunSettings::from_checkpoint(&checkpoint)?;
+    // Generate on the backend the run trained on, so the images match its own grids bit for bit.
+    if let Some(backend) = settings.gemm_backend {
+        set_gemm_backend(backend);
+    }
     let z = sample_noise(&settings.model, seed, count);
     let images = if settings.train.tricks.virtual_batch_norm.is_some() {
         // The whole trainer, for the reference batch that goes in front of the latent vectors.
