@@ -8,9 +8,9 @@
 //!   `FOLD_DEPTH / 2` positions, the grids of a group of samples side by side. Those are
 //!   gathered once per call for the whole batch when the grid is small
 //!   ([`SHARED_FOLD_ELEMENTS`]), otherwise per group in each work item.
-//! - B is `cols^T`, packed straight from the image by a [`PackB`] closure: for each sample a
+//! - B is `cols^T`, packed straight from the image by a [`PackB`] closure. For each sample a
 //!   depth block touches, the channels of the block's `k` rows are copied into a zero-padded
-//!   window, and each packed row (one position) is then a list of runs from that window, `k_w`
+//!   window. Each packed row (one position) is then a list of runs from that window, `k_w`
 //!   floats long for a unit-dilation kernel (12 runs of 4 for DCGAN's 4 x 4 kernels).
 //! - Layouts where `cols^T` is a strided view of the image ([`Layout::Whole`],
 //!   [`Layout::Pointwise`]) hand that view to the packer instead.

@@ -6,10 +6,10 @@
 //! step then reuses the previous step's memory, instead of fresh pages that the operating
 //! system has to zero.
 //!
-//! The pool only changes where memory comes from: [`take`] returns values left over from an
+//! The pool only changes where memory comes from. [`take`] returns values left over from an
 //! earlier array, so it serves only outputs that the caller overwrites completely (the
-//! convolution kernels guarantee that for their outputs), and results never depend on what the
-//! pool holds. Buffers below [`MIN_ELEMENTS`] are not kept, and the pool holds at most
+//! convolution kernels do so for their outputs). Results therefore never depend on what the
+//! pool contains. Buffers below [`MIN_ELEMENTS`] are not kept, and the pool holds at most
 //! [`MAX_BUFFERS`] buffers and [`MAX_ELEMENTS`] values, dropping the oldest first.
 
 use std::sync::{Mutex, MutexGuard};
