@@ -9,7 +9,7 @@
 //! The pool only changes where memory comes from. [`take`] returns values left over from an
 //! earlier array, so it serves only outputs that the caller overwrites completely (the
 //! convolution kernels do so for their outputs). Results therefore never depend on what the
-//! pool contains. Buffers below [`MIN_ELEMENTS`] are not kept, and the pool holds at most
+//! pool contains. Buffers below [`MIN_ELEMENTS`] are not kept, and the pool keeps at most
 //! [`MAX_BUFFERS`] buffers and [`MAX_ELEMENTS`] values, dropping the oldest first.
 
 use std::sync::{Mutex, MutexGuard};
