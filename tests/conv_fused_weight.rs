@@ -1,8 +1,8 @@
 //! The grad-weight product on the packed GEMM backend, where im2col is fused into the packing.
-//! The tests compare it with the f64 reference on random shapes and on DCGAN-like shapes that
-//! reach each branch: folded sample groups, per-sample calls, several `k` tiles, batch chunks,
-//! the 1x1-grid and pointwise layouts, kernels whose rows are not runs of 4, and the transposed
-//! product of a narrow `k`. They also check accumulation into the gradient and bit-identical
+//! The tests compare it with the f64 reference on random shapes and on DCGAN-like shapes. The
+//! shapes reach each branch: folded sample groups, per-sample calls, several `k` tiles, batch
+//! chunks, the 1x1-grid and pointwise layouts, kernels whose rows are not runs of 4, and the
+//! transposed product of a narrow `k`. They also check accumulation into the gradient and bit-identical
 //! results on rayon pools of 1, 2 and 7 threads.
 //!
 //! Every test here selects `GemmBackend::Packed`, the only backend this binary uses, so the

@@ -18,9 +18,9 @@
 //!   transposed, `dW^T [k, c_out] = cols * grid^T`: im2col packs `cols` into scratch, and the
 //!   grid is B, read in place.
 //!
-//! Work items are (k tile, batch chunk) pairs. Tiles and chunks are computed from the geometry
-//! alone; each item sums its chunk in sample order into its own accumulator, and the chunks of
-//! a tile are added in chunk order, so results are bit-identical on any pool.
+//! Work items are (k tile, batch chunk) pairs, and tiles and chunks are computed from the
+//! geometry alone. Each item sums its chunk in sample order into its own accumulator, and the
+//! chunks of a tile are added in chunk order, so results are bit-identical on any pool.
 
 use std::cell::RefCell;
 use std::ops::Range;
