@@ -2,15 +2,21 @@
 //! whole-batch shape on the same backend (the roofline of the im2col + GEMM design).
 //!
 //! ```sh
-//! cargo run --release --example conv_gflops                  # both GEMM backends, every layer
+//! cargo run --release --example conv_gflops                  # every path, every layer
 //! cargo run --release --example conv_gflops -- D2 G3         # layers whose name contains a filter
-//! cargo run --release --example conv_gflops -- --backend packed   # or matrixmultiply, or both
+//! cargo run --release --example conv_gflops -- --backend packed   # or winograd, matrixmultiply
 //! ```
+//!
+//! The paths are the packed GEMM with the direct lowering (`packed`), the packed GEMM with
+//! Winograd F(2x2, 2x2) for every product of every layer whose shape fits (`winograd`; other
+//! layers run as `packed`), and
+//! matrixmultiply's sgemm (`matrixmultiply`).
 //!
 //! Each time is the minimum over repetitions (at least 3, and at least 0.3 s per variant), which
 //! filters out interference from other processes; the convolution and the GEMM, and with
-//! `--backend both` the two backends, are timed alternately so that all see the same machine
-//! state. FLOPs are `2 * m * k * n` of the pass's GEMM.
+//! several paths, the paths, are timed alternately so that all see the same machine
+//! state. FLOPs are `2 * m * k * n` of the direct lowering's GEMM on every path, so the
+//! Winograd path, which does fewer, shows an effective rate.
 
 #[path = "../benches/dcgan_layers.rs"]
 mod dcgan_layers;
@@ -19,6 +25,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
+use dcgan::kernels::{set_winograd, Winograd};
 use dcgan_layers::{dcgan_layers, pool, GemmWorkload, Pass, Workload};
 
 const BATCH: usize = 64;
@@ -36,31 +43,67 @@ fn min_time(mut f: impl FnMut()) -> Duration {
     best
 }
 
-const USAGE: &str = "usage: conv_gflops [--backend packed|matrixmultiply|both] [FILTER...]
+/// One way of running the convolutions.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    /// The packed GEMM with the direct lowering.
+    Packed,
+    /// The packed GEMM with Winograd products where they apply.
+    Winograd,
+    /// matrixmultiply's sgemm.
+    MatrixMultiply,
+}
+
+impl Path {
+    /// Selects this path for every later convolution.
+    fn select(self) {
+        let backend = match self {
+            Path::MatrixMultiply => GemmBackend::MatrixMultiply,
+            Path::Packed | Path::Winograd => GemmBackend::Packed,
+        };
+        set_gemm_backend(backend);
+        set_winograd(match self {
+            Path::Winograd => Winograd::Always,
+            Path::Packed | Path::MatrixMultiply => Winograd::Off,
+        });
+    }
+
+    /// The GEMM backend the path runs on, for the GEMM column.
+    fn backend(self) -> GemmBackend {
+        match self {
+            Path::MatrixMultiply => GemmBackend::MatrixMultiply,
+            Path::Packed | Path::Winograd => GemmBackend::Packed,
+        }
+    }
+}
+
+const USAGE: &str = "usage: conv_gflops [--backend packed|winograd|matrixmultiply|all] [FILTER...]
   FILTER  times only the layers whose name contains it (D2, G3); default: every layer";
 
-/// Splits the arguments into the backends named by `--backend` (default: both) and filters;
+/// Splits the arguments into the paths named by `--backend` (default: all) and filters;
 /// `None` for `--help`.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-    let (mut backends, mut filters) =
-        (vec![GemmBackend::MatrixMultiply, GemmBackend::Packed], vec![]);
+    let all = vec![Path::MatrixMultiply, Path::Packed, Path::Winograd];
+    let (mut backends, mut filters) = (all.clone(), vec![]);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--help" | "-h" => return Ok(None),
             "--backend" => {
                 backends = match args.next().as_deref() {
-                    Some("packed") => vec![GemmBackend::Packed],
-                    Some("matrixmultiply") => vec![GemmBackend::MatrixMultiply],
-                    Some("both") => vec![GemmBackend::MatrixMultiply, GemmBackend::Packed],
+                    Some("packed") => vec![Path::Packed],
+                    Some("winograd") => vec![Path::Winograd],
+                    Some("matrixmultiply") => vec![Path::MatrixMultiply],
+                    Some("all") => all.clone(),
                     Some(other) => {
                         return Err(format!(
-                            "invalid --backend {other:?}: expected packed, matrixmultiply or both"
+                            "invalid --backend {other:?}: expected packed, winograd, \
+                             matrixmultiply or all"
                         ))
                     }
                     None => {
-                        return Err("missing value of --backend: expected packed, \
-                                    matrixmultiply or both"
+                        return Err("missing value of --backend: expected packed, winograd, \
+                                    matrixmultiply or all"
                             .into())
                     }
                 };
@@ -83,9 +126,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
     Ok(Some(Args { backends, filters }))
 }
 
-/// The backends to time and the layer filters.
+/// The paths to time and the layer filters.
 struct Args {
-    backends: Vec<GemmBackend>,
+    backends: Vec<Path>,
     filters: Vec<String>,
 }
 
@@ -125,9 +168,10 @@ fn main() -> ExitCode {
             let shape = layer.gemm_shape(pass, BATCH);
             let gflop = layer.flops(pass, BATCH) as f64 * 1e-9;
             let mut sgemm = GemmWorkload::new(shape);
-            for &backend in &backends {
-                set_gemm_backend(backend);
+            for &path in &backends {
+                path.select();
                 let ours1 = min_time(|| one.install(|| work.run(pass)));
+                set_gemm_backend(path.backend());
                 let reference = min_time(|| sgemm.run());
                 let ours2 = min_time(|| two.install(|| work.run(pass)));
                 let rate = |t: Duration| gflop / t.as_secs_f64();
@@ -136,7 +180,7 @@ fn main() -> ExitCode {
                     "{:<34} {:<11} {:<14} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2}",
                     name,
                     pass.name(),
-                    format!("{backend:?}"),
+                    format!("{path:?}"),
                     format!("{m}x{k}x{n}"),
                     rate(ours1),
                     rate(ours2),

@@ -18,6 +18,7 @@ use dcgan::atomic::write_atomic;
 use dcgan::checkpoint::Checkpoint;
 use dcgan::eval::{EvalOptions, Evaluator, DEFAULT_COVERAGE_THRESHOLD};
 use dcgan::kernels::gemm::set_gemm_backend;
+use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::layers::Mode;
 use dcgan::run::folder::CHECKPOINT_FILE;
 use dcgan::run::{load_generator, RunSettings};
@@ -128,7 +129,9 @@ fn run(args: &Args) -> Result<(), Error> {
     };
     let checkpoint = Checkpoint::load(&checkpoint_path)?;
     let settings = RunSettings::from_checkpoint(&checkpoint)?;
-    // Generate on the backend the run trained on, so the images match its own grids bit for bit.
+    // Generate on the backend and Winograd setting the run trained on, so the images match its
+    // own grids bit for bit.
+    set_winograd(settings.winograd.unwrap_or(Winograd::Off));
     if let Some(backend) = settings.gemm_backend {
         set_gemm_backend(backend);
     }

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use dcgan::checkpoint::Checkpoint;
 use dcgan::kernels::gemm::set_gemm_backend;
+use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::layers::Mode;
 use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid, RunSettings};
 use dcgan::train::GanTrainer;
@@ -131,7 +132,9 @@ fn prepare_output(out: &Path) -> AppResult<()> {
 fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResult<()> {
     let checkpoint = Checkpoint::load(checkpoint_path)?;
     let settings = RunSettings::from_checkpoint(&checkpoint)?;
-    // Generate on the backend the run trained on, so the images match its own grids bit for bit.
+    // Generate on the backend and Winograd setting the run trained on, so the images match its
+    // own grids bit for bit.
+    set_winograd(settings.winograd.unwrap_or(Winograd::Off));
     if let Some(backend) = settings.gemm_backend {
         set_gemm_backend(backend);
     }

@@ -32,6 +32,7 @@ use dcgan::checkpoint::Checkpoint;
 use dcgan::data::{Mnist, MnistOptions};
 use dcgan::eval::{EvalOptions, Evaluator};
 use dcgan::kernels::gemm::{gemm_backend, set_gemm_backend, GemmBackend};
+use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::run::folder::{read_history, CHECKPOINT_FILE};
 use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
@@ -144,6 +145,13 @@ struct Args {
     #[arg(long, value_enum)]
     backend: Option<Backend>,
 
+    /// When stride-2 4x4 convolutions run as Winograd F(2x2, 2x2) products on the packed
+    /// backend: `measured` (where they were measured faster), `always` or `off`. Default:
+    /// measured. Like the backend, it decides the last bits, so a resumed run keeps the setting
+    /// recorded in its checkpoint.
+    #[arg(long, value_enum)]
+    winograd: Option<WinogradFlag>,
+
     /// Output folder for samples, metrics, loss plot, checkpoint and settings.
     #[arg(long, short, default_value = "runs/mnist")]
     out: PathBuf,
@@ -225,6 +233,33 @@ impl From<Backend> for GemmBackend {
     }
 }
 
+/// The values of `--winograd`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum WinogradFlag {
+    Off,
+    Measured,
+    Always,
+}
+
+impl From<WinogradFlag> for Winograd {
+    fn from(flag: WinogradFlag) -> Self {
+        match flag {
+            WinogradFlag::Off => Winograd::Off,
+            WinogradFlag::Measured => Winograd::Measured,
+            WinogradFlag::Always => Winograd::Always,
+        }
+    }
+}
+
+/// Names a Winograd setting as `--winograd` spells it.
+fn winograd_name(setting: Winograd) -> &'static str {
+    match setting {
+        Winograd::Off => "off",
+        Winograd::Measured => "measured",
+        Winograd::Always => "always",
+    }
+}
+
 /// Names a backend as `--backend` spells it.
 fn backend_name(backend: GemmBackend) -> &'static str {
     match backend {
@@ -264,6 +299,7 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
         None => {
             let settings = merge_settings(matches, args, RunSettings::default(), false)?;
             set_gemm_backend(settings.gemm_backend.unwrap_or_default());
+            set_winograd(settings.winograd.unwrap_or(Winograd::Off));
             settings.validate().map_err(name_flag)?;
             let run = TrainingRun::new(settings, load_digits(&settings)?)?;
             let folder = create_folder(&args.out, args.force)?;
@@ -275,6 +311,7 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             let saved = RunSettings::from_checkpoint(&checkpoint)?;
             let settings = merge_settings(matches, args, saved, true)?;
             set_gemm_backend(settings.gemm_backend.unwrap_or_default());
+            set_winograd(settings.winograd.unwrap_or(Winograd::Off));
             let run = TrainingRun::from_checkpoint(&checkpoint, load_digits(&settings)?)?;
             let folder = if same_folder(&args.out, &checkpoint_path) {
                 RunFolder::open(&args.out)?
@@ -464,6 +501,19 @@ fn merge_settings(
         )),
         (true, Some(_), _) => {}
         _ => settings.gemm_backend = Some(flag.unwrap_or_else(gemm_backend)),
+    }
+    // So does the Winograd setting; a checkpoint that predates it trained without Winograd.
+    let flag = args.winograd.map(Winograd::from);
+    match (resuming, settings.winograd, flag) {
+        (true, saved, Some(given)) if saved.unwrap_or(Winograd::Off) != given => {
+            merge.conflicts.push(format!(
+                "--winograd {} (the checkpoint trains with {})",
+                winograd_name(given),
+                winograd_name(saved.unwrap_or(Winograd::Off))
+            ))
+        }
+        (true, _, _) => {}
+        (false, _, _) => settings.winograd = Some(flag.unwrap_or_default()),
     }
     if !merge.conflicts.is_empty() {
         return Err(format!(

@@ -7,14 +7,16 @@
 //! Arguments: the model (`dcgan64`: 3x64x64, ngf = ndf = 64; `dcgan32`: 1x32x32), the number of
 //! threads, and the number of timed steps (1 to 1,000,000) after one warm-up step.
 //! `--backend packed` or `--backend matrixmultiply`, anywhere on the line, selects the GEMM
-//! backend (default: see `GemmBackend::default`). `mnist` is the MNIST command's default model
-//! (1x32x32, ngf 64, ndf 16). Prints the backend, and the median and minimum milliseconds per
+//! backend (default: see `GemmBackend::default`), and `--winograd off|measured|always` when
+//! stride-2 4x4 convolutions run as Winograd products (default: measured). `mnist` is the MNIST command's default model
+//! (1x32x32, ngf 64, ndf 16). Prints the backend, the Winograd setting, and the median and minimum milliseconds per
 //! step. Run it under `/usr/bin/time -v` for the peak memory of a step.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use dcgan::kernels::gemm::{gemm_backend, set_gemm_backend, GemmBackend};
+use dcgan::kernels::{set_winograd, winograd, Winograd};
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
 use dcgan::rng::Rng;
@@ -27,8 +29,8 @@ const BATCH: usize = 64;
 /// memory, 8 bytes a step.
 const MAX_STEPS: usize = 1_000_000;
 
-const USAGE: &str = "usage: train_step [--backend packed|matrixmultiply] dcgan64|dcgan32|mnist \
-                     THREADS STEPS";
+const USAGE: &str = "usage: train_step [--backend packed|matrixmultiply] \
+                     [--winograd off|measured|always] dcgan64|dcgan32|mnist THREADS STEPS";
 
 /// The request on the command line.
 enum Command {
@@ -38,7 +40,8 @@ enum Command {
     Time { model: String, config: DcganConfig, threads: usize, steps: usize },
 }
 
-/// Parses the arguments. `--backend` may appear anywhere and sets the backend at once.
+/// Parses the arguments. `--backend` and `--winograd` may appear anywhere and take effect at
+/// once.
 fn parse(args: &[String]) -> Result<Command, String> {
     let mut positional = Vec::new();
     let mut iter = args.iter();
@@ -55,6 +58,21 @@ fn parse(args: &[String]) -> Result<Command, String> {
                     other => {
                         return Err(format!(
                             "invalid --backend {other:?}: expected packed or matrixmultiply"
+                        ))
+                    }
+                });
+            }
+            "--winograd" => {
+                let setting = iter.next().ok_or_else(|| {
+                    "missing value of --winograd: expected off, measured or always".to_string()
+                })?;
+                set_winograd(match setting.as_str() {
+                    "off" => Winograd::Off,
+                    "measured" => Winograd::Measured,
+                    "always" => Winograd::Always,
+                    other => {
+                        return Err(format!(
+                            "invalid --winograd {other:?}: expected off, measured or always"
                         ))
                     }
                 });
@@ -126,8 +144,9 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let unit = if steps == 1 { "step" } else { "steps" };
     println!(
-        "{model} threads={threads} backend={backend} train_step median {:.1} ms, min {:.1} ms \
+        "{model} threads={threads} backend={backend} winograd={:?} train_step median {:.1} ms, min {:.1} ms \
          over {steps} {unit}",
+        winograd(),
         times[times.len() / 2],
         times[0]
     );

@@ -29,6 +29,7 @@ use super::gemm::{gemm, gemm_backend, GemmBackend, MatMut, MatRef};
 use super::geometry::ConvGeometry;
 use super::im2col::im2col;
 use super::phases::{PhasePlan, Tile};
+use super::winograd;
 
 /// Rows of the column matrix per tile. It equals matrixmultiply's f32 depth block (`KC = 256`),
 /// so cutting `k` into tiles adds no pass over the output that sgemm would not make anyway.
@@ -247,6 +248,9 @@ pub(crate) fn image_to_grid(
     bias: Option<&[f32]>,
     grid: &mut [f32],
 ) {
+    if winograd::winograd_applies(g, winograd::Product::ImageToGrid) {
+        return winograd::image_to_grid(g, image, weight, bias, grid);
+    }
     let lowering = Lowering::new(g, MIN_ITEMS);
     if gemm_backend() == GemmBackend::Packed {
         let layout = match lowering.direct {
@@ -423,6 +427,9 @@ pub(crate) fn grid_to_image(
     bias: Option<&[f32]>,
     image: &mut [f32],
 ) {
+    if winograd::winograd_applies(g, winograd::Product::GridToImage) {
+        return winograd::grid_to_image(g, grid, weight, bias, image);
+    }
     if gemm_backend() == GemmBackend::Packed {
         return super::fused_col2im::grid_to_image(g, grid, weight, bias, image);
     }
@@ -549,6 +556,9 @@ pub(crate) fn grid_to_image(
 /// and the chunks of a tile are added in chunk order. The number of chunks depends on the tile
 /// count and the batch size alone.
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
+    if winograd::winograd_applies(g, winograd::Product::WeightGradient) {
+        return winograd::weight_product(g, image, grid, dweight);
+    }
     // The packed backend runs the product with im2col fused into its packing.
     if super::gemm::gemm_backend() == super::gemm::GemmBackend::Packed {
         return super::fused_weight::weight_product(g, image, grid, dweight);

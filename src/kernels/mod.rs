@@ -30,6 +30,7 @@ mod lowering;
 pub mod packed_gemm;
 mod phases;
 pub mod reference;
+pub mod winograd;
 
 pub use conv::{conv2d_forward, conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight};
 pub use conv_transpose::{
@@ -40,3 +41,4 @@ pub use geometry::{
     Conv2dGeometry, Conv2dSpec, ConvGeometry, ConvTranspose2dGeometry, ConvTranspose2dSpec,
     MAX_TENSOR_ELEMENTS,
 };
+pub use winograd::{set_winograd, winograd, winograd_applies, Product, Winograd};

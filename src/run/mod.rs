@@ -23,6 +23,7 @@ use ndarray::Array4;
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::gemm::GemmBackend;
+use crate::kernels::Winograd;
 
 use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, LastBatch, Mnist};
@@ -83,6 +84,12 @@ pub struct RunSettings {
     /// backend was recorded.
     #[serde(default)]
     pub gemm_backend: Option<GemmBackend>,
+    /// When the run's convolutions take the Winograd path ([`crate::kernels::set_winograd`]),
+    /// which also decides the last bits of the results it touches. Selected by the caller
+    /// before training, like the backend. `None` in settings written before it was recorded,
+    /// which trained without the Winograd path.
+    #[serde(default)]
+    pub winograd: Option<Winograd>,
 }
 
 impl Default for RunSettings {
@@ -106,6 +113,7 @@ impl Default for RunSettings {
             sample_count: 64,
             train: TrainConfig::default(),
             gemm_backend: None,
+            winograd: None,
         }
     }
 }

@@ -1,0 +1,617 @@
+//! Stride-2 4x4 convolutions with padding 1 as Winograd F(2x2, 2x2) products on phase planes.
+//!
+//! DCGAN's down- and up-sampling layers have a 4x4 kernel, stride 2 and padding 1, so that the
+//! image is twice the grid: `h = 2 * out_h`, `w = 2 * out_w`. Pad the image by one pixel and
+//! split it into its four phases (row and column parity) `P[c, py, px][r, s] = x[c, 2r + py - 1,
+//! 2s + px - 1]`, each `(out_h + 1) x (out_w + 1)`. Tap `(ky, kx) = (2a + py, 2b + px)` of grid
+//! position `(oy, ox)` reads `P[c, py, px][oy + a, ox + b]`, so the convolution is a stride-1
+//! 2x2 correlation over `k = 4 * c_in` planes, with row `4 * c + 2 * py + px` of the reduction.
+//!
+//! Winograd's F(2x2, 2x2) (`winograd/tiles.rs`) computes a 2x2 tile of that correlation from a
+//! 3x3 tile of the planes with 9 products instead of 16. For each of the 9 transformed points
+//! `xi`, the reduction over `k` is one GEMM with `U[xi] = G w G^T` as `[c_out, k]` and the
+//! transformed tiles `V[xi] = B^T d B` as `[k, tiles]`, so the products cost 9/16 of the direct
+//! lowering's. The three passes on a [`ConvGeometry`] are:
+//!
+//! - [`image_to_grid`]: `M[xi] = U[xi] * V[xi]`, then `Y = A^T M A` per tile, plus the bias;
+//! - [`grid_to_image`]: `dM[xi] = A dY A^T`, `dV[xi] = U[xi]^T * dM[xi]`, then each `B dV B^T`
+//!   added into the image (neighbouring 3x3 tiles overlap by one row or column);
+//! - [`weight_product`]: `dU[xi] += dM[xi] * V[xi]^T` over the batch, then `dW += G^T dU G`.
+//!
+//! The batch runs in slices whose transformed operands stay within [`SLICE_ELEMENTS`]. In a
+//! slice, rayon first transforms one channel per task, then multiplies one block of rows and
+//! samples per task and transforms back. Every partition comes from the geometry, and every
+//! element is one GEMM sum in fixed blocks, so results do not depend on the number of threads.
+//!
+//! # Accuracy
+//!
+//! The transforms only add and subtract. A forward output then differs from the exact value by at
+//! most `(k + 8) * 2^-24 * S` to first order, where `S` is the same computation carried out on
+//! absolute values (`|A^T| (|G| |w| |G^T| * |B^T| |x| |B|) |A|` summed over `k`, plus `|bias|`):
+//! each product carries the rounding of its two transforms (two additions each) and its own,
+//! the sum over `k` at most `k` roundings, the output transform two and the bias one. The tests
+//! check this bound against a double-precision reference on random layers.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rayon::prelude::*;
+
+use super::disjoint::DisjointSlice;
+use super::elementwise::transpose;
+use super::gemm::{gemm_backend, GemmBackend};
+use super::geometry::ConvGeometry;
+use super::packed_gemm::{sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, MR, NR};
+
+mod rows;
+mod tiles;
+
+use rows::{
+    grid_row, image_row, image_row_adjoint, merge_columns, output_row, split_columns, SplitPlane,
+};
+use tiles::{output_tile, spread_tile, POINTS};
+
+/// Phases of a stride-2 image: two row parities times two column parities.
+const PHASES: usize = 4;
+
+/// Largest transformed operand of one chunk of the batch, in floats (2 MiB), so that it is
+/// still in cache when the products read it.
+const CHUNK_ELEMENTS: usize = 1 << 19;
+
+/// Most rows of a weight-gradient product one task takes.
+const MAX_BLOCK_ROWS: usize = 256;
+
+/// Chunks of the batch a call tries to offer rayon.
+const MIN_ITEMS: usize = 4;
+
+/// Fewest image and grid channels for which the Winograd path is taken.
+pub const MIN_CHANNELS: usize = 32;
+
+/// When convolutions whose shape fits run as Winograd products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Winograd {
+    /// Never: every product runs on the direct lowering.
+    Off,
+    /// Where it was measured faster than the direct lowering on the packed GEMM (see
+    /// [`winograd_applies`]).
+    #[default]
+    Measured,
+    /// For every product of every shape that fits, the weight gradient included.
+    Always,
+}
+
+/// The three products a convolution pass reduces to (see the `kernels` module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// `grid = W * cols + bias`: conv forward, transposed-conv grad-input.
+    ImageToGrid,
+    /// `image = col2im(W^T * grid) + bias`: conv grad-input, transposed-conv forward.
+    GridToImage,
+    /// `dW += grid * cols^T`: both grad-weights.
+    WeightGradient,
+}
+
+/// The current [`Winograd`] setting, as its discriminant.
+static SETTING: AtomicU8 = AtomicU8::new(Winograd::Measured as u8);
+
+/// Selects when later convolutions, in this process and on every thread, run as Winograd
+/// products. [`Winograd::Measured`] is the default.
+///
+/// The Winograd path runs only under [`GemmBackend::Packed`], for a 4x4 kernel with stride 2,
+/// padding 1 and dilation 1 whose image is exactly twice the grid, with even grid sides and at
+/// least [`MIN_CHANNELS`] channels on both sides. Its results differ from the direct lowering's
+/// in the last bits (see the module doc for the bound), so a run that must repeat another bit
+/// for bit uses the same setting.
+pub fn set_winograd(setting: Winograd) {
+    SETTING.store(setting as u8, Ordering::Relaxed);
+}
+
+/// Returns the current [`Winograd`] setting.
+pub fn winograd() -> Winograd {
+    match SETTING.load(Ordering::Relaxed) {
+        x if x == Winograd::Off as u8 => Winograd::Off,
+        x if x == Winograd::Always as u8 => Winograd::Always,
+        _ => Winograd::Measured,
+    }
+}
+
+/// Returns whether `product` of a convolution with lowering `g` runs as Winograd products under
+/// the current settings.
+///
+/// Under [`Winograd::Measured`], on an AMD EPYC (Zen 5) core at batch 64: `GridToImage` when a
+/// sample has at least 16 tiles (a grid of at least 8x8), where it ran 1.06-1.27x the direct
+/// lowering's speed on one thread; `ImageToGrid` when, in addition, the image has at least 128
+/// channels (1.19-1.22x), since with fewer channels or 2x2 tiles per sample it ran 0.86-0.97x;
+/// never `WeightGradient`, which ran 0.72-1.00x.
+pub fn winograd_applies(g: &ConvGeometry, product: Product) -> bool {
+    if gemm_backend() != GemmBackend::Packed || !fits(g) {
+        return false;
+    }
+    let tiles = (g.out_h / 2) * (g.out_w / 2);
+    match (winograd(), product) {
+        (Winograd::Off, _) => false,
+        (Winograd::Always, _) => true,
+        (Winograd::Measured, Product::GridToImage) => tiles >= 16,
+        (Winograd::Measured, Product::ImageToGrid) => tiles >= 16 && g.c_in >= 128,
+        (Winograd::Measured, Product::WeightGradient) => false,
+    }
+}
+
+/// Returns whether `g` has the shape the Winograd path handles.
+fn fits(g: &ConvGeometry) -> bool {
+    (g.k_h, g.k_w) == (4, 4)
+        && g.stride == [2, 2]
+        && g.pad == [1, 1]
+        && g.dilation == [1, 1]
+        && (g.h, g.w) == (2 * g.out_h, 2 * g.out_w)
+        && g.out_h.is_multiple_of(2)
+        && g.out_w.is_multiple_of(2)
+        && g.c_in >= MIN_CHANNELS
+        && g.c_out >= MIN_CHANNELS
+}
+
+thread_local! {
+    /// Transformed kernel before packing, reused across calls on this thread.
+    static KERNEL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Packed transformed kernel, reused across calls on this thread.
+    static PACKED_KERNEL: Cell<Option<PackedA>> = const { Cell::new(None) };
+    /// Transformed image tiles of one slice, reused across calls on this thread.
+    static IMAGE_TILES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Transformed grid tiles of one slice, reused across calls on this thread.
+    static GRID_TILES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Transformed weight gradient, reused across calls on this thread.
+    static KERNEL_GRADIENT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// A work item's product block, reused across items on this thread.
+    static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// One zero-bordered image plane, reused across tasks on this thread.
+    static PLANE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's buffer `slot`, grown to at least `len` elements. The buffer is
+/// taken out while `f` runs, so a nested call gets an empty one instead of aliasing it. Old
+/// contents are left in place.
+fn with_buffer<R>(
+    slot: &'static std::thread::LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buffer = slot.take();
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    let result = f(&mut buffer[..len]);
+    slot.set(buffer);
+    result
+}
+
+/// The tile layout of one call, from the geometry alone.
+#[derive(Clone, Copy, Debug)]
+struct Tiling {
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    /// Tiles down and across one grid plane: `out_h / 2` and `out_w / 2`.
+    tile_rows: usize,
+    tile_cols: usize,
+}
+
+impl Tiling {
+    fn new(g: &ConvGeometry) -> Self {
+        debug_assert!(fits(g), "no Winograd tiling for {g:?}");
+        Tiling {
+            n: g.n,
+            c_in: g.c_in,
+            c_out: g.c_out,
+            h: g.h,
+            w: g.w,
+            out_h: g.out_h,
+            out_w: g.out_w,
+            tile_rows: g.out_h / 2,
+            tile_cols: g.out_w / 2,
+        }
+    }
+
+    /// Rows of the reduction: `4 * c_in`, row `4 * c + phase`.
+    fn k(&self) -> usize {
+        PHASES * self.c_in
+    }
+
+    /// Tiles of one sample, the columns it adds to a product.
+    fn tiles(&self) -> usize {
+        self.tile_rows * self.tile_cols
+    }
+
+    /// The batch cut into chunks of whole samples: as many samples as keep one transformed
+    /// operand of `depth` rows within [`CHUNK_ELEMENTS`], in whole microtile columns ([`NR`]),
+    /// and at most as many as leave [`MIN_ITEMS`] chunks.
+    fn chunks(&self, depth: usize) -> impl Iterator<Item = Range<usize>> {
+        let tiles = self.tiles();
+        let unit = NR / gcd(NR, tiles);
+        let units = (CHUNK_ELEMENTS / (POINTS * depth * tiles * unit)).max(1);
+        let spread = self.n.div_ceil(MIN_ITEMS).div_ceil(unit).max(1);
+        let samples = unit * units.min(spread);
+        let n = self.n;
+        (0..n.div_ceil(samples)).map(move |i| i * samples..((i + 1) * samples).min(n))
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Tap `(a, b)` of phase `phase` of output channel `o` and image channel `c`: weight element
+/// `[o, c, 2a + py, 2b + px]`.
+fn phase_kernel(weight: &[f32], t: &Tiling, o: usize, c: usize, phase: usize) -> [[f32; 2]; 2] {
+    let (py, px) = (phase / 2, phase % 2);
+    let taps = &weight[(o * t.c_in + c) * 16..][..16];
+    std::array::from_fn(|a| std::array::from_fn(|b| taps[(2 * a + py) * 4 + 2 * b + px]))
+}
+
+/// Writes the transformed kernel `U[xi] = G w G^T` into `u` and packs it into `packed`.
+///
+/// With `transposed == false`, `u` is `[POINTS, rows, k]` with `rows = c_out` rounded up to
+/// whole microtile rows; otherwise `[POINTS, rows, c_out]` with `rows = k` rounded up the same
+/// way. Padding rows are zero.
+fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut PackedA) -> usize {
+    let k = t.k();
+    let (rows, cols) = if transposed { (k, t.c_out) } else { (t.c_out, k) };
+    let rows_padded = rows.next_multiple_of(PHASES * MR);
+    with_buffer(&KERNEL, POINTS * rows_padded * cols, |u| {
+        let out = DisjointSlice::new(u);
+        let point = |xi: usize, row: Range<usize>| {
+            (xi * rows_padded + row.start) * cols..(xi * rows_padded + row.end) * cols
+        };
+        // One task per output channel, or per image channel when transposed: rows
+        // `rows0..rows0 + span` of each point.
+        let span = if transposed { PHASES } else { 1 };
+        (0..rows_padded / span).into_par_iter().for_each(|task| {
+            let rows0 = task * span;
+            // SAFETY: task `task` alone writes rows `rows0..rows0 + span` of each point's matrix.
+            let mut points: [&mut [f32]; POINTS] =
+                std::array::from_fn(|xi| unsafe { out.range_mut(point(xi, rows0..rows0 + span)) });
+            if rows0 >= rows {
+                points.iter_mut().for_each(|p| p.fill(0.0));
+                return;
+            }
+            let (outputs, channels) =
+                if transposed { (0..t.c_out, task..task + 1) } else { (task..task + 1, 0..t.c_in) };
+            for o in outputs {
+                for c in channels.clone() {
+                    for phase in 0..PHASES {
+                        let u = spread_tile(phase_kernel(weight, t, o, c, phase));
+                        let at = if transposed { phase * cols + o } else { PHASES * c + phase };
+                        for (xi, point) in points.iter_mut().enumerate() {
+                            point[at] = u[xi / 3][xi % 3];
+                        }
+                    }
+                }
+            }
+        });
+        packed.repack_parallel(MatRef::from_checked(u, [POINTS * rows_padded, cols], [cols, 1]));
+    });
+    rows_padded
+}
+
+/// Runs `f` on this thread's packed-kernel storage.
+fn with_packed_kernel<R>(f: impl FnOnce(&mut PackedA) -> R) -> R {
+    let mut packed = PACKED_KERNEL
+        .take()
+        .unwrap_or_else(|| PackedA::new(MatRef::from_checked(&[], [0, 0], [0, 1])));
+    let result = f(&mut packed);
+    PACKED_KERNEL.set(Some(packed));
+    result
+}
+
+/// Elements `at + xi * stride..at + xi * stride + len` of `buffer` for every point `xi`.
+fn point_rows(buffer: &mut [f32], at: usize, stride: usize, len: usize) -> [&mut [f32]; POINTS] {
+    let mut rows = buffer[at..].chunks_mut(stride).map(|row| &mut row[..len]);
+    std::array::from_fn(|_| rows.next().expect("a row for every point"))
+}
+
+/// The split layout of this call's image planes (see `rows.rs`).
+fn split_plane(t: &Tiling) -> SplitPlane {
+    SplitPlane { h: t.h, tile_cols: t.tile_cols }
+}
+
+/// Transforms the image tiles of `samples` into `v [POINTS, k, columns]`, with column `(b -
+/// samples.start) * tiles + ty * tile_cols + tx`.
+fn transform_image(t: &Tiling, image: &[f32], samples: Range<usize>, v: &mut [f32]) {
+    let (k, tiles, plane_len, tw) = (t.k(), t.tiles(), t.h * t.w, t.tile_cols);
+    let columns = samples.len() * tiles;
+    let split = split_plane(t);
+    with_buffer(&PLANE, split.len(), |plane| {
+        for c in 0..t.c_in {
+            for (s, b) in samples.clone().enumerate() {
+                split_columns(split, &image[(b * t.c_in + c) * plane_len..][..plane_len], plane);
+                for phase in 0..PHASES {
+                    let (py, px) = (phase / 2, phase % 2);
+                    for ty in 0..t.tile_rows {
+                        let r = |j: usize| 4 * ty + py + 2 * j;
+                        let a = std::array::from_fn(|j| &plane[split.row(px, r(j))..][..tw + 1]);
+                        let b = std::array::from_fn(|j| &plane[split.row(px + 2, r(j))..][..tw]);
+                        let at = (PHASES * c + phase) * columns + s * tiles + ty * tw;
+                        let mut row = point_rows(v, at, k * columns, tw);
+                        image_row(a, b, &mut row);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Transforms the grid tiles of `samples` into `dm [POINTS, c_out, columns]` (`A dY A^T`), with
+/// the columns of [`transform_image`].
+fn transform_grid(t: &Tiling, grid: &[f32], samples: Range<usize>, dm: &mut [f32]) {
+    let (tiles, plane_len, tw) = (t.tiles(), t.out_h * t.out_w, t.tile_cols);
+    let columns = samples.len() * tiles;
+    for o in 0..t.c_out {
+        for (s, b) in samples.clone().enumerate() {
+            let plane = &grid[(b * t.c_out + o) * plane_len..][..plane_len];
+            for (ty, rows) in plane.chunks_exact(2 * t.out_w).enumerate() {
+                let (r0, r1) = rows.split_at(t.out_w);
+                let at = o * columns + s * tiles + ty * tw;
+                let mut row = point_rows(dm, at, t.c_out * columns, tw);
+                grid_row(r0, r1, &mut row);
+            }
+        }
+    }
+}
+
+/// Multiplies rows `rows` of the packed kernel by columns of `operand [POINTS, depth,
+/// columns]` into `block [POINTS, rows, block_columns]`, one GEMM per point.
+fn block_products(
+    packed: &PackedA,
+    rows_padded: usize,
+    rows: Range<usize>,
+    (operand, depth, columns): (&[f32], usize, usize),
+    first_column: usize,
+    block: &mut [f32],
+) {
+    let block_columns = block.len() / (POINTS * rows.len());
+    for (xi, product) in block.chunks_exact_mut(rows.len() * block_columns).enumerate() {
+        let b = MatRef::from_checked(
+            &operand[xi * depth * columns + first_column..],
+            [depth, block_columns],
+            [columns, 1],
+        );
+        let c = MatMut::from_checked(product, [rows.len(), block_columns], [block_columns, 1]);
+        let a_rows = xi * rows_padded + rows.start..xi * rows_padded + rows.end;
+        sgemm_prepacked(1.0, packed, a_rows, &b, 0.0, c)
+            .unwrap_or_else(|e| panic!("winograd: packed_gemm rejected checked views: {e}"));
+    }
+}
+
+/// Packs the block `[p0..p0 + kc, n0..n0 + nc]` of `B = V^T` into `dst` in the sliver layout of
+/// [`PackB`](super::packed_gemm::PackB), where `v [_, columns]` is row-major: sliver `s` is
+/// the transpose of rows `n0 + s * NR..` (columns `p0..p0 + kc`) of `v`, zero past `n0 + nc`.
+fn pack_transposed(v: &[f32], columns: usize, [p0, kc, n0, nc]: [usize; 4], dst: &mut [f32]) {
+    for (s, sliver) in dst.chunks_exact_mut(kc * NR).enumerate() {
+        let first = n0 + s * NR;
+        let width = NR.min(n0 + nc - first);
+        transpose((&v[first * columns + p0..], columns), [width, kc], (sliver, NR));
+        if width < NR {
+            for row in sliver.chunks_exact_mut(NR) {
+                row[width..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Row `row`, columns `columns` of every point of `block [POINTS, rows, block_columns]`.
+fn block_rows(block: &[f32], rows: usize, row: usize, columns: Range<usize>) -> [&[f32]; POINTS] {
+    let block_columns = block.len() / (POINTS * rows);
+    std::array::from_fn(|xi| &block[(xi * rows + row) * block_columns..][columns.clone()])
+}
+
+/// `grid = W * cols + bias` (conv forward, transposed-conv grad-input) for a geometry where
+/// [`winograd_applies`] holds, overwriting `grid [n, c_out, out_h, out_w]` from `image [n, c_in,
+/// h, w]`, `weight [c_out, c_in, 4, 4]` and an optional `bias [c_out]`.
+pub(crate) fn image_to_grid(
+    g: &ConvGeometry,
+    image: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    grid: &mut [f32],
+) {
+    let t = Tiling::new(g);
+    let (k, tiles, plane_len, tw) = (t.k(), t.tiles(), t.out_h * t.out_w, t.tile_cols);
+    with_packed_kernel(|packed| {
+        // U [POINTS, c_out, k], packed.
+        let rows_padded = pack_kernel(&t, weight, false, packed);
+        let out = DisjointSlice::new(grid);
+        let chunks: Vec<Range<usize>> = t.chunks(k.max(rows_padded)).collect();
+        chunks.into_par_iter().for_each(|samples| {
+            let columns = samples.len() * tiles;
+            with_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
+                // V [POINTS, k, columns].
+                transform_image(&t, image, samples.clone(), v);
+
+                // M = U * V [POINTS, c_out, columns], then Y = A^T M A plus the bias.
+                with_buffer(&BLOCK, POINTS * rows_padded * columns, |m| {
+                    block_products(packed, rows_padded, 0..rows_padded, (v, k, columns), 0, m);
+                    for o in 0..t.c_out {
+                        let bias = bias.map_or(0.0, |bias| bias[o]);
+                        for (s, b) in samples.clone().enumerate() {
+                            let at = (b * t.c_out + o) * plane_len;
+                            // SAFETY: plane (b, o) belongs to this chunk of samples alone.
+                            let plane = unsafe { out.range_mut(at..at + plane_len) };
+                            for (ty, pair) in plane.chunks_exact_mut(2 * t.out_w).enumerate() {
+                                let (y0, y1) = pair.split_at_mut(t.out_w);
+                                let first = s * tiles + ty * tw;
+                                output_row(
+                                    block_rows(m, rows_padded, o, first..first + tw),
+                                    bias,
+                                    y0,
+                                    y1,
+                                );
+                            }
+                        }
+                    }
+                });
+            });
+        });
+    });
+}
+
+/// `image = col2im(W^T * grid) + bias` (conv grad-input, transposed-conv forward) for a
+/// geometry where [`winograd_applies`] holds, overwriting `image [n, c_in, h, w]` from `grid
+/// [n, c_out, out_h, out_w]`, `weight [c_out, c_in, 4, 4]` and an optional `bias [c_in]`.
+pub(crate) fn grid_to_image(
+    g: &ConvGeometry,
+    grid: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    image: &mut [f32],
+) {
+    let t = Tiling::new(g);
+    let (tiles, plane_len, tw) = (t.tiles(), t.h * t.w, t.tile_cols);
+    let split = split_plane(&t);
+    with_packed_kernel(|packed| {
+        // U^T [POINTS, k, c_out], packed.
+        let rows_padded = pack_kernel(&t, weight, true, packed);
+        let out = DisjointSlice::new(image);
+        let chunks: Vec<Range<usize>> = t.chunks(t.c_out.max(rows_padded)).collect();
+        chunks.into_par_iter().for_each(|samples| {
+            let columns = samples.len() * tiles;
+            with_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
+                // dM [POINTS, c_out, columns].
+                transform_grid(&t, grid, samples.clone(), dm);
+
+                // dV = U^T * dM [POINTS, k, columns], then B dV B^T added into split planes
+                // and merged into the image with the bias.
+                with_buffer(&BLOCK, POINTS * rows_padded * columns, |dv| {
+                    block_products(
+                        packed,
+                        rows_padded,
+                        0..rows_padded,
+                        (dm, t.c_out, columns),
+                        0,
+                        dv,
+                    );
+                    with_buffer(&PLANE, split.len(), |plane| {
+                        for c in 0..t.c_in {
+                            for (s, b) in samples.clone().enumerate() {
+                                plane.fill(0.0);
+                                for phase in 0..PHASES {
+                                    let (py, px) = (phase / 2, phase % 2);
+                                    for ty in 0..t.tile_rows {
+                                        let first = s * tiles + ty * tw;
+                                        let v = block_rows(
+                                            dv,
+                                            rows_padded,
+                                            PHASES * c + phase,
+                                            first..first + tw,
+                                        );
+                                        let r = |m: usize, j: usize| {
+                                            let at = split.row(m, 4 * ty + py + 2 * j);
+                                            at..at + split.row_len()
+                                        };
+                                        let [a0, a1, a2, b0, b1, b2] = plane
+                                            .get_disjoint_mut([
+                                                r(px, 0),
+                                                r(px, 1),
+                                                r(px, 2),
+                                                r(px + 2, 0),
+                                                r(px + 2, 1),
+                                                r(px + 2, 2),
+                                            ])
+                                            .expect("six distinct split rows");
+                                        image_row_adjoint(
+                                            v,
+                                            [a0, a1, a2],
+                                            [&mut b0[..tw], &mut b1[..tw], &mut b2[..tw]],
+                                        );
+                                    }
+                                }
+                                let bias = bias.map_or(0.0, |bias| bias[c]);
+                                let at = (b * t.c_in + c) * plane_len;
+                                // SAFETY: plane (b, c) belongs to this chunk of samples alone.
+                                let dst = unsafe { out.range_mut(at..at + plane_len) };
+                                merge_columns(split, plane, bias, dst);
+                            }
+                        }
+                    });
+                });
+            });
+        });
+    });
+}
+
+/// `dweight += sum over the batch of grid * cols^T` (both grad-weights) for a geometry where
+/// [`winograd_applies`] holds, from `image [n, c_in, h, w]` and `grid [n, c_out, out_h, out_w]`
+/// into `dweight [c_out, c_in, 4, 4]`.
+///
+/// The chunks of the batch run one after another, each adding into `dU` in chunk order; within
+/// a chunk the two transforms run side by side, then one task per point and block of rows.
+pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
+    let t = Tiling::new(g);
+    let (k, tiles) = (t.k(), t.tiles());
+    with_buffer(&KERNEL_GRADIENT, POINTS * t.c_out * k, |du| {
+        // dU [POINTS, c_out, k], summed chunk after chunk.
+        du.fill(0.0);
+        for samples in t.chunks(k.max(t.c_out)) {
+            let columns = samples.len() * tiles;
+            with_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
+                with_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
+                    rayon::join(
+                        || transform_image(&t, image, samples.clone(), v),
+                        || transform_grid(&t, grid, samples.clone(), dm),
+                    );
+
+                    // dU[xi] += dM[xi] * V[xi]^T, one task per point and block of rows. B =
+                    // V[xi]^T is packed by transposing blocks of V[xi] [k, columns].
+                    let row_blocks = t.c_out.div_ceil(MAX_BLOCK_ROWS);
+                    let step = t.c_out.div_ceil(row_blocks);
+                    let tasks = du.par_chunks_mut(t.c_out * k).enumerate().flat_map(|(xi, du)| {
+                        du.par_chunks_mut(step * k)
+                            .enumerate()
+                            .map(move |(i, dst)| (xi, i * step, dst))
+                    });
+                    tasks.for_each(|(xi, r0, dst)| {
+                        let rows = dst.len() / k;
+                        let a = MatRef::from_checked(
+                            &dm[(xi * t.c_out + r0) * columns..],
+                            [rows, columns],
+                            [columns, 1],
+                        );
+                        let v = &v[xi * k * columns..][..k * columns];
+                        let c = MatMut::from_checked(dst, [rows, k], [k, 1]);
+                        let b = |p0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]| {
+                            pack_transposed(v, columns, [p0, kc, n0, nc], dst);
+                        };
+                        sgemm_with_packer(1.0, a, &b, 1.0, c).unwrap_or_else(|e| {
+                            panic!("winograd: packed_gemm rejected checked views: {e}")
+                        });
+                    });
+                });
+            });
+        }
+
+        // dW += G^T dU G, one task per output channel.
+        dweight.par_chunks_mut(t.c_in * 16).enumerate().for_each(|(o, dw)| {
+            for c in 0..t.c_in {
+                for phase in 0..PHASES {
+                    let (py, px) = (phase / 2, phase % 2);
+                    let at = |xi: usize| du[(xi * t.c_out + o) * k + PHASES * c + phase];
+                    let u = std::array::from_fn(|u| std::array::from_fn(|v| at(u * 3 + v)));
+                    let gw = output_tile(u);
+                    for (a, gw) in gw.iter().enumerate() {
+                        for (b, gw) in gw.iter().enumerate() {
+                            dw[c * 16 + (2 * a + py) * 4 + 2 * b + px] += gw;
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
