@@ -89,10 +89,11 @@ fn lowering(conv: &Conv) -> ConvGeometry {
     }
 }
 
-/// A convolution the Winograd path takes: batch 1-2, 32-40 channels on each side, grids of
-/// 2-6 by 2-4 tiles' worth of rows and columns.
+/// A convolution the Winograd path takes: batch 1-3, 32-40 channels on each side, and a grid of
+/// 1-3 by 1-4 tiles (2x2 to 6x8), so that a row of tiles across the batch spans from one lane
+/// to more than eight.
 fn winograd_conv() -> impl Strategy<Value = Conv> {
-    (1..=2usize, 32..=40usize, 32..=40usize, 1..=3usize, 1..=2usize, any::<bool>()).prop_map(
+    (1..=3usize, 32..=40usize, 32..=40usize, 1..=3usize, 1..=4usize, any::<bool>()).prop_map(
         |(n, c_in, c_out, tile_rows, tile_cols, transposed)| {
             let (out_h, out_w) = (2 * tile_rows, 2 * tile_cols);
             if transposed {

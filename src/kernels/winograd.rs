@@ -48,7 +48,7 @@ mod rows;
 mod tiles;
 
 use rows::{
-    grid_row, image_row, image_row_adjoint, merge_columns, output_row, split_columns, SplitPlane,
+    grid_row, image_row, image_row_adjoint, merge_samples, output_row, split_samples, SplitRows,
 };
 use tiles::{output_tile, spread_tile, POINTS};
 
@@ -59,14 +59,21 @@ const PHASES: usize = 4;
 /// still in cache when the products read it.
 const CHUNK_ELEMENTS: usize = 1 << 19;
 
+/// Largest transformed operand of one slice of the batch in the weight gradient, in floats
+/// (16 MiB).
+const SLICE_ELEMENTS: usize = 1 << 22;
+
 /// Most rows of a weight-gradient product one task takes.
 const MAX_BLOCK_ROWS: usize = 256;
 
 /// Chunks of the batch a call tries to offer rayon.
-const MIN_ITEMS: usize = 4;
+const MIN_ITEMS: usize = 8;
 
-/// Fewest image and grid channels for which the Winograd path is taken.
+/// Fewest image and grid channels for which the Winograd path can be taken.
 pub const MIN_CHANNELS: usize = 32;
+
+/// Fewest image and grid channels for which [`Winograd::Measured`] takes the Winograd path.
+pub const MEASURED_CHANNELS: usize = 64;
 
 /// When convolutions whose shape fits run as Winograd products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,8 +81,8 @@ pub const MIN_CHANNELS: usize = 32;
 pub enum Winograd {
     /// Never: every product runs on the direct lowering.
     Off,
-    /// Where it was measured faster than the direct lowering on the packed GEMM (see
-    /// [`winograd_applies`]).
+    /// On the layer sizes where it was measured faster than the direct lowering on the packed
+    /// GEMM (see [`winograd_applies`]).
     #[default]
     Measured,
     /// For every product of every shape that fits, the weight gradient included.
@@ -120,22 +127,18 @@ pub fn winograd() -> Winograd {
 /// Returns whether `product` of a convolution with lowering `g` runs as Winograd products under
 /// the current settings.
 ///
-/// Under [`Winograd::Measured`], on an AMD EPYC (Zen 5) core at batch 64: `GridToImage` when a
-/// sample has at least 16 tiles (a grid of at least 8x8), where it ran 1.06-1.27x the direct
-/// lowering's speed on one thread; `ImageToGrid` when, in addition, the image has at least 128
-/// channels (1.19-1.22x), since with fewer channels or 2x2 tiles per sample it ran 0.86-0.97x;
-/// never `WeightGradient`, which ran 0.72-1.00x.
+/// [`Winograd::Measured`] takes every product of a layer whose shape fits and whose image and
+/// grid both have at least [`MEASURED_CHANNELS`] channels. On the DCGAN layers of that size
+/// (AMD EPYC Zen 5, batch 64, one thread) each such product ran 1.05-1.54x the direct
+/// lowering's speed; narrower layers were not measured.
 pub fn winograd_applies(g: &ConvGeometry, product: Product) -> bool {
     if gemm_backend() != GemmBackend::Packed || !fits(g) {
         return false;
     }
-    let tiles = (g.out_h / 2) * (g.out_w / 2);
     match (winograd(), product) {
         (Winograd::Off, _) => false,
         (Winograd::Always, _) => true,
-        (Winograd::Measured, Product::GridToImage) => tiles >= 16,
-        (Winograd::Measured, Product::ImageToGrid) => tiles >= 16 && g.c_in >= 128,
-        (Winograd::Measured, Product::WeightGradient) => false,
+        (Winograd::Measured, _) => g.c_in.min(g.c_out) >= MEASURED_CHANNELS,
     }
 }
 
@@ -165,8 +168,10 @@ thread_local! {
     static KERNEL_GRADIENT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// A work item's product block, reused across items on this thread.
     static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// One zero-bordered image plane, reused across tasks on this thread.
+    /// One image channel in the split layout, reused across tasks on this thread.
     static PLANE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Grid or output rows of a group of samples side by side, reused on this thread.
+    static GRID_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's buffer `slot`, grown to at least `len` elements. The buffer is
@@ -225,6 +230,15 @@ impl Tiling {
     /// Tiles of one sample, the columns it adds to a product.
     fn tiles(&self) -> usize {
         self.tile_rows * self.tile_cols
+    }
+
+    /// The batch cut into slices whose transformed image and grid each stay within
+    /// [`SLICE_ELEMENTS`], so that a weight-gradient product sums over many columns at once.
+    fn slices(&self) -> impl Iterator<Item = Range<usize>> {
+        let per_sample = POINTS * self.k().max(self.c_out) * self.tiles();
+        let samples = (SLICE_ELEMENTS / per_sample).clamp(1, self.n.max(1));
+        let n = self.n;
+        (0..n.div_ceil(samples)).map(move |i| i * samples..((i + 1) * samples).min(n))
     }
 
     /// The batch cut into chunks of whole samples: as many samples as keep one transformed
@@ -318,53 +332,117 @@ fn point_rows(buffer: &mut [f32], at: usize, stride: usize, len: usize) -> [&mut
     std::array::from_fn(|_| rows.next().expect("a row for every point"))
 }
 
-/// The split layout of this call's image planes (see `rows.rs`).
-fn split_plane(t: &Tiling) -> SplitPlane {
-    SplitPlane { h: t.h, tile_cols: t.tile_cols }
+/// The split layout of one image channel of `samples` samples (see `rows.rs`).
+fn split_rows(t: &Tiling, samples: usize) -> SplitRows {
+    SplitRows { h: t.h, tile_cols: t.tile_cols, samples }
 }
 
-/// Transforms the image tiles of `samples` into `v [POINTS, k, columns]`, with column `(b -
-/// samples.start) * tiles + ty * tile_cols + tx`.
-fn transform_image(t: &Tiling, image: &[f32], samples: Range<usize>, v: &mut [f32]) {
-    let (k, tiles, plane_len, tw) = (t.k(), t.tiles(), t.h * t.w, t.tile_cols);
-    let columns = samples.len() * tiles;
-    let split = split_plane(t);
-    with_buffer(&PLANE, split.len(), |plane| {
+/// Transforms the image tiles of `samples` into `v [POINTS, k, columns]`, with column `(ty *
+/// samples.len() + b - samples.start) * tile_cols + tx`, one image channel after another when
+/// `parallel` is false and one rayon task per channel otherwise.
+fn transform_image(
+    t: &Tiling,
+    image: &[f32],
+    samples: Range<usize>,
+    v: &mut [f32],
+    parallel: bool,
+) {
+    let (k, columns) = (t.k(), samples.len() * t.tiles());
+    let channel = |c: usize, points: &mut [&mut [f32]; POINTS]| {
+        with_buffer(&PLANE, split_rows(t, samples.len()).len(), |plane| {
+            transform_image_channel(t, image, samples.clone(), c, points, plane);
+        });
+    };
+    if parallel {
+        let out = DisjointSlice::new(v);
+        (0..t.c_in).into_par_iter().for_each(|c| {
+            let rows =
+                |xi: usize| (xi * k + PHASES * c) * columns..(xi * k + PHASES * (c + 1)) * columns;
+            // SAFETY: task `c` alone writes rows `4 * c..4 * c + 4` of each point's matrix.
+            let mut points = std::array::from_fn(|xi| unsafe { out.range_mut(rows(xi)) });
+            channel(c, &mut points);
+        });
+    } else {
         for c in 0..t.c_in {
-            for (s, b) in samples.clone().enumerate() {
-                split_columns(split, &image[(b * t.c_in + c) * plane_len..][..plane_len], plane);
-                for phase in 0..PHASES {
-                    let (py, px) = (phase / 2, phase % 2);
-                    for ty in 0..t.tile_rows {
-                        let r = |j: usize| 4 * ty + py + 2 * j;
-                        let a = std::array::from_fn(|j| &plane[split.row(px, r(j))..][..tw + 1]);
-                        let b = std::array::from_fn(|j| &plane[split.row(px + 2, r(j))..][..tw]);
-                        let at = (PHASES * c + phase) * columns + s * tiles + ty * tw;
-                        let mut row = point_rows(v, at, k * columns, tw);
-                        image_row(a, b, &mut row);
-                    }
-                }
-            }
+            channel(c, &mut point_rows(v, PHASES * c * columns, k * columns, PHASES * columns));
         }
-    });
+    }
+}
+
+/// Transforms image channel `c` of `samples` into `points[xi] [4, columns]`, rows `4 * c..4 * c
+/// + 4` of each point's matrix, using `plane` as the split plane.
+fn transform_image_channel(
+    t: &Tiling,
+    image: &[f32],
+    samples: Range<usize>,
+    c: usize,
+    points: &mut [&mut [f32]; POINTS],
+    plane: &mut [f32],
+) {
+    let (plane_len, columns) = (t.h * t.w, samples.len() * t.tiles());
+    let layout = split_rows(t, samples.len());
+    let sample_plane =
+        |s: usize| &image[((samples.start + s) * t.c_in + c) * plane_len..][..plane_len];
+    split_samples(layout, sample_plane, plane);
+    let run_len = layout.run_len();
+    for phase in 0..PHASES {
+        let (py, px) = (phase / 2, phase % 2);
+        for ty in 0..t.tile_rows {
+            let runs = SplitRows::phase_runs(px)
+                .map(|q| std::array::from_fn(|j| &plane[layout.run(4 * ty + py + 2 * j, q)]));
+            let at = phase * columns + ty * run_len;
+            let mut row = points.each_mut().map(|p| &mut p[at..at + run_len]);
+            image_row(runs, &mut row);
+        }
+    }
 }
 
 /// Transforms the grid tiles of `samples` into `dm [POINTS, c_out, columns]` (`A dY A^T`), with
-/// the columns of [`transform_image`].
-fn transform_grid(t: &Tiling, grid: &[f32], samples: Range<usize>, dm: &mut [f32]) {
-    let (tiles, plane_len, tw) = (t.tiles(), t.out_h * t.out_w, t.tile_cols);
-    let columns = samples.len() * tiles;
-    for o in 0..t.c_out {
-        for (s, b) in samples.clone().enumerate() {
-            let plane = &grid[(b * t.c_out + o) * plane_len..][..plane_len];
-            for (ty, rows) in plane.chunks_exact(2 * t.out_w).enumerate() {
-                let (r0, r1) = rows.split_at(t.out_w);
-                let at = o * columns + s * tiles + ty * tw;
-                let mut row = point_rows(dm, at, t.c_out * columns, tw);
-                grid_row(r0, r1, &mut row);
-            }
+/// the columns of [`transform_image`], one grid channel after another when `parallel` is false
+/// and one rayon task per channel otherwise.
+fn transform_grid(t: &Tiling, grid: &[f32], samples: Range<usize>, dm: &mut [f32], parallel: bool) {
+    let columns = samples.len() * t.tiles();
+    if parallel {
+        let out = DisjointSlice::new(dm);
+        (0..t.c_out).into_par_iter().for_each(|o| {
+            let row = |xi: usize| (xi * t.c_out + o) * columns..(xi * t.c_out + o + 1) * columns;
+            // SAFETY: task `o` alone writes row `o` of each point's matrix.
+            let mut points = std::array::from_fn(|xi| unsafe { out.range_mut(row(xi)) });
+            transform_grid_channel(t, grid, samples.clone(), o, &mut points);
+        });
+    } else {
+        for o in 0..t.c_out {
+            let mut points = point_rows(dm, o * columns, t.c_out * columns, columns);
+            transform_grid_channel(t, grid, samples.clone(), o, &mut points);
         }
     }
+}
+
+/// Transforms grid channel `o` of `samples` into `points[xi] [columns]`, row `o` of each
+/// point's matrix.
+fn transform_grid_channel(
+    t: &Tiling,
+    grid: &[f32],
+    samples: Range<usize>,
+    o: usize,
+    points: &mut [&mut [f32]; POINTS],
+) {
+    let (plane_len, width, samples_len) = (t.out_h * t.out_w, t.out_w, samples.len());
+    let run_len = samples_len * t.tile_cols;
+    with_buffer(&GRID_ROWS, 2 * samples_len * width, |rows| {
+        let (r0, r1) = rows.split_at_mut(samples_len * width);
+        for ty in 0..t.tile_rows {
+            // Grid rows 2 * ty and 2 * ty + 1 of every sample, side by side.
+            for (s, b) in samples.clone().enumerate() {
+                let plane = &grid[(b * t.c_out + o) * plane_len..][..plane_len];
+                r0[s * width..][..width].copy_from_slice(&plane[2 * ty * width..][..width]);
+                r1[s * width..][..width].copy_from_slice(&plane[(2 * ty + 1) * width..][..width]);
+            }
+            let at = ty * run_len;
+            let mut row = points.each_mut().map(|p| &mut p[at..at + run_len]);
+            grid_row(r0, r1, &mut row);
+        }
+    });
 }
 
 /// Multiplies rows `rows` of the packed kernel by columns of `operand [POINTS, depth,
@@ -434,29 +512,32 @@ pub(crate) fn image_to_grid(
             let columns = samples.len() * tiles;
             with_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
                 // V [POINTS, k, columns].
-                transform_image(&t, image, samples.clone(), v);
+                transform_image(&t, image, samples.clone(), v, false);
 
                 // M = U * V [POINTS, c_out, columns], then Y = A^T M A plus the bias.
                 with_buffer(&BLOCK, POINTS * rows_padded * columns, |m| {
                     block_products(packed, rows_padded, 0..rows_padded, (v, k, columns), 0, m);
-                    for o in 0..t.c_out {
-                        let bias = bias.map_or(0.0, |bias| bias[o]);
-                        for (s, b) in samples.clone().enumerate() {
-                            let at = (b * t.c_out + o) * plane_len;
-                            // SAFETY: plane (b, o) belongs to this chunk of samples alone.
-                            let plane = unsafe { out.range_mut(at..at + plane_len) };
-                            for (ty, pair) in plane.chunks_exact_mut(2 * t.out_w).enumerate() {
-                                let (y0, y1) = pair.split_at_mut(t.out_w);
-                                let first = s * tiles + ty * tw;
-                                output_row(
-                                    block_rows(m, rows_padded, o, first..first + tw),
-                                    bias,
-                                    y0,
-                                    y1,
-                                );
+                    let (width, run_len) = (t.out_w, samples.len() * tw);
+                    with_buffer(&GRID_ROWS, 2 * samples.len() * width, |rows| {
+                        let (y0, y1) = rows.split_at_mut(samples.len() * width);
+                        for o in 0..t.c_out {
+                            let bias = bias.map_or(0.0, |bias| bias[o]);
+                            for ty in 0..t.tile_rows {
+                                // Grid rows 2 * ty and 2 * ty + 1 of every sample, side by side.
+                                let first = ty * run_len;
+                                let m = block_rows(m, rows_padded, o, first..first + run_len);
+                                output_row(m, bias, y0, y1);
+                                for (s, b) in samples.clone().enumerate() {
+                                    let at = (b * t.c_out + o) * plane_len + 2 * ty * width;
+                                    // SAFETY: plane (b, o) belongs to this chunk of samples
+                                    // alone, and this borrow ends before the next.
+                                    let dst = unsafe { out.range_mut(at..at + 2 * width) };
+                                    dst[..width].copy_from_slice(&y0[s * width..][..width]);
+                                    dst[width..].copy_from_slice(&y1[s * width..][..width]);
+                                }
                             }
                         }
-                    }
+                    });
                 });
             });
         });
@@ -474,8 +555,7 @@ pub(crate) fn grid_to_image(
     image: &mut [f32],
 ) {
     let t = Tiling::new(g);
-    let (tiles, plane_len, tw) = (t.tiles(), t.h * t.w, t.tile_cols);
-    let split = split_plane(&t);
+    let (tiles, plane_len) = (t.tiles(), t.h * t.w);
     with_packed_kernel(|packed| {
         // U^T [POINTS, k, c_out], packed.
         let rows_padded = pack_kernel(&t, weight, true, packed);
@@ -485,7 +565,7 @@ pub(crate) fn grid_to_image(
             let columns = samples.len() * tiles;
             with_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
                 // dM [POINTS, c_out, columns].
-                transform_grid(&t, grid, samples.clone(), dm);
+                transform_grid(&t, grid, samples.clone(), dm, false);
 
                 // dV = U^T * dM [POINTS, k, columns], then B dV B^T added into split planes
                 // and merged into the image with the bias.
@@ -498,47 +578,47 @@ pub(crate) fn grid_to_image(
                         0,
                         dv,
                     );
-                    with_buffer(&PLANE, split.len(), |plane| {
+                    let layout = split_rows(&t, samples.len());
+                    let run_len = layout.run_len();
+                    with_buffer(&PLANE, layout.len(), |plane| {
                         for c in 0..t.c_in {
-                            for (s, b) in samples.clone().enumerate() {
-                                plane.fill(0.0);
-                                for phase in 0..PHASES {
-                                    let (py, px) = (phase / 2, phase % 2);
-                                    for ty in 0..t.tile_rows {
-                                        let first = s * tiles + ty * tw;
-                                        let v = block_rows(
-                                            dv,
-                                            rows_padded,
-                                            PHASES * c + phase,
-                                            first..first + tw,
-                                        );
-                                        let r = |m: usize, j: usize| {
-                                            let at = split.row(m, 4 * ty + py + 2 * j);
-                                            at..at + split.row_len()
-                                        };
-                                        let [a0, a1, a2, b0, b1, b2] = plane
-                                            .get_disjoint_mut([
-                                                r(px, 0),
-                                                r(px, 1),
-                                                r(px, 2),
-                                                r(px + 2, 0),
-                                                r(px + 2, 1),
-                                                r(px + 2, 2),
-                                            ])
-                                            .expect("six distinct split rows");
-                                        image_row_adjoint(
-                                            v,
-                                            [a0, a1, a2],
-                                            [&mut b0[..tw], &mut b1[..tw], &mut b2[..tw]],
-                                        );
-                                    }
+                            plane.fill(0.0);
+                            for phase in 0..PHASES {
+                                let (py, px) = (phase / 2, phase % 2);
+                                for ty in 0..t.tile_rows {
+                                    let first = ty * run_len;
+                                    let row = PHASES * c + phase;
+                                    let v =
+                                        block_rows(dv, rows_padded, row, first..first + run_len);
+                                    let [qa, qc, qb] = SplitRows::phase_runs(px);
+                                    let run =
+                                        |q: usize, j: usize| layout.run(4 * ty + py + 2 * j, q);
+                                    let [a0, a1, a2, c0, c1, c2, b0, b1, b2] = plane
+                                        .get_disjoint_mut([
+                                            run(qa, 0),
+                                            run(qa, 1),
+                                            run(qa, 2),
+                                            run(qc, 0),
+                                            run(qc, 1),
+                                            run(qc, 2),
+                                            run(qb, 0),
+                                            run(qb, 1),
+                                            run(qb, 2),
+                                        ])
+                                        .expect("nine distinct runs");
+                                    image_row_adjoint(
+                                        v,
+                                        [[a0, a1, a2], [c0, c1, c2], [b0, b1, b2]],
+                                    );
                                 }
-                                let bias = bias.map_or(0.0, |bias| bias[c]);
-                                let at = (b * t.c_in + c) * plane_len;
-                                // SAFETY: plane (b, c) belongs to this chunk of samples alone.
-                                let dst = unsafe { out.range_mut(at..at + plane_len) };
-                                merge_columns(split, plane, bias, dst);
                             }
+                            let bias = bias.map_or(0.0, |bias| bias[c]);
+                            merge_samples(layout, plane, bias, |s| {
+                                let at = ((samples.start + s) * t.c_in + c) * plane_len;
+                                // SAFETY: plane (b, c) belongs to this chunk of samples alone,
+                                // and `merge_samples` drops each borrow before the next.
+                                unsafe { out.range_mut(at..at + plane_len) }
+                            });
                         }
                     });
                 });
@@ -551,21 +631,22 @@ pub(crate) fn grid_to_image(
 /// [`winograd_applies`] holds, from `image [n, c_in, h, w]` and `grid [n, c_out, out_h, out_w]`
 /// into `dweight [c_out, c_in, 4, 4]`.
 ///
-/// The chunks of the batch run one after another, each adding into `dU` in chunk order; within
-/// a chunk the two transforms run side by side, then one task per point and block of rows.
+/// The slices of the batch run one after another, each adding into `dU` in slice order. In a
+/// slice, one task per image or grid channel transforms, then one task per point and block of
+/// rows multiplies.
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
     let t = Tiling::new(g);
     let (k, tiles) = (t.k(), t.tiles());
     with_buffer(&KERNEL_GRADIENT, POINTS * t.c_out * k, |du| {
         // dU [POINTS, c_out, k], summed chunk after chunk.
         du.fill(0.0);
-        for samples in t.chunks(k.max(t.c_out)) {
+        for samples in t.slices() {
             let columns = samples.len() * tiles;
             with_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
                 with_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
                     rayon::join(
-                        || transform_image(&t, image, samples.clone(), v),
-                        || transform_grid(&t, grid, samples.clone(), dm),
+                        || transform_image(&t, image, samples.clone(), v, true),
+                        || transform_grid(&t, grid, samples.clone(), dm, true),
                     );
 
                     // dU[xi] += dM[xi] * V[xi]^T, one task per point and block of rows. B =

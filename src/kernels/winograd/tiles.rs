@@ -15,68 +15,75 @@
 //! `G = A` for these points. Every coefficient is 0 or ±1, so a transform only adds and
 //! subtracts, in a fixed order.
 
+use std::ops::{Add, Sub};
+
 /// Values of one transformed tile: 3x3, indexed `u * 3 + v` (row `u`, column `v`).
 pub(super) const POINTS: usize = 9;
 
+/// A value the transforms run on: `f32`, or a vector of `f32` lanes that each hold one tile.
+pub(super) trait Lane: Copy + Add<Output = Self> + Sub<Output = Self> {}
+
+impl<T: Copy + Add<Output = T> + Sub<Output = T>> Lane for T {}
+
 /// `B^T d`: the input transform of three values.
 #[inline(always)]
-fn input([d0, d1, d2]: [f32; 3]) -> [f32; 3] {
+fn input<T: Lane>([d0, d1, d2]: [T; 3]) -> [T; 3] {
     [d0 - d1, d1, d2 - d1]
 }
 
 /// `B v`: the adjoint of [`input`].
 #[inline(always)]
-fn input_adjoint([v0, v1, v2]: [f32; 3]) -> [f32; 3] {
+fn input_adjoint<T: Lane>([v0, v1, v2]: [T; 3]) -> [T; 3] {
     [v0, v1 - v0 - v2, v2]
 }
 
 /// `G g`: the kernel transform of two taps. It is also `A y`, the adjoint of [`output`].
 #[inline(always)]
-fn spread([g0, g1]: [f32; 2]) -> [f32; 3] {
+fn spread<T: Lane>([g0, g1]: [T; 2]) -> [T; 3] {
     [g0, g0 + g1, g1]
 }
 
 /// `A^T m`: the output transform of three values. It is also `G^T u`, the adjoint of [`spread`].
 #[inline(always)]
-fn gather([m0, m1, m2]: [f32; 3]) -> [f32; 2] {
+fn gather<T: Lane>([m0, m1, m2]: [T; 3]) -> [T; 2] {
     [m0 + m1, m1 + m2]
 }
 
 /// Applies `f` along each row of `tile`, then along each column of the result.
 #[inline(always)]
-fn separable<const I: usize, const O: usize>(
-    tile: [[f32; I]; I],
-    f: impl Fn([f32; I]) -> [f32; O],
-) -> [[f32; O]; O] {
+fn separable<T: Lane, const I: usize, const O: usize>(
+    tile: [[T; I]; I],
+    f: impl Fn([T; I]) -> [T; O],
+) -> [[T; O]; O] {
     let rows = tile.map(&f);
-    let columns: [[f32; O]; O] = std::array::from_fn(|v| f(std::array::from_fn(|j| rows[j][v])));
+    let columns: [[T; O]; O] = std::array::from_fn(|v| f(std::array::from_fn(|j| rows[j][v])));
     // `columns[v][u]` is row `u`, column `v` of the result.
     std::array::from_fn(|u| std::array::from_fn(|v| columns[v][u]))
 }
 
 /// `B^T d B`: the 3x3 input tile `d` in the transformed domain.
 #[inline(always)]
-pub(super) fn input_tile(d: [[f32; 3]; 3]) -> [[f32; 3]; 3] {
+pub(super) fn input_tile<T: Lane>(d: [[T; 3]; 3]) -> [[T; 3]; 3] {
     separable(d, input)
 }
 
 /// `B v B^T`: the adjoint of [`input_tile`], from transformed values back to a 3x3 input tile.
 #[inline(always)]
-pub(super) fn input_tile_adjoint(v: [[f32; 3]; 3]) -> [[f32; 3]; 3] {
+pub(super) fn input_tile_adjoint<T: Lane>(v: [[T; 3]; 3]) -> [[T; 3]; 3] {
     separable(v, input_adjoint)
 }
 
 /// `G g G^T`: the 2x2 kernel `g` in the transformed domain. Also `A y A^T`, the adjoint of
 /// [`output_tile`], which takes a 2x2 output gradient into the transformed domain.
 #[inline(always)]
-pub(super) fn spread_tile(g: [[f32; 2]; 2]) -> [[f32; 3]; 3] {
+pub(super) fn spread_tile<T: Lane>(g: [[T; 2]; 2]) -> [[T; 3]; 3] {
     separable(g, spread)
 }
 
 /// `A^T m A`: the 2x2 output tile of the transformed products `m`. Also `G^T u G`, the adjoint
 /// of [`spread_tile`], which takes a transformed kernel gradient back to the 2x2 kernel.
 #[inline(always)]
-pub(super) fn output_tile(m: [[f32; 3]; 3]) -> [[f32; 2]; 2] {
+pub(super) fn output_tile<T: Lane>(m: [[T; 3]; 3]) -> [[T; 2]; 2] {
     separable(m, gather)
 }
 
