@@ -39,6 +39,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use rayon::prelude::*;
 
 use super::disjoint::DisjointSlice;
+use wide::f32x4;
+
 use super::elementwise::transpose;
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
@@ -263,12 +265,16 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// Tap `(a, b)` of phase `phase` of output channel `o` and image channel `c`: weight element
-/// `[o, c, 2a + py, 2b + px]`.
-fn phase_kernel(weight: &[f32], t: &Tiling, o: usize, c: usize, phase: usize) -> [[f32; 2]; 2] {
-    let (py, px) = (phase / 2, phase % 2);
+/// The four phase kernels of output channel `o` and image channel `c`, one per lane: tap `(a,
+/// b)` of lane `phase = 2 * py + px` is weight element `[o, c, 2a + py, 2b + px]`.
+fn phase_kernels(weight: &[f32], t: &Tiling, o: usize, c: usize) -> [[f32x4; 2]; 2] {
     let taps = &weight[(o * t.c_in + c) * 16..][..16];
-    std::array::from_fn(|a| std::array::from_fn(|b| taps[(2 * a + py) * 4 + 2 * b + px]))
+    std::array::from_fn(|a| {
+        std::array::from_fn(|b| {
+            let at = 8 * a + 2 * b;
+            f32x4::from([taps[at], taps[at + 1], taps[at + 4], taps[at + 5]])
+        })
+    })
 }
 
 /// Writes the transformed kernel `U[xi] = G w G^T` into `u` and packs it into `packed`.
@@ -301,11 +307,17 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
                 if transposed { (0..t.c_out, task..task + 1) } else { (task..task + 1, 0..t.c_in) };
             for o in outputs {
                 for c in channels.clone() {
-                    for phase in 0..PHASES {
-                        let u = spread_tile(phase_kernel(weight, t, o, c, phase));
-                        let at = if transposed { phase * cols + o } else { PHASES * c + phase };
-                        for (xi, point) in points.iter_mut().enumerate() {
-                            point[at] = u[xi / 3][xi % 3];
+                    let u = spread_tile(phase_kernels(weight, t, o, c));
+                    for (xi, point) in points.iter_mut().enumerate() {
+                        let phases = u[xi / 3][xi % 3].to_array();
+                        if transposed {
+                            // Rows 4c + phase, column o.
+                            for (phase, value) in phases.into_iter().enumerate() {
+                                point[phase * cols + o] = value;
+                            }
+                        } else {
+                            // Row o, columns 4c + phase.
+                            point[PHASES * c..PHASES * (c + 1)].copy_from_slice(&phases);
                         }
                     }
                 }

@@ -71,15 +71,22 @@ pub(super) fn split_samples<'a>(
     for s in 0..layout.samples {
         let src = plane(s);
         for (y, src) in src.chunks_exact(w).enumerate() {
-            // Padded column `p` is image column `p - 1`.
-            let pixel =
-                |p: usize| p.checked_sub(1).and_then(|c| src.get(c)).copied().unwrap_or(0.0);
-            for (q, offset) in [0, 1, 4, 5, 2, 3].into_iter().enumerate() {
-                let run = &mut split[layout.run(y + 1, q)][s * tw..(s + 1) * tw];
-                for (x, d) in run.iter_mut().enumerate() {
-                    *d = pixel(4 * x + offset);
-                }
+            let at = |q: usize| layout.run(y + 1, q).start + s * tw;
+            // Runs 0, 1, 2, 3, 4, 5: padded columns 4x, 4x + 1, 4x + 4, 4x + 5, 4x + 2, 4x + 3,
+            // i.e. image columns 4x - 1, 4x, 4x + 3, 4x + 4, 4x + 1, 4x + 2.
+            let [r0, r1, r2, r3, r4, r5] = split
+                .get_disjoint_mut([0, 1, 2, 3, 4, 5].map(|q| at(q)..at(q) + tw))
+                .expect("six distinct runs");
+            for (x, p) in src.chunks_exact(4).enumerate() {
+                r1[x] = p[0];
+                r4[x] = p[1];
+                r5[x] = p[2];
+                r2[x] = p[3];
             }
+            r0[0] = 0.0;
+            r0[1..].copy_from_slice(&r2[..tw - 1]);
+            r3[..tw - 1].copy_from_slice(&r1[1..]);
+            r3[tw - 1] = 0.0;
         }
     }
 }
@@ -98,18 +105,15 @@ pub(super) fn merge_samples<'a>(
         for (y, dst) in dst.chunks_exact_mut(w).enumerate() {
             let run = |q: usize| &split[layout.run(y + 1, q)][s * tw..(s + 1) * tw];
             let [a0, a1, a0_next, a1_next, b2, b3] = [0, 1, 2, 3, 4, 5].map(run);
-            for x in 0..tw {
-                // Image columns 4x - 1 (padded 4x), 4x, 4x + 1 and 4x + 2; the first also
-                // receives the shifted run of the tile before, and padded column 4x + 4 of the
-                // last tile is the image's last column.
-                if x > 0 {
-                    dst[4 * x - 1] = a0[x] + a0_next[x - 1] + bias;
-                }
-                dst[4 * x] = if x > 0 { a1[x] + a1_next[x - 1] } else { a1[x] } + bias;
-                dst[4 * x + 1] = b2[x] + bias;
-                dst[4 * x + 2] = b3[x] + bias;
+            // Image columns 4x, 4x + 1, 4x + 2 and 4x + 3 (padded 4x + 1 to 4x + 4). Padded
+            // column 4x + 1 also receives run 3 of the tile before, and padded column 4x + 4
+            // receives run 0 of the tile after.
+            for (x, p) in dst.chunks_exact_mut(4).enumerate() {
+                p[0] = if x > 0 { a1[x] + a1_next[x - 1] } else { a1[x] } + bias;
+                p[1] = b2[x] + bias;
+                p[2] = b3[x] + bias;
+                p[3] = if x + 1 < tw { a0[x + 1] + a0_next[x] } else { a0_next[x] } + bias;
             }
-            dst[w - 1] = a0_next[tw - 1] + bias;
         }
     }
 }
