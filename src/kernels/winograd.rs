@@ -62,8 +62,8 @@ const PHASES: usize = 4;
 const CHUNK_ELEMENTS: usize = 1 << 19;
 
 /// Largest transformed operand of one slice of the batch in the weight gradient, in floats
-/// (16 MiB).
-const SLICE_ELEMENTS: usize = 1 << 22;
+/// (4 MiB), so that the transformed image and grid of a slice stay in L3.
+const SLICE_ELEMENTS: usize = 1 << 20;
 
 /// Most rows of a weight-gradient product one task takes.
 const MAX_BLOCK_ROWS: usize = 256;
@@ -663,7 +663,7 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
 
                     // dU[xi] += dM[xi] * V[xi]^T, one task per point and block of rows. B =
                     // V[xi]^T is packed by transposing blocks of V[xi] [k, columns].
-                    let row_blocks = t.c_out.div_ceil(MAX_BLOCK_ROWS);
+                    let row_blocks = t.c_out.div_ceil(MAX_BLOCK_ROWS).max(2);
                     let step = t.c_out.div_ceil(row_blocks);
                     let tasks = du.par_chunks_mut(t.c_out * k).enumerate().flat_map(|(xi, du)| {
                         du.par_chunks_mut(step * k)
