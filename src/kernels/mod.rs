@@ -8,8 +8,10 @@
 //! products run on the backend [`gemm`](mod@gemm) selects. The crate's own [`packed_gemm`] is
 //! the default on AVX2 + FMA and AVX-512 builds. On it, im2col writes straight into the GEMM's
 //! packed panels, col2im adds the GEMM's finished tiles straight into the image, and the weight
-//! is packed once per call. On matrixmultiply's sgemm (the reference path), `cols` is packed and
-//! consumed one cache-sized tile at a time. Either way `cols` is never built whole, and rayon
+//! is packed once per call. There, the 4x4 stride-2 layers of DCGAN run as Winograd F(2x2, 2x2)
+//! products on the image's phase planes instead, with 9/16 of the multiplications (see
+//! [`winograd`](mod@winograd); [`set_winograd`] selects where). On matrixmultiply's sgemm (the
+//! reference path), `cols` is packed and consumed one cache-sized tile at a time. Either way `cols` is never built whole, and rayon
 //! runs independent samples, tiles and channel blocks.
 //! Every reduction runs in a fixed order, so results do not depend on the thread count.
 //! [`elementwise`] holds the SIMD loops and [`reference`](mod@reference) direct loops that are

@@ -18,19 +18,25 @@
 //!   added into the image (neighbouring 3x3 tiles overlap by one row or column);
 //! - [`weight_product`]: `dU[xi] += dM[xi] * V[xi]^T` over the batch, then `dW += G^T dU G`.
 //!
-//! The batch runs in slices whose transformed operands stay within [`SLICE_ELEMENTS`]. In a
-//! slice, rayon first transforms one channel per task, then multiplies one block of rows and
-//! samples per task and transforms back. Every partition comes from the geometry, and every
-//! element is one GEMM sum in fixed blocks, so results do not depend on the number of threads.
+//! The forward and col2im-side products run one rayon task per chunk of whole samples
+//! ([`CHUNK_ELEMENTS`]): the task transforms its samples, runs the 9 GEMMs against the kernel
+//! packed once per call, and transforms back into its own output planes. The weight gradient
+//! runs the batch in slices ([`SLICE_ELEMENTS`]), each transformed by one task per channel and
+//! then multiplied by one task per point and block of rows, adding into `dU` slice after slice.
+//! Every partition comes from the geometry, and every element is one GEMM sum in fixed blocks,
+//! so results do not depend on the number of threads.
 //!
 //! # Accuracy
 //!
-//! The transforms only add and subtract. A forward output then differs from the exact value by at
-//! most `(k + 8) * 2^-24 * S` to first order, where `S` is the same computation carried out on
-//! absolute values (`|A^T| (|G| |w| |G^T| * |B^T| |x| |B|) |A|` summed over `k`, plus `|bias|`):
-//! each product carries the rounding of its two transforms (two additions each) and its own,
-//! the sum over `k` at most `k` roundings, the output transform two and the bias one. The tests
-//! check this bound against a double-precision reference on random layers.
+//! The transforms only add and subtract. Write `S` for the same computation carried out on
+//! absolute values: `|A^T| (|G| |w| |G^T| * |B^T| |x| |B|) |A|` summed over `k`, plus `|bias|`.
+//! A forward output then differs from the exact value by at most `(k + 8) * 2^-24 * S` to first
+//! order. Each product carries the rounding of its two transforms (two additions each) and its
+//! own, the sum over `k` adds at most `k` roundings, the output transform two and the bias one.
+//! The col2im side has `c_out + 13` in place of `k + 8`: its adjoint input transform rounds
+//! twice per axis and a pixel sums up to four overlapping tiles. The weight gradient sums
+//! `columns` products, one per tile of the batch, and its bound is `2 * columns + 8`. The tests
+//! check all three bounds against a double-precision reference on random layers.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -38,9 +44,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
-use super::disjoint::DisjointSlice;
 use wide::f32x4;
 
+use super::disjoint::DisjointSlice;
 use super::elementwise::transpose;
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;

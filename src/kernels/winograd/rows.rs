@@ -77,11 +77,9 @@ pub(super) fn split_samples<'a>(
             let [r0, r1, r2, r3, r4, r5] = split
                 .get_disjoint_mut([0, 1, 2, 3, 4, 5].map(|q| at(q)..at(q) + tw))
                 .expect("six distinct runs");
-            for (x, p) in src.chunks_exact(4).enumerate() {
-                r1[x] = p[0];
-                r4[x] = p[1];
-                r5[x] = p[2];
-                r2[x] = p[3];
+            let runs = r1.iter_mut().zip(r4.iter_mut()).zip(r5.iter_mut()).zip(r2.iter_mut());
+            for (p, (((d1, d4), d5), d2)) in src.chunks_exact(4).zip(runs) {
+                (*d1, *d4, *d5, *d2) = (p[0], p[1], p[2], p[3]);
             }
             r0[0] = 0.0;
             r0[1..].copy_from_slice(&r2[..tw - 1]);
@@ -108,11 +106,13 @@ pub(super) fn merge_samples<'a>(
             // Image columns 4x, 4x + 1, 4x + 2 and 4x + 3 (padded 4x + 1 to 4x + 4). Padded
             // column 4x + 1 also receives run 3 of the tile before, and padded column 4x + 4
             // receives run 0 of the tile after.
-            for (x, p) in dst.chunks_exact_mut(4).enumerate() {
+            let last = tw - 1;
+            for x in 0..tw {
+                let p = &mut dst[4 * x..4 * x + 4];
                 p[0] = if x > 0 { a1[x] + a1_next[x - 1] } else { a1[x] } + bias;
                 p[1] = b2[x] + bias;
                 p[2] = b3[x] + bias;
-                p[3] = if x + 1 < tw { a0[x + 1] + a0_next[x] } else { a0_next[x] } + bias;
+                p[3] = if x < last { a0[x + 1] + a0_next[x] } else { a0_next[x] } + bias;
             }
         }
     }

@@ -21,9 +21,9 @@ use std::ops::{Add, Sub};
 pub(super) const POINTS: usize = 9;
 
 /// A value the transforms run on: `f32`, or a vector of `f32` lanes that each hold one tile.
-pub(super) trait Lane: Copy + Add<Output = Self> + Sub<Output = Self> {}
+pub(super) trait Lane: Copy + Default + Add<Output = Self> + Sub<Output = Self> {}
 
-impl<T: Copy + Add<Output = T> + Sub<Output = T>> Lane for T {}
+impl<T: Copy + Default + Add<Output = T> + Sub<Output = T>> Lane for T {}
 
 /// `B^T d`: the input transform of three values.
 #[inline(always)]
@@ -55,10 +55,23 @@ fn separable<T: Lane, const I: usize, const O: usize>(
     tile: [[T; I]; I],
     f: impl Fn([T; I]) -> [T; O],
 ) -> [[T; O]; O] {
-    let rows = tile.map(&f);
-    let columns: [[T; O]; O] = std::array::from_fn(|v| f(std::array::from_fn(|j| rows[j][v])));
-    // `columns[v][u]` is row `u`, column `v` of the result.
-    std::array::from_fn(|u| std::array::from_fn(|v| columns[v][u]))
+    // Plain loops over constant bounds, which the compiler unrolls completely.
+    let mut rows = [[T::default(); O]; I];
+    for j in 0..I {
+        rows[j] = f(tile[j]);
+    }
+    let mut out = [[T::default(); O]; O];
+    for v in 0..O {
+        let mut column = [T::default(); I];
+        for j in 0..I {
+            column[j] = rows[j][v];
+        }
+        let column = f(column);
+        for u in 0..O {
+            out[u][v] = column[u];
+        }
+    }
+    out
 }
 
 /// `B^T d B`: the 3x3 input tile `d` in the transformed domain.
