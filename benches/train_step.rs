@@ -1,5 +1,7 @@
 //! One full DCGAN training step (generator forward, discriminator step, generator step, both Adam
-//! updates) at batch 64, on both GEMM backends, in rayon pools of 1 and 2 threads.
+//! updates) at batch 64, in rayon pools of 1 and 2 threads, on three paths: `winograd` (the
+//! default: the packed GEMM with Winograd products where measured faster), `packed` (the
+//! packed GEMM with the direct lowering only) and `matrixmultiply`.
 //!
 //! `dcgan64` is the PyTorch example's 3x64x64 model (nz 100, ngf = ndf = 64); `dcgan32` the
 //! 1x32x32 MNIST model of the same widths. `pytorch_dcgan_bench.py` times the same step in
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
+use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
 use dcgan::rng::Rng;
@@ -26,10 +29,16 @@ fn train_step(c: &mut Criterion) {
         let mut rng = Rng::from_seed(1);
         let real =
             Array4::from_shape_simple_fn(config.image_shape(BATCH), || 2.0 * rng.uniform() - 1.0);
-        for (backend, backend_name) in
-            [(GemmBackend::Packed, "packed"), (GemmBackend::MatrixMultiply, "matrixmultiply")]
-        {
+        // The default (the packed GEMM with Winograd products where measured faster), the packed
+        // GEMM with the direct lowering only, and matrixmultiply's sgemm.
+        let paths = [
+            (GemmBackend::Packed, Winograd::Measured, "winograd"),
+            (GemmBackend::Packed, Winograd::Off, "packed"),
+            (GemmBackend::MatrixMultiply, Winograd::Off, "matrixmultiply"),
+        ];
+        for (backend, winograd, backend_name) in paths {
             set_gemm_backend(backend);
+            set_winograd(winograd);
             for threads in [1, 2] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut trainer = Trainer::new(config, 0, GanLoss::default()).unwrap();

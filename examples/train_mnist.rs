@@ -147,8 +147,8 @@ struct Args {
 
     /// When stride-2 4x4 convolutions run as Winograd F(2x2, 2x2) products on the packed
     /// backend: `measured` (where they were measured faster), `always` or `off`. Default:
-    /// measured. Like the backend, it decides the last bits, so a resumed run keeps the setting
-    /// recorded in its checkpoint.
+    /// measured. It has no effect on the matrixmultiply backend. Like the backend, it decides
+    /// the last bits, so a resumed run keeps the setting recorded in its checkpoint.
     #[arg(long, value_enum)]
     winograd: Option<WinogradFlag>,
 

@@ -2,10 +2,10 @@
 //! kinds against the f64 reference within the error bound of `kernels::winograd`, bit identity
 //! across thread counts, and a check that the path really runs.
 //!
-//! The bound of each element is `gamma(depth) * S`, where `S` is the Winograd computation
-//! carried out on absolute values (every transform matrix replaced by its absolute value) and
-//! `depth` counts the roundings one product meets: its transforms, the sum, the transform back,
-//! overlapping tiles and the bias. `S` is computed here from the 1-D coefficients of
+//! The bound of each element is `gamma(depth) * S`. `S` is the Winograd computation carried out
+//! on absolute values, with every transform matrix replaced by its absolute value. `depth` counts
+//! the roundings one product meets: its transforms, the sum, the transform back, overlapping
+//! tiles and the bias. `S` is computed here from the 1-D coefficients of
 //! `|A^T| (|G| * |B^T|)`, independently of the library.
 //!
 //! Tests that switch the Winograd path or the backend hold [`SWITCH`] while they run, because
@@ -38,7 +38,7 @@ fn coefficients() -> [[[f64; 3]; 2]; 2] {
     })
 }
 
-/// The absolute sums `S` of the three products over lowering `l`, from absolute values of the
+/// Computes the absolute sums `S` of the three products over lowering `l`, from absolute values of the
 /// image, grid and weight: `[grid side, image side, weight side]`, i.e. the `S` of
 /// `image_to_grid`, `grid_to_image` and `weight_product`.
 fn absolute_sums(l: &ConvGeometry, image: &[f64], grid: &[f64], weight: &[f64]) -> [Vec<f64>; 3] {
@@ -75,7 +75,7 @@ fn absolute_sums(l: &ConvGeometry, image: &[f64], grid: &[f64], weight: &[f64]) 
     s
 }
 
-/// Every (tap row, tap column, tile row, tile column) combination: `2 * 2 * 3 * 3`.
+/// Returns every (tap row, tap column, tile row, tile column) combination: `2 * 2 * 3 * 3`.
 fn taps() -> impl Iterator<Item = (usize, usize, usize, usize)> {
     (0..2).flat_map(|a| {
         (0..2).flat_map(move |b| (0..3).flat_map(move |j| (0..3).map(move |e| (a, b, j, e))))
@@ -89,9 +89,9 @@ fn lowering(conv: &Conv) -> ConvGeometry {
     }
 }
 
-/// A convolution the Winograd path takes: batch 1-3, 32-40 channels on each side, and a grid of
-/// 1-3 by 1-4 tiles (2x2 to 6x8), so that a row of tiles across the batch spans from one lane
-/// to more than eight.
+/// Draws a convolution the Winograd path takes: batch 1-3, 32-40 channels on each side, and a
+/// grid of 1-3 by 1-4 tiles (2x2 to 6x8). A row of tiles across the batch then spans from one
+/// lane to more than eight.
 fn winograd_conv() -> impl Strategy<Value = Conv> {
     (1..=3usize, 32..=40usize, 32..=40usize, 1..=3usize, 1..=4usize, any::<bool>()).prop_map(
         |(n, c_in, c_out, tile_rows, tile_cols, transposed)| {
@@ -107,7 +107,7 @@ fn winograd_conv() -> impl Strategy<Value = Conv> {
     )
 }
 
-/// The four passes under `setting`, on the packed backend, from inputs drawn from `seed`:
+/// Runs the four passes under `setting`, on the packed backend, from inputs drawn from `seed`:
 /// `([x, w, b, dy], passes)`.
 fn run(conv: &Conv, setting: Winograd, seed: u64) -> ([Vec<f32>; 4], Passes) {
     let [x_len, y_len, w_len, b_len] = conv.lens();
@@ -129,7 +129,7 @@ fn run(conv: &Conv, setting: Winograd, seed: u64) -> ([Vec<f32>; 4], Passes) {
     (inputs, passes)
 }
 
-/// The four results as bit patterns.
+/// Returns the four results as bit patterns.
 fn bits(p: &Passes) -> Vec<Vec<u32>> {
     [&p.y, &p.dx, &p.dw, &p.db].iter().map(|v| v.iter().map(|x| x.to_bits()).collect()).collect()
 }

@@ -1,12 +1,14 @@
 //! Memory of a steady-state training step: once every buffer has been sized by earlier steps,
 //! a step on the packed GEMM backend allocates no large buffer.
 //!
-//! The GEMM backend is a process-wide setting, so every test in this file selects the same one.
+//! The GEMM backend and the Winograd setting are process-wide, so this file has one test, which
+//! runs the settings one after another.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
+use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
 use dcgan::rng::Rng;
@@ -61,6 +63,16 @@ fn large_allocations(f: impl FnOnce()) -> (usize, usize) {
 #[test]
 fn steady_step_allocates_no_large_buffer() {
     set_gemm_backend(GemmBackend::Packed);
+    // With Winograd products on every layer that fits (here the 32- and 64-channel layers), and
+    // with the direct lowering only. One setting after the other: it is process-wide.
+    for winograd in [Winograd::Always, Winograd::Off] {
+        set_winograd(winograd);
+        check_steady_step(winograd);
+    }
+    set_winograd(Winograd::default());
+}
+
+fn check_steady_step(winograd: Winograd) {
     let config = DcganConfig { nz: 16, ngf: 16, ndf: 16, channels: 1, image_size: 32 };
     // One worker thread. With more, scheduling decides which thread first runs which tile and
     // sizes its scratch for it, so a late first use could allocate in any step.
@@ -83,7 +95,7 @@ fn steady_step_allocates_no_large_buffer() {
     let (count, bytes) = step(real.clone());
     assert_eq!(
         count, 0,
-        "a steady-state step made {count} large allocations ({bytes} bytes); the first step made \
-         {first_count} ({first_bytes} bytes)"
+        "{winograd:?}: a steady-state step made {count} large allocations ({bytes} bytes); the \
+         first step made {first_count} ({first_bytes} bytes)"
     );
 }

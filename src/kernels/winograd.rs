@@ -7,21 +7,21 @@
 //! position `(oy, ox)` reads `P[c, py, px][oy + a, ox + b]`, so the convolution is a stride-1
 //! 2x2 correlation over `k = 4 * c_in` planes, with row `4 * c + 2 * py + px` of the reduction.
 //!
-//! Winograd's F(2x2, 2x2) (`winograd/tiles.rs`) computes a 2x2 tile of that correlation from a
+//! Winograd's F(2x2, 2x2) computes a 2x2 tile of that correlation from a
 //! 3x3 tile of the planes with 9 products instead of 16. For each of the 9 transformed points
 //! `xi`, the reduction over `k` is one GEMM with `U[xi] = G w G^T` as `[c_out, k]` and the
 //! transformed tiles `V[xi] = B^T d B` as `[k, tiles]`, so the products cost 9/16 of the direct
 //! lowering's. The three passes on a [`ConvGeometry`] are:
 //!
-//! - [`image_to_grid`]: `M[xi] = U[xi] * V[xi]`, then `Y = A^T M A` per tile, plus the bias;
-//! - [`grid_to_image`]: `dM[xi] = A dY A^T`, `dV[xi] = U[xi]^T * dM[xi]`, then each `B dV B^T`
+//! - `image_to_grid`: `M[xi] = U[xi] * V[xi]`, then `Y = A^T M A` per tile, plus the bias;
+//! - `grid_to_image`: `dM[xi] = A dY A^T`, `dV[xi] = U[xi]^T * dM[xi]`, then each `B dV B^T`
 //!   added into the image (neighbouring 3x3 tiles overlap by one row or column);
-//! - [`weight_product`]: `dU[xi] += dM[xi] * V[xi]^T` over the batch, then `dW += G^T dU G`.
+//! - `weight_product`: `dU[xi] += dM[xi] * V[xi]^T` over the batch, then `dW += G^T dU G`.
 //!
 //! The forward and col2im-side products run one rayon task per chunk of whole samples
-//! ([`CHUNK_ELEMENTS`]): the task transforms its samples, runs the 9 GEMMs against the kernel
+//! (2 MiB of transformed values): the task transforms its samples, runs the 9 GEMMs against the kernel
 //! packed once per call, and transforms back into its own output planes. The weight gradient
-//! runs the batch in slices ([`SLICE_ELEMENTS`]), each transformed by one task per channel and
+//! runs the batch in slices (4 MiB), each transformed by one task per channel and
 //! then multiplied by one task per point and block of rows, adding into `dU` slice after slice.
 //! Every partition comes from the geometry, and every element is one GEMM sum in fixed blocks,
 //! so results do not depend on the number of threads.
@@ -50,7 +50,7 @@ use super::disjoint::DisjointSlice;
 use super::elementwise::transpose;
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
-use super::packed_gemm::{sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, MR, NR};
+use super::packed_gemm::{sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, KC, MR, NR};
 
 mod rows;
 mod tiles;
@@ -77,10 +77,11 @@ const MAX_BLOCK_ROWS: usize = 256;
 /// Chunks of the batch a call tries to offer rayon.
 const MIN_ITEMS: usize = 8;
 
-/// Fewest image and grid channels for which the Winograd path can be taken.
+/// Minimum number of image and grid channels for which the Winograd path can be taken.
 pub const MIN_CHANNELS: usize = 32;
 
-/// Fewest image and grid channels for which [`Winograd::Measured`] takes the Winograd path.
+/// Minimum number of image and grid channels for which [`Winograd::Measured`] takes the
+/// Winograd path.
 pub const MEASURED_CHANNELS: usize = 64;
 
 /// When convolutions whose shape fits run as Winograd products.
@@ -93,7 +94,7 @@ pub enum Winograd {
     /// GEMM (see [`winograd_applies`]).
     #[default]
     Measured,
-    /// For every product of every shape that fits, the weight gradient included.
+    /// For every product of every shape that fits, layers of 32 to 63 channels included.
     Always,
 }
 
@@ -137,8 +138,9 @@ pub fn winograd() -> Winograd {
 ///
 /// [`Winograd::Measured`] takes every product of a layer whose shape fits and whose image and
 /// grid both have at least [`MEASURED_CHANNELS`] channels. On the DCGAN layers of that size
-/// (AMD EPYC Zen 5, batch 64, one thread) each such product ran 1.05-1.54x the direct
-/// lowering's speed; narrower layers were not measured.
+/// (AMD EPYC Zen 5, batch 64, one thread) each such product ran faster than the direct
+/// lowering, by 1.10-1.63x. Narrower layers were not measured alone, and on the MNIST default
+/// model the one 32-channel layer made a step slower.
 pub fn winograd_applies(g: &ConvGeometry, product: Product) -> bool {
     if gemm_backend() != GemmBackend::Packed || !fits(g) {
         return false;
@@ -157,6 +159,8 @@ fn fits(g: &ConvGeometry) -> bool {
         && g.pad == [1, 1]
         && g.dilation == [1, 1]
         && (g.h, g.w) == (2 * g.out_h, 2 * g.out_w)
+        && g.out_h >= 2
+        && g.out_w >= 2
         && g.out_h.is_multiple_of(2)
         && g.out_w.is_multiple_of(2)
         && g.c_in >= MIN_CHANNELS
@@ -164,8 +168,6 @@ fn fits(g: &ConvGeometry) -> bool {
 }
 
 thread_local! {
-    /// Transformed kernel before packing, reused across calls on this thread.
-    static KERNEL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// Packed transformed kernel, reused across calls on this thread.
     static PACKED_KERNEL: Cell<Option<PackedA>> = const { Cell::new(None) };
     /// Transformed image tiles of one slice, reused across calls on this thread.
@@ -240,7 +242,7 @@ impl Tiling {
         self.tile_rows * self.tile_cols
     }
 
-    /// The batch cut into slices whose transformed image and grid each stay within
+    /// Cuts the batch into slices whose transformed image and grid each stay within
     /// [`SLICE_ELEMENTS`], so that a weight-gradient product sums over many columns at once.
     fn slices(&self) -> impl Iterator<Item = Range<usize>> {
         let per_sample = POINTS * self.k().max(self.c_out) * self.tiles();
@@ -249,7 +251,7 @@ impl Tiling {
         (0..n.div_ceil(samples)).map(move |i| i * samples..((i + 1) * samples).min(n))
     }
 
-    /// The batch cut into chunks of whole samples: as many samples as keep one transformed
+    /// Cuts the batch into chunks of whole samples: as many samples as keep one transformed
     /// operand of `depth` rows within [`CHUNK_ELEMENTS`], in whole microtile columns ([`NR`]),
     /// and at most as many as leave [`MIN_ITEMS`] chunks.
     fn chunks(&self, depth: usize) -> impl Iterator<Item = Range<usize>> {
@@ -271,7 +273,7 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// The four phase kernels of output channel `o` and image channel `c`, one per lane: tap `(a,
+/// Returns the four phase kernels of output channel `o` and image channel `c`, one per lane: tap `(a,
 /// b)` of lane `phase = 2 * py + px` is weight element `[o, c, 2a + py, 2b + px]`.
 fn phase_kernels(weight: &[f32], t: &Tiling, o: usize, c: usize) -> [[f32x4; 2]; 2] {
     let taps = &weight[(o * t.c_in + c) * 16..][..16];
@@ -283,54 +285,80 @@ fn phase_kernels(weight: &[f32], t: &Tiling, o: usize, c: usize) -> [[f32x4; 2];
     })
 }
 
-/// Writes the transformed kernel `U[xi] = G w G^T` into `u` and packs it into `packed`.
+/// Writes the transformed kernel `U[xi] = G w G^T` into `packed`, straight in the layout of
+/// [`PackedA`], and returns the rows of one point's block.
 ///
-/// With `transposed == false`, `u` is `[POINTS, rows, k]` with `rows = c_out` rounded up to
-/// whole microtile rows; otherwise `[POINTS, rows, c_out]` with `rows = k` rounded up the same
-/// way. Padding rows are zero.
+/// With `transposed == false`, A is `[POINTS * rows, k]` with point `xi`, output channel `o`
+/// at row `xi * rows + o` and column `4c + phase`, where `rows` is `c_out` rounded up to whole
+/// slivers of four microtile rows. Otherwise A is `[POINTS * rows, c_out]` with row `xi * rows +
+/// 4c + phase`, column `o`, and `rows` is `k` rounded up the same way. Padding rows are zero.
+/// One rayon task writes one sliver ([`MR`] rows) of every point, in every k-block.
 fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut PackedA) -> usize {
     let k = t.k();
     let (rows, cols) = if transposed { (k, t.c_out) } else { (t.c_out, k) };
     let rows_padded = rows.next_multiple_of(PHASES * MR);
-    with_buffer(&KERNEL, POINTS * rows_padded * cols, |u| {
-        let out = DisjointSlice::new(u);
-        let point = |xi: usize, row: Range<usize>| {
-            (xi * rows_padded + row.start) * cols..(xi * rows_padded + row.end) * cols
+    let m = POINTS * rows_padded;
+    let empty = PackedA::from_layout(Vec::new(), 0, 0);
+    let mut data = std::mem::replace(packed, empty).into_data();
+    data.resize(m * cols, 0.0);
+
+    let out = DisjointSlice::new(&mut data);
+    let blocks = cols.div_ceil(KC);
+    (0..rows_padded / MR).into_par_iter().for_each(|g| {
+        // Sliver `g` of each point, in each k-block: `[kc][MR]` floats from `m * k0`.
+        let region = |xi: usize, q: usize| {
+            let (k0, kc) = (q * KC, KC.min(cols - q * KC));
+            let start = m * k0 + ((xi * rows_padded) / MR + g) * kc * MR;
+            start..start + kc * MR
         };
-        // One task per output channel, or per image channel when transposed: rows
-        // `rows0..rows0 + span` of each point.
-        let span = if transposed { PHASES } else { 1 };
-        (0..rows_padded / span).into_par_iter().for_each(|task| {
-            let rows0 = task * span;
-            // SAFETY: task `task` alone writes rows `rows0..rows0 + span` of each point's matrix.
-            let mut points: [&mut [f32]; POINTS] =
-                std::array::from_fn(|xi| unsafe { out.range_mut(point(xi, rows0..rows0 + span)) });
-            if rows0 >= rows {
-                points.iter_mut().for_each(|p| p.fill(0.0));
-                return;
-            }
-            let (outputs, channels) =
-                if transposed { (0..t.c_out, task..task + 1) } else { (task..task + 1, 0..t.c_in) };
-            for o in outputs {
-                for c in channels.clone() {
-                    let u = spread_tile(phase_kernels(weight, t, o, c));
-                    for (xi, point) in points.iter_mut().enumerate() {
-                        let phases = u[xi / 3][xi % 3].to_array();
-                        if transposed {
-                            // Rows 4c + phase, column o.
-                            for (phase, value) in phases.into_iter().enumerate() {
-                                point[phase * cols + o] = value;
-                            }
-                        } else {
-                            // Row o, columns 4c + phase.
-                            point[PHASES * c..PHASES * (c + 1)].copy_from_slice(&phases);
+        // SAFETY: task `g` alone writes sliver `g` of each point's rows, in every k-block.
+        let mut slivers: Vec<[&mut [f32]; POINTS]> = (0..blocks)
+            .map(|q| std::array::from_fn(|xi| unsafe { out.range_mut(region(xi, q)) }))
+            .collect();
+
+        let first_row = g * MR;
+        if !transposed {
+            // Row r: output channel first_row + r; column 4c + phase.
+            for r in 0..MR {
+                let o = first_row + r;
+                for c in 0..t.c_in {
+                    let u = if o < t.c_out {
+                        spread_tile(phase_kernels(weight, t, o, c))
+                    } else {
+                        [[f32x4::ZERO; 3]; 3]
+                    };
+                    let (q, p) = ((PHASES * c) / KC, (PHASES * c) % KC);
+                    for (xi, sliver) in slivers[q].iter_mut().enumerate() {
+                        for (phase, value) in u[xi / 3][xi % 3].to_array().into_iter().enumerate() {
+                            sliver[(p + phase) * MR + r] = value;
                         }
                     }
                 }
             }
-        });
-        packed.repack_parallel(MatRef::from_checked(u, [POINTS * rows_padded, cols], [cols, 1]));
+        } else {
+            // Row r: 4c + phase = first_row + r; column o.
+            let channels = first_row / PHASES..(first_row + MR).div_ceil(PHASES);
+            for o in 0..t.c_out {
+                let (q, p) = (o / KC, o % KC);
+                for c in channels.clone() {
+                    let u = if c < t.c_in {
+                        spread_tile(phase_kernels(weight, t, o, c))
+                    } else {
+                        [[f32x4::ZERO; 3]; 3]
+                    };
+                    for (xi, sliver) in slivers[q].iter_mut().enumerate() {
+                        for (phase, value) in u[xi / 3][xi % 3].to_array().into_iter().enumerate() {
+                            let row = PHASES * c + phase;
+                            if (first_row..first_row + MR).contains(&row) {
+                                sliver[p * MR + row - first_row] = value;
+                            }
+                        }
+                    }
+                }
+            }
+        }
     });
+    *packed = PackedA::from_layout(data, m, cols);
     rows_padded
 }
 
@@ -350,7 +378,7 @@ fn point_rows(buffer: &mut [f32], at: usize, stride: usize, len: usize) -> [&mut
     std::array::from_fn(|_| rows.next().expect("a row for every point"))
 }
 
-/// The split layout of one image channel of `samples` samples (see `rows.rs`).
+/// Returns the split layout of one image channel of `samples` samples (see `rows.rs`).
 fn split_rows(t: &Tiling, samples: usize) -> SplitRows {
     SplitRows { h: t.h, tile_cols: t.tile_cols, samples }
 }
@@ -656,7 +684,7 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
     let t = Tiling::new(g);
     let (k, tiles) = (t.k(), t.tiles());
     with_buffer(&KERNEL_GRADIENT, POINTS * t.c_out * k, |du| {
-        // dU [POINTS, c_out, k], summed chunk after chunk.
+        // dU [POINTS, c_out, k], summed slice after slice.
         du.fill(0.0);
         for samples in t.slices() {
             let columns = samples.len() * tiles;

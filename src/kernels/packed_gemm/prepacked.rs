@@ -81,6 +81,21 @@ impl PackedA {
     pub fn cols(&self) -> usize {
         self.k
     }
+
+    /// Wraps `data`, an `m x k` matrix already in the layout of the module doc, so that a
+    /// caller that computes A can write it packed without a second pass.
+    ///
+    /// # Panics
+    /// If `data` does not hold `m.next_multiple_of(MR) * k` floats.
+    pub(crate) fn from_layout(data: Vec<f32>, m: usize, k: usize) -> Self {
+        assert_eq!(data.len(), m.next_multiple_of(MR) * k, "packed {m} x {k} matrix");
+        PackedA { data, m, k }
+    }
+
+    /// Returns the storage, so that the next matrix can reuse it.
+    pub(crate) fn into_data(self) -> Vec<f32> {
+        self.data
+    }
 }
 
 /// Rows `row0..row0 + m` of a [`PackedA`], with `row0` a multiple of [`MR`]: the A operand the

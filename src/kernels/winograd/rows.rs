@@ -17,9 +17,9 @@ use super::tiles::{input_tile, input_tile_adjoint, output_tile, spread_tile, Lan
 /// Runs per padded image row in [`SplitRows`].
 const RUNS: usize = 6;
 
-/// The split layout of one image channel of `samples` samples, with `w = 4 * tile_cols`: for
-/// each padded row `r` in `0..h + 2`, six runs of `samples * tile_cols` entries, entry `s *
-/// tile_cols + x` of run `q` holding padded pixel `(r, col)` of sample `s`, zero outside the
+/// The split layout of one image channel of `samples` samples, with `w = 4 * tile_cols`. Each
+/// padded row `r` in `0..h + 2` has six runs of `samples * tile_cols` entries. Entry `s *
+/// tile_cols + x` of run `q` holds padded pixel `(r, col)` of sample `s`, zero outside the
 /// image, where `col` is `4x` (run 0), `4x + 1` (1), `4x + 4` (2), `4x + 5` (3), `4x + 2` (4)
 /// or `4x + 3` (5). Runs 2 and 3 are runs 0 and 1 shifted by one tile, so that every tap of
 /// a tile is at the tile's own index.
@@ -44,13 +44,13 @@ impl SplitRows {
         self.samples * self.tile_cols
     }
 
-    /// The range of run `q` of padded row `r`.
+    /// Returns the range of run `q` of padded row `r`.
     pub fn run(&self, r: usize, q: usize) -> std::ops::Range<usize> {
         let start = (r * RUNS + q) * self.run_len();
         start..start + self.run_len()
     }
 
-    /// The runs a tap of phase `px` reads along a padded row: columns `4x + px`, `4x + px + 4`
+    /// Returns the runs a tap of phase `px` reads along a padded row: columns `4x + px`, `4x + px + 4`
     /// and `4x + px + 2`, i.e. tile columns `e = 0`, `e = 2` and `e = 1`.
     pub fn phase_runs(px: usize) -> [usize; 3] {
         [px, 2 + px, 4 + px]
