@@ -318,19 +318,24 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
 
         let first_row = g * MR;
         if !transposed {
-            // Row r: output channel first_row + r; column 4c + phase.
-            for r in 0..MR {
-                let o = first_row + r;
-                for c in 0..t.c_in {
-                    let u = if o < t.c_out {
-                        spread_tile(phase_kernels(weight, t, o, c))
+            // Row r: output channel first_row + r; column 4c + phase. The MR rows of one
+            // column are contiguous, so each channel's values are gathered across rows first.
+            for c in 0..t.c_in {
+                let u: [[[f32; PHASES]; POINTS]; MR] = std::array::from_fn(|r| {
+                    let o = first_row + r;
+                    if o < t.c_out {
+                        let u = spread_tile(phase_kernels(weight, t, o, c));
+                        std::array::from_fn(|xi| u[xi / 3][xi % 3].to_array())
                     } else {
-                        [[f32x4::ZERO; 3]; 3]
-                    };
-                    let (q, p) = ((PHASES * c) / KC, (PHASES * c) % KC);
-                    for (xi, sliver) in slivers[q].iter_mut().enumerate() {
-                        for (phase, value) in u[xi / 3][xi % 3].to_array().into_iter().enumerate() {
-                            sliver[(p + phase) * MR + r] = value;
+                        [[0.0; PHASES]; POINTS]
+                    }
+                });
+                let (q, p) = ((PHASES * c) / KC, (PHASES * c) % KC);
+                for (xi, sliver) in slivers[q].iter_mut().enumerate() {
+                    for phase in 0..PHASES {
+                        let column = &mut sliver[(p + phase) * MR..][..MR];
+                        for (r, value) in column.iter_mut().enumerate() {
+                            *value = u[r][xi][phase];
                         }
                     }
                 }
@@ -347,8 +352,15 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
                         [[f32x4::ZERO; 3]; 3]
                     };
                     for (xi, sliver) in slivers[q].iter_mut().enumerate() {
-                        for (phase, value) in u[xi / 3][xi % 3].to_array().into_iter().enumerate() {
-                            let row = PHASES * c + phase;
+                        let values = u[xi / 3][xi % 3].to_array();
+                        let first = PHASES * c;
+                        if first >= first_row && first + PHASES <= first_row + MR {
+                            // All four phases of the channel lie in this sliver.
+                            sliver[p * MR + first - first_row..][..PHASES].copy_from_slice(&values);
+                            continue;
+                        }
+                        for (phase, value) in values.into_iter().enumerate() {
+                            let row = first + phase;
                             if (first_row..first_row + MR).contains(&row) {
                                 sliver[p * MR + row - first_row] = value;
                             }
