@@ -18,8 +18,8 @@
 //!   added into the image (neighbouring 3x3 tiles overlap by one row or column);
 //! - `weight_product`: `dU[xi] += dM[xi] * V[xi]^T` over the batch, then `dW += G^T dU G`.
 //!
-//! The forward and col2im-side products run one rayon task per chunk of whole samples
-//! (2 MiB of transformed values): the task transforms its samples, runs the 9 GEMMs against the kernel
+//! The forward and col2im-side products run one rayon task per chunk of whole samples (2 MiB of
+//! transformed values). The task transforms its samples, runs the 9 GEMMs against the kernel
 //! packed once per call, and transforms back into its own output planes. The weight gradient
 //! runs the batch in slices (4 MiB), each transformed by one task per channel and
 //! then multiplied by one task per point and block of rows, adding into `dU` slice after slice.
@@ -138,8 +138,8 @@ pub fn winograd() -> Winograd {
 ///
 /// [`Winograd::Measured`] takes every product of a layer whose shape fits and whose image and
 /// grid both have at least [`MEASURED_CHANNELS`] channels. On the DCGAN layers of that size
-/// (AMD EPYC Zen 5, batch 64, one thread) each such product ran faster than the direct
-/// lowering, by 1.10-1.63x. Narrower layers were not measured alone, and on the MNIST default
+/// (AMD EPYC Zen 4, batch 64, one thread) each such product ran faster than the direct
+/// lowering, by 1.04-1.68x. Narrower layers were not measured alone, and on the MNIST default
 /// model the one 32-channel layer made a step slower.
 pub fn winograd_applies(g: &ConvGeometry, product: Product) -> bool {
     if gemm_backend() != GemmBackend::Packed || !fits(g) {
@@ -543,7 +543,7 @@ fn pack_transposed(v: &[f32], columns: usize, [p0, kc, n0, nc]: [usize; 4], dst:
     }
 }
 
-/// Row `row`, columns `columns` of every point of `block [POINTS, rows, block_columns]`.
+/// Returns row `row`, columns `columns` of every point of `block [POINTS, rows, block_columns]`.
 fn block_rows(block: &[f32], rows: usize, row: usize, columns: Range<usize>) -> [&[f32]; POINTS] {
     let block_columns = block.len() / (POINTS * rows);
     std::array::from_fn(|xi| &block[(xi * rows + row) * block_columns..][columns.clone()])
