@@ -7,9 +7,9 @@
 //! cargo run --release --example conv_gflops -- --backend packed   # or winograd, matrixmultiply
 //! ```
 //!
-//! The paths are the packed GEMM with the direct lowering (`packed`), the packed GEMM with
-//! Winograd F(2x2, 2x2) for every product of every layer whose shape fits (`winograd`; other
-//! layers run as `packed`), and
+//! The paths are the packed GEMM with the direct lowering (`packed`), and the packed GEMM with
+//! Winograd F(2x2, 2x2) for every product of every layer whose shape fits (`winograd`, where
+//! other layers run as `packed`). The third is
 //! matrixmultiply's sgemm (`matrixmultiply`).
 //!
 //! Each time is the minimum over repetitions (at least 3, and at least 0.3 s per variant), which
@@ -68,7 +68,7 @@ impl Path {
         });
     }
 
-    /// The GEMM backend the path runs on, for the GEMM column.
+    /// Returns the GEMM backend the path runs on, for the GEMM column.
     fn backend(self) -> GemmBackend {
         match self {
             Path::MatrixMultiply => GemmBackend::MatrixMultiply,

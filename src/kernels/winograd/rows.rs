@@ -19,7 +19,7 @@ const RUNS: usize = 6;
 
 /// The split layout of one image channel of `samples` samples, with `w = 4 * tile_cols`. Each
 /// padded row `r` in `0..h + 2` has six runs of `samples * tile_cols` entries. Entry `s *
-/// tile_cols + x` of run `q` holds padded pixel `(r, col)` of sample `s`, zero outside the
+/// tile_cols + x` of run `q` contains padded pixel `(r, col)` of sample `s`, zero outside the
 /// image, where `col` is `4x` (run 0), `4x + 1` (1), `4x + 4` (2), `4x + 5` (3), `4x + 2` (4)
 /// or `4x + 3` (5). Runs 2 and 3 are runs 0 and 1 shifted by one tile, so that every tap of
 /// a tile is at the tile's own index.
