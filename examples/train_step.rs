@@ -40,6 +40,25 @@ enum Command {
     Time { model: String, config: DcganConfig, threads: usize, steps: usize },
 }
 
+/// Returns the option named by `value`, the argument after `flag`, or an error that names the
+/// flag, the value and the expected names.
+fn choice<T: Copy>(flag: &str, value: Option<&String>, options: &[(&str, T)]) -> Result<T, String> {
+    let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+    let expected = match names.as_slice() {
+        [first, second] => format!("{first} or {second}"),
+        [rest @ .., last] => format!("{}, or {last}", rest.join(", ")),
+        [] => String::new(),
+    };
+    let Some(value) = value else {
+        return Err(format!("missing value of {flag}: expected {expected}"));
+    };
+    options
+        .iter()
+        .find(|(name, _)| name == value)
+        .map(|&(_, option)| option)
+        .ok_or_else(|| format!("invalid {flag} {value:?}: expected {expected}"))
+}
+
 /// Parses the arguments. `--backend` and `--winograd` may appear anywhere and take effect at
 /// once.
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -49,33 +68,19 @@ fn parse(args: &[String]) -> Result<Command, String> {
         match arg.as_str() {
             "--help" | "-h" => return Ok(Command::Help),
             "--backend" => {
-                let backend = iter.next().ok_or_else(|| {
-                    "missing value of --backend: expected packed or matrixmultiply".to_string()
-                })?;
-                set_gemm_backend(match backend.as_str() {
-                    "packed" => GemmBackend::Packed,
-                    "matrixmultiply" => GemmBackend::MatrixMultiply,
-                    other => {
-                        return Err(format!(
-                            "invalid --backend {other:?}: expected packed or matrixmultiply"
-                        ))
-                    }
-                });
+                let backends = [
+                    ("packed", GemmBackend::Packed),
+                    ("matrixmultiply", GemmBackend::MatrixMultiply),
+                ];
+                set_gemm_backend(choice("--backend", iter.next(), &backends)?);
             }
             "--winograd" => {
-                let setting = iter.next().ok_or_else(|| {
-                    "missing value of --winograd: expected off, measured or always".to_string()
-                })?;
-                set_winograd(match setting.as_str() {
-                    "off" => Winograd::Off,
-                    "measured" => Winograd::Measured,
-                    "always" => Winograd::Always,
-                    other => {
-                        return Err(format!(
-                            "invalid --winograd {other:?}: expected off, measured or always"
-                        ))
-                    }
-                });
+                let settings = [
+                    ("off", Winograd::Off),
+                    ("measured", Winograd::Measured),
+                    ("always", Winograd::Always),
+                ];
+                set_winograd(choice("--winograd", iter.next(), &settings)?);
             }
             // Negative numbers pass through, for the argument checks to name.
             flag if flag.starts_with('-') && flag.parse::<i64>().is_err() => {

@@ -191,21 +191,21 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
 
     /// The Winograd path gives the same bits on any number of threads, and it really runs: its
-    /// forward, grad-input and grad-weight differ from the direct lowering's in some bits (with
-    /// over a thousand outputs of sums of hundreds of normal products, equal roundings
-    /// everywhere would be a coincidence far below any test's noise).
+    /// forward, grad-input and grad-weight differ from the direct lowering's in some bits. Each
+    /// pass has over a thousand outputs, each a sum of hundreds of normal products, so equal
+    /// roundings everywhere would be a far smaller chance than any test's noise.
     #[test]
-    fn bit_identical_across_threads_and_distinct_from_direct(conv in winograd_conv(), seed in 0u64..1000) {
+    fn threads_agree_and_path_runs(conv in winograd_conv(), seed in 0u64..1000) {
         let _switch = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
         let on = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| bits(&run(&conv, Winograd::Always, seed).1))
         };
-        let one = on(1);
-        prop_assert_eq!(&one, &on(2));
-        prop_assert_eq!(&one, &on(3));
+        let single_thread = on(1);
+        prop_assert_eq!(&single_thread, &on(2));
+        prop_assert_eq!(&single_thread, &on(3));
         let direct = bits(&run(&conv, Winograd::Off, seed).1);
-        for (pass, (w, d)) in ["y", "dx", "dw"].iter().zip(one.iter().zip(&direct)) {
+        for (pass, (w, d)) in ["y", "dx", "dw"].iter().zip(single_thread.iter().zip(&direct)) {
             prop_assert!(w != d, "{} of {:?} equals the direct lowering's bit for bit", pass, conv);
         }
     }

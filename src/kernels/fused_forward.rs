@@ -73,7 +73,7 @@ thread_local! {
 
 /// Runs `f` on this thread's buffer `slot`. The buffer is taken out while `f` runs, so a nested
 /// call gets an empty one instead of aliasing it.
-fn with_buffer<T, R>(
+pub(super) fn with_buffer<T, R>(
     slot: &'static std::thread::LocalKey<Cell<Vec<T>>>,
     f: impl FnOnce(&mut Vec<T>) -> R,
 ) -> R {
@@ -84,7 +84,7 @@ fn with_buffer<T, R>(
 }
 
 /// Returns the first `len` elements of `buffer`, growing it with zeros if needed.
-fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(super) fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
     }

@@ -48,6 +48,7 @@ use wide::f32x4;
 
 use super::disjoint::DisjointSlice;
 use super::elementwise::transpose;
+use super::fused_forward;
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, KC, MR, NR};
@@ -184,21 +185,14 @@ thread_local! {
     static GRID_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's buffer `slot`, grown to at least `len` elements. The buffer is
-/// taken out while `f` runs, so a nested call gets an empty one instead of aliasing it. Old
-/// contents are left in place.
+/// Runs `f` on the first `len` elements of this thread's buffer `slot`, grown if needed. Old
+/// contents are left in place, and a nested call gets a buffer of its own.
 fn with_buffer<R>(
     slot: &'static std::thread::LocalKey<Cell<Vec<f32>>>,
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,
 ) -> R {
-    let mut buffer = slot.take();
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
-    }
-    let result = f(&mut buffer[..len]);
-    slot.set(buffer);
-    result
+    fused_forward::with_buffer(slot, |buffer| f(fused_forward::prefix(buffer, len)))
 }
 
 /// The tile layout of one call, from the geometry alone.
@@ -246,9 +240,7 @@ impl Tiling {
     /// [`SLICE_ELEMENTS`], so that a weight-gradient product sums over many columns at once.
     fn slices(&self) -> impl Iterator<Item = Range<usize>> {
         let per_sample = POINTS * self.k().max(self.c_out) * self.tiles();
-        let samples = (SLICE_ELEMENTS / per_sample).clamp(1, self.n.max(1));
-        let n = self.n;
-        (0..n.div_ceil(samples)).map(move |i| i * samples..((i + 1) * samples).min(n))
+        batch_parts(self.n, (SLICE_ELEMENTS / per_sample).max(1))
     }
 
     /// Cuts the batch into chunks of whole samples: as many samples as keep one transformed
@@ -259,12 +251,16 @@ impl Tiling {
         let unit = NR / gcd(NR, tiles);
         let units = (CHUNK_ELEMENTS / (POINTS * depth * tiles * unit)).max(1);
         let spread = self.n.div_ceil(MIN_ITEMS).div_ceil(unit).max(1);
-        let samples = unit * units.min(spread);
-        let n = self.n;
-        (0..n.div_ceil(samples)).map(move |i| i * samples..((i + 1) * samples).min(n))
+        batch_parts(self.n, unit * units.min(spread))
     }
 }
 
+/// Cuts `0..n` into consecutive ranges of `samples` (the last one shorter).
+fn batch_parts(n: usize, samples: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n.div_ceil(samples)).map(move |i| i * samples..((i + 1) * samples).min(n))
+}
+
+/// Returns the greatest common divisor of `a` and `b`.
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a

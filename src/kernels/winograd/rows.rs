@@ -89,8 +89,8 @@ pub(super) fn split_samples<'a>(
     }
 }
 
-/// Adds the runs of `split` (layout of [`SplitRows`]) back into channel planes `[h, w]` of the
-/// samples (`plane(s)` for sample `s`), overwriting them with the sum plus `bias`.
+/// Overwrites channel planes `[h, w]` of the samples (`plane(s)` for sample `s`) with the sum
+/// of the runs of `split` (layout of [`SplitRows`]) that contain each pixel, plus `bias`.
 pub(super) fn merge_samples<'a>(
     layout: SplitRows,
     split: &[f32],
