@@ -29,6 +29,7 @@ use super::gemm::{gemm, gemm_backend, GemmBackend, MatMut, MatRef};
 use super::geometry::ConvGeometry;
 use super::im2col::im2col;
 use super::phases::{PhasePlan, Tile};
+use super::shallow;
 use super::winograd;
 
 /// Rows of the column matrix per tile. It equals matrixmultiply's f32 depth block (`KC = 256`),
@@ -250,6 +251,9 @@ pub(crate) fn image_to_grid(
 ) {
     if winograd::winograd_applies(g, winograd::Product::ImageToGrid) {
         return winograd::image_to_grid(g, image, weight, bias, grid);
+    }
+    if shallow::applies(g) {
+        return shallow::image_to_grid(g, image, weight, bias, grid);
     }
     let lowering = Lowering::new(g, MIN_ITEMS);
     if gemm_backend() == GemmBackend::Packed {

@@ -10,7 +10,9 @@
 //! packed panels, col2im adds the GEMM's finished tiles straight into the image, and the weight
 //! is packed once per call. There, the 4x4 stride-2 layers of DCGAN run as Winograd F(2x2, 2x2)
 //! products on the image's phase planes instead, with 9/16 of the multiplications (see
-//! [`winograd`](mod@winograd); [`set_winograd`] selects where). On matrixmultiply's sgemm (the
+//! [`winograd`](mod@winograd); [`set_winograd`] selects where), and a forward product whose
+//! reduction is short (a first layer reading 1 or 3 channels) runs as a direct convolution over
+//! the image rows (see [`shallow`]). On matrixmultiply's sgemm (the
 //! reference path), `cols` is packed and consumed one cache-sized tile at a time. Either way `cols` is never built whole, and rayon
 //! runs independent samples, tiles and channel blocks.
 //! Every reduction runs in a fixed order, so results do not depend on the thread count.
@@ -32,6 +34,7 @@ mod lowering;
 pub mod packed_gemm;
 mod phases;
 pub mod reference;
+pub mod shallow;
 pub mod winograd;
 
 pub use conv::{conv2d_forward, conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight};

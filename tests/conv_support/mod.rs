@@ -1,6 +1,7 @@
 //! Shared helpers of the convolution tests: data, the f64 reference, error bounds.
 #![allow(dead_code)]
 
+use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
 use dcgan::kernels::{
     conv, conv_transpose, reference, Conv2dGeometry, Conv2dSpec, ConvTranspose2dGeometry,
     ConvTranspose2dSpec,
@@ -219,4 +220,53 @@ pub fn random_conv() -> impl Strategy<Value = Conv> {
             })
         },
     )
+}
+
+/// Runs the convolution pass that calls `image_to_grid`, on the packed backend: conv2d forward
+/// with bias, or conv_transpose2d grad-input. Returns `(inputs, ours)`, where `inputs` are
+/// `[x, w, b]` for the forward pass and `[dy, w]` for grad-input.
+pub fn run_image_to_grid(conv: &Conv, seed: u64) -> (Vec<Vec<f32>>, Vec<f32>) {
+    set_gemm_backend(GemmBackend::Packed);
+    let [x_len, y_len, w_len, b_len] = conv.lens();
+    match conv {
+        Conv::Forward(g) => {
+            let (x, w, b) = (normal(seed, x_len), normal(seed + 1, w_len), normal(seed + 2, b_len));
+            let mut y = vec![f32::NAN; y_len];
+            conv::conv2d_forward(g, &x, &w, Some(&b), &mut y).unwrap();
+            (vec![x, w, b], y)
+        }
+        Conv::Transposed(g) => {
+            let (w, dy) = (normal(seed + 1, w_len), normal(seed + 3, y_len));
+            let mut dx = vec![f32::NAN; x_len];
+            conv_transpose::conv_transpose2d_grad_input(g, &w, &dy, &mut dx).unwrap();
+            (vec![dy, w], dx)
+        }
+    }
+}
+
+/// Checks the pass of [`run_image_to_grid`] against the f64 reference, within twice `gamma(terms)`
+/// relative to the sum of absolute products (the second factor covers the reference's own
+/// rounding).
+pub fn check_image_to_grid(name: &str, conv: &Conv, seed: u64) {
+    let (inputs, ours) = run_image_to_grid(conv, seed);
+    let [_, dx_terms, _] = conv.terms();
+    let [y_terms, _, _] = conv.terms();
+    let (exact, abs, terms) = match conv {
+        Conv::Forward(_) => {
+            let [x, w, b] = [&inputs[0], &inputs[1], &inputs[2]];
+            let exact = conv.forward64(&to_f64(x), &to_f64(w), Some(&to_f64(b)));
+            let abs = conv.forward64(&abs64(x), &abs64(w), Some(&abs64(b)));
+            (exact, abs, y_terms)
+        }
+        Conv::Transposed(_) => {
+            let [dy, w] = [&inputs[0], &inputs[1]];
+            let x_len = conv.lens()[0];
+            let zeros = vec![0.0; x_len];
+            let [exact, _, _] = conv.grads64(&zeros, &to_f64(w), &to_f64(dy));
+            let [abs, _, _] = conv.grads64(&zeros, &abs64(w), &abs64(dy));
+            (exact, abs, dx_terms)
+        }
+    };
+    let bound: Vec<f64> = abs.iter().map(|a| 2.0 * gamma(terms, U32) * a).collect();
+    assert_close(name, &ours, &exact, &bound);
 }
