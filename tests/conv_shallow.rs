@@ -1,7 +1,7 @@
-//! The direct path of `kernels::shallow` for forward products with a short reduction: conv2d
-//! forward and conv_transpose2d grad-input against the f64 reference, with and without a bias,
-//! on shapes that reach each of its register blocks and edges, and bit identity across thread
-//! counts.
+//! The direct path of `kernels::shallow` for forward products with a short reduction. Conv2d
+//! forward and conv_transpose2d grad-input are checked against the f64 reference, with and
+//! without a bias, on shapes that reach each register block and edge of the path. Results must
+//! also be bit-identical across thread counts.
 //!
 //! Every test selects `GemmBackend::Packed`, the only backend the path runs on. Tests in one
 //! binary run concurrently, and all of them set the same backend, so they cannot see each
@@ -14,7 +14,7 @@ use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
 use dcgan::kernels::{conv, shallow, Conv2dSpec, ConvGeometry, ConvTranspose2dSpec};
 use proptest::prelude::*;
 
-/// The lowering of either convolution kind.
+/// Returns the lowering of either convolution kind.
 fn lowering(conv: &Conv) -> &ConvGeometry {
     match conv {
         Conv::Forward(g) => &g.lowering,
@@ -49,7 +49,8 @@ fn shapes() -> Vec<(&'static str, Conv)> {
         ("one sample, odd rows", forward(dcgan(2, 16), 1, 46, 34)),
         // Three vectors per row: a pair, then a single one cut at the row's end.
         ("three vectors, partial", forward(Conv2dSpec::new(2, 24, 3).padding(1), 2, 5, 40)),
-        // Stride 3, no padding, kernel wider than tall, taps past the last phase entry.
+        // Stride 3, no padding, a kernel wider than tall whose last column (kx = 3) reads the
+        // next entry of phase 0.
         (
             "stride 3, uneven kernel",
             forward(
@@ -67,7 +68,7 @@ fn shapes() -> Vec<(&'static str, Conv)> {
 }
 
 #[test]
-fn shapes_take_the_path_and_match_reference() {
+fn direct_shapes_match_reference() {
     for (seed, (name, conv)) in shapes().into_iter().enumerate() {
         assert_direct(name, &conv);
         check_image_to_grid(name, &conv, 300 + 10 * seed as u64);

@@ -4,7 +4,7 @@
 //! so `k` is 16 or 48), the lowered GEMM spends as long packing its columns and merging each
 //! microtile into C as it spends multiplying. This path skips the column matrix. Each sample's
 //! image is rewritten once into *column-phase rows*: for padded image row `r` and column phase
-//! `φ < stride_w`, entry `q` holds pixel `(r - pad_h, q * stride_w + φ - pad_w)`, or zero in the
+//! `φ < stride_w`, entry `q` contains pixel `(r - pad_h, q * stride_w + φ - pad_w)`, or zero in the
 //! padding. Tap `(ky, kx)` of grid row `oy` then reads entries `kx / stride_w + ox` of row
 //! `oy * stride_h + ky`, phase `kx % stride_w`: one contiguous run, loaded as vectors along the
 //! grid row. A block of [`CHANNELS`] output channels keeps its accumulators in registers and
@@ -46,9 +46,11 @@ thread_local! {
 }
 
 /// Returns whether the forward product of `g` (conv2d forward, conv_transpose2d grad-input)
-/// runs on this path under the current backend: the packed GEMM backend, no dilation, a
-/// reduction of at most [`MAX_DEPTH`], at least [`MIN_CHANNELS`] output channels in whole blocks
-/// of [`CHANNELS`], and grid rows of at least half a vector.
+/// runs on this path under the current backend.
+///
+/// It does on the packed GEMM backend, without dilation, for a reduction of at most
+/// [`MAX_DEPTH`], at least [`MIN_CHANNELS`] output channels in whole blocks of [`CHANNELS`], and
+/// grid rows of at least half a vector.
 ///
 /// The choice depends on the shape alone, so results stay bit-identical across thread counts.
 /// Measured on an AMD EPYC Zen 4 core at batch 64, the DCGAN first discriminator layers ran
@@ -123,7 +125,7 @@ pub(crate) fn image_to_grid(
     let row_step = g.stride[0] * rows.phases * rows.len;
 
     with_buffer(&BLOCKS, |buffer| {
-        // Block `b` holds `[k, CHANNELS]`: tap `t` of channel `b * CHANNELS + j` at `t *
+        // Block `b` contains `[k, CHANNELS]`: tap `t` of channel `b * CHANNELS + j` at `t *
         // CHANNELS + j`.
         let packed = prefix(buffer, blocks * k * CHANNELS);
         for (b, block) in packed.chunks_exact_mut(k * CHANNELS).enumerate() {
