@@ -30,7 +30,7 @@ use std::ops::Range;
 use super::geometry::MAX_TENSOR_ELEMENTS;
 use crate::error::{checked_product, Error, Result};
 
-pub(crate) use kernel::{LANES, V};
+pub(crate) use kernel::{prefetch_lines, LANES, V};
 pub use kernel::{MR, NR};
 pub use prepacked::PackedA;
 

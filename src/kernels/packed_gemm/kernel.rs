@@ -142,3 +142,14 @@ pub fn prefetch(values: &[f32]) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = values;
 }
+
+/// Hints the cache to load every line of `values`, for a short slice that is read soon after
+/// but whose start the hardware prefetcher would otherwise wait on.
+#[inline(always)]
+pub fn prefetch_lines(values: &[f32]) {
+    /// Floats per 64-byte cache line.
+    const LINE: usize = 16;
+    for line in values.chunks(LINE) {
+        prefetch(&line[..1]);
+    }
+}

@@ -12,6 +12,8 @@
 
 use wide::{f32x4, f32x8};
 
+use super::super::packed_gemm::prefetch_lines;
+
 use super::tiles::{input_tile, input_tile_adjoint, output_tile, spread_tile, Lane, POINTS};
 
 /// Runs per padded image row in [`SplitRows`].
@@ -68,23 +70,34 @@ pub(super) fn split_samples<'a>(
     for r in [0, layout.h + 1] {
         split[layout.run(r, 0).start..layout.run(r, RUNS - 1).end].fill(0.0);
     }
+    let run_len = layout.run_len();
+    // Each sample's plane is a separate short stream that the hardware prefetcher picks up
+    // late, so planes are requested two samples ahead.
+    for s in 0..layout.samples.min(2) {
+        prefetch_lines(plane(s));
+    }
     for s in 0..layout.samples {
         let src = plane(s);
+        if s + 2 < layout.samples {
+            prefetch_lines(plane(s + 2));
+        }
         for (y, src) in src.chunks_exact(w).enumerate() {
-            let at = |q: usize| layout.run(y + 1, q).start + s * tw;
+            // The six runs of padded row `y + 1` for this sample, `run_len` apart. Plain indexing
+            // into one slice: a row of a small image has runs of a few entries, where splitting
+            // out six slices and copying whole runs costs more than the copy itself.
+            let row =
+                &mut split[layout.run(y + 1, 0).start + s * tw..][..(RUNS - 1) * run_len + tw];
+            let at = |q: usize, x: usize| q * run_len + x;
             // Runs 0, 1, 2, 3, 4, 5: padded columns 4x, 4x + 1, 4x + 4, 4x + 5, 4x + 2, 4x + 3,
             // i.e. image columns 4x - 1, 4x, 4x + 3, 4x + 4, 4x + 1, 4x + 2.
-            let [r0, r1, r2, r3, r4, r5] = split
-                .get_disjoint_mut([0, 1, 2, 3, 4, 5].map(|q| at(q)..at(q) + tw))
-                .expect("six distinct runs");
-            let runs = r1.iter_mut().zip(r4.iter_mut()).zip(r5.iter_mut()).zip(r2.iter_mut());
-            for (p, (((d1, d4), d5), d2)) in src.chunks_exact(4).zip(runs) {
-                (*d1, *d4, *d5, *d2) = (p[0], p[1], p[2], p[3]);
+            for x in 0..tw {
+                row[at(0, x)] = if x > 0 { src[4 * x - 1] } else { 0.0 };
+                row[at(1, x)] = src[4 * x];
+                row[at(4, x)] = src[4 * x + 1];
+                row[at(5, x)] = src[4 * x + 2];
+                row[at(2, x)] = src[4 * x + 3];
+                row[at(3, x)] = if x + 1 < tw { src[4 * x + 4] } else { 0.0 };
             }
-            r0[0] = 0.0;
-            r0[1..].copy_from_slice(&r2[..tw - 1]);
-            r3[..tw - 1].copy_from_slice(&r1[1..]);
-            r3[tw - 1] = 0.0;
         }
     }
 }
