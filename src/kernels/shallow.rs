@@ -223,14 +223,35 @@ fn fill_rows(g: &ConvGeometry, rows: &Rows, image: &[f32], out: &mut [f32]) {
                 let pixels = &image[(c * g.h + y) * g.w..][..g.w];
                 row[..first].fill(0.0);
                 let start = (first as isize * stride as isize + offset) as usize;
-                for (value, &pixel) in
-                    row[first..last].iter_mut().zip(pixels[start..].iter().step_by(stride))
-                {
-                    *value = pixel;
+                let entries = &mut row[first..last];
+                match stride {
+                    1 => entries.copy_from_slice(&pixels[start..][..entries.len()]),
+                    // A constant stride lets the compiler load whole vectors and shuffle.
+                    2 => every_nth::<2>(&pixels[start..], entries),
+                    _ => every_nth_dynamic(stride, &pixels[start..], entries),
                 }
                 row[last..].fill(0.0);
             }
         }
+    }
+}
+
+/// Writes `src[N * i]` into `dst[i]` for every `i`.
+#[inline(always)]
+fn every_nth<const N: usize>(src: &[f32], dst: &mut [f32]) {
+    if dst.is_empty() {
+        return;
+    }
+    let src = &src[..N * (dst.len() - 1) + 1];
+    for (i, value) in dst.iter_mut().enumerate() {
+        *value = src[N * i];
+    }
+}
+
+/// Writes `src[stride * i]` into `dst[i]` for every `i`.
+fn every_nth_dynamic(stride: usize, src: &[f32], dst: &mut [f32]) {
+    for (value, &pixel) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+        *value = pixel;
     }
 }
 
