@@ -178,6 +178,20 @@ fn check_bounds(conv: &Conv, seed: u64) {
     }
 }
 
+/// Layers deeper than one k-block of the GEMM (`KC` rows), whose transformed operands span
+/// several row blocks of the packed layout: 72 image channels give the forward side `k = 288`,
+/// and 264 grid channels give the col2im side a depth of 264. Each chunk of samples spans
+/// several slivers of columns, the last one partial (128 and 144 columns).
+#[test]
+fn deep_layers_are_within_the_error_bound() {
+    let spec = |c_in, c_out| Conv2dSpec::new(c_in, c_out, 4).stride(2).padding(1);
+    let forward_deep = Conv::Forward(spec(72, 40).geometry(2, 32, 32).unwrap());
+    let col2im_deep = Conv::Forward(spec(36, 264).geometry(4, 24, 24).unwrap());
+    for (seed, conv) in [forward_deep, col2im_deep].iter().enumerate() {
+        check_bounds(conv, 50 + seed as u64);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 

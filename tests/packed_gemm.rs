@@ -4,7 +4,7 @@
 //! result into NaN, and a stray write to C overwrites a NaN that must survive.
 
 use dcgan::kernels::packed_gemm::{
-    sgemm, sgemm_tiles, sgemm_with_packer, MatMut, MatRef, PackB, KC, MC, MR, NC, NR,
+    sgemm, sgemm_tiles, sgemm_with_packer, MatMut, MatRef, PackB, PackedB, KC, MC, MR, NC, NR,
     TILE_PANEL_BYTES,
 };
 use dcgan::rng::Rng;
@@ -323,11 +323,43 @@ fn packer_case((m, k, n): (usize, usize, usize), seed: u64) -> Result<(), TestCa
     let as_closure = |k0, kc, n0, nc, dst: &mut [f32]| b_view.pack_b(k0, kc, n0, nc, dst);
     sgemm_with_packer(0.75, a.view(), &as_closure, -1.5, closure.view_mut()).unwrap();
 
+    // B stored whole in the packed layout: the GEMM reads its blocks in place.
+    let mut stored = vec![f32::NAN; PackedB::packed_len(k, n)];
+    for p in 0..k {
+        for j in 0..n.next_multiple_of(NR) {
+            let value = if j < n { b_values[p * n + j] } else { 0.0 };
+            stored[PackedB::offset(k, n, p, j)] = value;
+        }
+    }
+    prop_assert!(stored.iter().all(|v| !v.is_nan()), "the layout leaves a gap");
+    let in_place = PackedB::new(&stored, k, n).unwrap();
+    let mut read_in_place = Stored::new(m, n, Layout::RowMajor, |_, _| 0.5);
+    sgemm_with_packer(0.75, a.view(), &in_place, -1.5, read_in_place.view_mut()).unwrap();
+
     for (index, &value) in strided.data.iter().enumerate() {
         prop_assert_eq!(packed.data[index].to_bits(), value.to_bits(), "packer, index {}", index);
         prop_assert_eq!(closure.data[index].to_bits(), value.to_bits(), "closure, index {}", index);
+        prop_assert_eq!(
+            read_in_place.data[index].to_bits(),
+            value.to_bits(),
+            "packed B, index {}",
+            index
+        );
     }
+
+    // Its copying fallback writes the same blocks as the documented packer.
+    let (kc, nc) = (KC.min(k), NC.min(n));
+    let mut expected = vec![f32::NAN; nc.next_multiple_of(NR) * kc];
+    let mut copied = expected.clone();
+    packer.pack_b(0, kc, 0, nc, &mut expected);
+    in_place.pack_b(0, kc, 0, nc, &mut copied);
+    prop_assert_eq!(bit_patterns(&copied), bit_patterns(&expected), "packed B copy");
     Ok(())
+}
+
+/// Returns the bit patterns of `values`, so that NaN compares equal to itself.
+fn bit_patterns(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
 }
 
 fn tiles_case(

@@ -276,10 +276,97 @@ impl<'a> MatMut<'a> {
 /// that are discarded. A GEMM requests each block it needs exactly once, with `kc <= KC` and
 /// `nc <= NC`, and the blocks of one column block in increasing order of `k0`.
 ///
-/// Implemented by [`MatRef`] and by every closure `Fn(usize, usize, usize, usize, &mut [f32])`.
+/// Implemented by [`MatRef`], by [`PackedB`] and by every closure `Fn(usize, usize, usize,
+/// usize, &mut [f32])`.
 pub trait PackB {
     /// Writes `B[k0..k0 + kc, n0..n0 + nc]` into `dst` in the sliver layout above.
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]);
+
+    /// Returns the block `B[k0..k0 + kc, n0..n0 + nc]` already in the sliver layout above, if
+    /// this operand stores it that way, so that the GEMM reads it in place instead of calling
+    /// [`PackB::pack_b`]. The default stores nothing packed.
+    fn packed_block(&self, k0: usize, kc: usize, n0: usize, nc: usize) -> Option<&[f32]> {
+        let _ = (k0, kc, n0, nc);
+        None
+    }
+}
+
+/// A B operand stored whole in the GEMM's packed layout, so that no block is copied.
+///
+/// For `B [k, n]`, the rows are cut into blocks of [`KC`] and the columns into slivers of [`NR`]
+/// (the last one padded to `n_padded = n.next_multiple_of(NR)`). Element `(row, col)` is at
+///
+/// ```text
+/// (row / KC) * KC * n_padded + (col / NR) * kc * NR + (row % KC) * NR + col % NR
+/// ```
+///
+/// where `kc` is the height of its row block, [`KC`] or less for the last. Each block a GEMM
+/// requests is then one contiguous range. Padding columns must be finite, and are best zero.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> PackedB<'a> {
+    /// Returns the number of floats a `rows x cols` operand takes in this layout.
+    pub fn packed_len(rows: usize, cols: usize) -> usize {
+        rows * cols.next_multiple_of(NR)
+    }
+
+    /// Returns the position of element `(row, col)` of a `rows x cols` operand.
+    #[inline]
+    pub fn offset(rows: usize, cols: usize, row: usize, col: usize) -> usize {
+        let kc = KC.min(rows - row / KC * KC);
+        (row / KC) * KC * cols.next_multiple_of(NR)
+            + (col / NR) * kc * NR
+            + (row % KC) * NR
+            + col % NR
+    }
+
+    /// Views `data` as a packed `rows x cols` operand.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `data` is not exactly [`PackedB::packed_len`] floats long.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        let expected = checked_product("packed B", &[rows, cols.next_multiple_of(NR)])?;
+        if data.len() != expected {
+            return Err(Error::invalid(
+                "length of the packed B",
+                data.len(),
+                format!("{expected}, for {rows} x {cols} in slivers of {NR} columns"),
+            ));
+        }
+        Ok(PackedB { data, rows, cols })
+    }
+}
+
+impl PackB for PackedB<'_> {
+    fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        for (s, sliver) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            for (p, row) in sliver.chunks_exact_mut(NR).enumerate() {
+                let first = n0 + s * NR;
+                for (j, value) in row.iter_mut().enumerate() {
+                    let col = first + j;
+                    *value = if col < (n0 + nc).min(self.cols) {
+                        self.data[Self::offset(self.rows, self.cols, k0 + p, col)]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+
+    fn packed_block(&self, k0: usize, kc: usize, n0: usize, nc: usize) -> Option<&[f32]> {
+        let whole_block = k0.is_multiple_of(KC) && kc == KC.min(self.rows - k0);
+        if !whole_block || !n0.is_multiple_of(NR) || n0 + nc > self.cols {
+            return None;
+        }
+        let start = Self::offset(self.rows, self.cols, k0, n0);
+        self.data.get(start..start + nc.next_multiple_of(NR) * kc)
+    }
 }
 
 impl PackB for MatRef<'_> {

@@ -51,7 +51,9 @@ use super::elementwise::transpose;
 use super::fused_forward;
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
-use super::packed_gemm::{sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, KC, MR, NR};
+use super::packed_gemm::{
+    sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, PackedB, KC, MR, NR,
+};
 
 mod rows;
 mod tiles;
@@ -391,46 +393,90 @@ fn split_rows(t: &Tiling, samples: usize) -> SplitRows {
     SplitRows { h: t.h, tile_cols: t.tile_cols, samples }
 }
 
-/// Transforms the image tiles of `samples` into `v [POINTS, k, columns]`, with column `(ty *
-/// samples.len() + b - samples.start) * tile_cols + tx`, one image channel after another when
-/// `parallel` is false and one rayon task per channel otherwise.
+/// The layout of a transform's output `[POINTS, rows, columns]`, with column `(ty *
+/// samples.len() + b - samples.start) * tile_cols + tx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    /// Row-major matrices, written by one rayon task per channel: the weight gradient's
+    /// operands, which it packs transposed.
+    RowMajor,
+    /// Each point's matrix in the layout of [`PackedB`], written on the calling thread: the B
+    /// operands of the forward and col2im-side products, which the GEMM then reads in place.
+    Packed,
+}
+
+/// Calls `f(x0..x1)` for the pieces of a run of `len` columns from column `first` that stay
+/// within one sliver of [`NR`] columns of the packed layout, with `x0` and `x1` relative to
+/// `first`.
+fn sliver_pieces(first: usize, len: usize, mut f: impl FnMut(Range<usize>)) {
+    let mut x = 0;
+    while x < len {
+        let end = (x + NR - (first + x) % NR).min(len);
+        f(x..end);
+        x = end;
+    }
+}
+
+/// Zeroes the padding columns `columns..` of the last sliver of every row of each packed point
+/// matrix in `points`, each `[rows, columns]`.
+fn zero_padding(points: &mut [f32], rows: usize, columns: usize) {
+    let padded = columns.next_multiple_of(NR);
+    if padded == columns {
+        return;
+    }
+    for point in points.chunks_exact_mut(PackedB::packed_len(rows, columns)) {
+        for row in 0..rows {
+            let at = PackedB::offset(rows, columns, row, columns);
+            point[at..at + padded - columns].fill(0.0);
+        }
+    }
+}
+
+/// Transforms the image tiles of `samples` into `v [POINTS, k, columns]` laid out as `output`.
 fn transform_image(
     t: &Tiling,
     image: &[f32],
     samples: Range<usize>,
     v: &mut [f32],
-    parallel: bool,
+    output: Output,
 ) {
     let (k, columns) = (t.k(), samples.len() * t.tiles());
     let channel = |c: usize, points: &mut [&mut [f32]; POINTS]| {
         with_buffer(&PLANE, split_rows(t, samples.len()).len(), |plane| {
-            transform_image_channel(t, image, samples.clone(), c, points, plane);
+            transform_image_channel(t, image, samples.clone(), c, (points, output), plane);
         });
     };
-    if parallel {
-        let out = DisjointSlice::new(v);
-        (0..t.c_in).into_par_iter().for_each(|c| {
-            let rows =
-                |xi: usize| (xi * k + PHASES * c) * columns..(xi * k + PHASES * (c + 1)) * columns;
-            // SAFETY: task `c` alone writes rows `4 * c..4 * c + 4` of each point's matrix.
-            let mut points = std::array::from_fn(|xi| unsafe { out.range_mut(rows(xi)) });
-            channel(c, &mut points);
-        });
-    } else {
-        for c in 0..t.c_in {
-            channel(c, &mut point_rows(v, PHASES * c * columns, k * columns, PHASES * columns));
+    match output {
+        Output::RowMajor => {
+            let out = DisjointSlice::new(v);
+            (0..t.c_in).into_par_iter().for_each(|c| {
+                let rows = |xi: usize| {
+                    (xi * k + PHASES * c) * columns..(xi * k + PHASES * (c + 1)) * columns
+                };
+                // SAFETY: task `c` alone writes rows `4 * c..4 * c + 4` of each point's matrix.
+                let mut points = std::array::from_fn(|xi| unsafe { out.range_mut(rows(xi)) });
+                channel(c, &mut points);
+            });
+        }
+        Output::Packed => {
+            let len = PackedB::packed_len(k, columns);
+            zero_padding(&mut v[..POINTS * len], k, columns);
+            for c in 0..t.c_in {
+                channel(c, &mut point_rows(v, 0, len, len));
+            }
         }
     }
 }
 
-/// Transforms image channel `c` of `samples` into `points[xi] [4, columns]`, rows `4 * c..4 * c
-/// + 4` of each point's matrix, using `plane` as the split plane.
+/// Transforms image channel `c` of `samples` into rows `4 * c..4 * c + 4` of each point's
+/// matrix, using `plane` as the split plane. With [`Output::RowMajor`], `points[xi]` holds just
+/// those rows, `[4, columns]`. With [`Output::Packed`], it is the whole packed `[k, columns]`.
 fn transform_image_channel(
     t: &Tiling,
     image: &[f32],
     samples: Range<usize>,
     c: usize,
-    points: &mut [&mut [f32]; POINTS],
+    (points, output): (&mut [&mut [f32]; POINTS], Output),
     plane: &mut [f32],
 ) {
     let (plane_len, columns) = (t.h * t.w, samples.len() * t.tiles());
@@ -444,45 +490,63 @@ fn transform_image_channel(
         for ty in 0..t.tile_rows {
             let runs = SplitRows::phase_runs(px)
                 .map(|q| std::array::from_fn(|j| &plane[layout.run(4 * ty + py + 2 * j, q)]));
-            let at = phase * columns + ty * run_len;
-            let mut row = points.each_mut().map(|p| &mut p[at..at + run_len]);
-            image_row(runs, &mut row);
+            let first = ty * run_len;
+            match output {
+                Output::RowMajor => {
+                    let at = phase * columns + first;
+                    let mut row = points.each_mut().map(|p| &mut p[at..at + run_len]);
+                    image_row(runs, &mut row);
+                }
+                Output::Packed => sliver_pieces(first, run_len, |piece| {
+                    let at =
+                        PackedB::offset(t.k(), columns, PHASES * c + phase, first + piece.start);
+                    let mut row = points.each_mut().map(|p| &mut p[at..at + piece.len()]);
+                    let runs = runs.map(|run| run.map(|entries| &entries[piece.clone()]));
+                    image_row(runs, &mut row);
+                }),
+            }
         }
     }
 }
 
 /// Transforms the grid tiles of `samples` into `dm [POINTS, c_out, columns]` (`A dY A^T`), with
-/// the columns of [`transform_image`], one grid channel after another when `parallel` is false
-/// and one rayon task per channel otherwise.
-fn transform_grid(t: &Tiling, grid: &[f32], samples: Range<usize>, dm: &mut [f32], parallel: bool) {
+/// the columns of [`transform_image`], laid out as `output`.
+fn transform_grid(t: &Tiling, grid: &[f32], samples: Range<usize>, dm: &mut [f32], output: Output) {
     let columns = samples.len() * t.tiles();
-    if parallel {
-        let out = DisjointSlice::new(dm);
-        (0..t.c_out).into_par_iter().for_each(|o| {
-            let row = |xi: usize| (xi * t.c_out + o) * columns..(xi * t.c_out + o + 1) * columns;
-            // SAFETY: task `o` alone writes row `o` of each point's matrix.
-            let mut points = std::array::from_fn(|xi| unsafe { out.range_mut(row(xi)) });
-            transform_grid_channel(t, grid, samples.clone(), o, &mut points);
-        });
-    } else {
-        for o in 0..t.c_out {
-            let mut points = point_rows(dm, o * columns, t.c_out * columns, columns);
-            transform_grid_channel(t, grid, samples.clone(), o, &mut points);
+    match output {
+        Output::RowMajor => {
+            let out = DisjointSlice::new(dm);
+            (0..t.c_out).into_par_iter().for_each(|o| {
+                let row =
+                    |xi: usize| (xi * t.c_out + o) * columns..(xi * t.c_out + o + 1) * columns;
+                // SAFETY: task `o` alone writes row `o` of each point's matrix.
+                let mut points = std::array::from_fn(|xi| unsafe { out.range_mut(row(xi)) });
+                transform_grid_channel(t, grid, samples.clone(), o, (&mut points, output));
+            });
+        }
+        Output::Packed => {
+            let len = PackedB::packed_len(t.c_out, columns);
+            zero_padding(&mut dm[..POINTS * len], t.c_out, columns);
+            for o in 0..t.c_out {
+                let mut points = point_rows(dm, 0, len, len);
+                transform_grid_channel(t, grid, samples.clone(), o, (&mut points, output));
+            }
         }
     }
 }
 
-/// Transforms grid channel `o` of `samples` into `points[xi] [columns]`, row `o` of each
-/// point's matrix.
+/// Transforms grid channel `o` of `samples` into row `o` of each point's matrix. With
+/// [`Output::RowMajor`], `points[xi]` contains just that row, `[columns]`. With
+/// [`Output::Packed`], it is the whole packed `[c_out, columns]`.
 fn transform_grid_channel(
     t: &Tiling,
     grid: &[f32],
     samples: Range<usize>,
     o: usize,
-    points: &mut [&mut [f32]; POINTS],
+    (points, output): (&mut [&mut [f32]; POINTS], Output),
 ) {
     let (plane_len, width, samples_len) = (t.out_h * t.out_w, t.out_w, samples.len());
-    let run_len = samples_len * t.tile_cols;
+    let (run_len, columns) = (samples_len * t.tile_cols, samples_len * t.tiles());
     with_buffer(&GRID_ROWS, 2 * samples_len * width, |rows| {
         let (r0, r1) = rows.split_at_mut(samples_len * width);
         for ty in 0..t.tile_rows {
@@ -492,32 +556,37 @@ fn transform_grid_channel(
                 r0[s * width..][..width].copy_from_slice(&plane[2 * ty * width..][..width]);
                 r1[s * width..][..width].copy_from_slice(&plane[(2 * ty + 1) * width..][..width]);
             }
-            let at = ty * run_len;
-            let mut row = points.each_mut().map(|p| &mut p[at..at + run_len]);
-            grid_row(r0, r1, &mut row);
+            let first = ty * run_len;
+            match output {
+                Output::RowMajor => {
+                    let mut row = points.each_mut().map(|p| &mut p[first..first + run_len]);
+                    grid_row(r0, r1, &mut row);
+                }
+                Output::Packed => sliver_pieces(first, run_len, |piece| {
+                    let at = PackedB::offset(t.c_out, columns, o, first + piece.start);
+                    let mut row = points.each_mut().map(|p| &mut p[at..at + piece.len()]);
+                    let pairs = 2 * piece.start..2 * piece.end;
+                    grid_row(&r0[pairs.clone()], &r1[pairs], &mut row);
+                }),
+            }
         }
     });
 }
 
-/// Multiplies rows `rows` of the packed kernel by columns of `operand [POINTS, depth,
-/// columns]` into `block [POINTS, rows, block_columns]`, one GEMM per point.
+/// Multiplies the packed kernel by `operand [POINTS, depth, columns]`, each point's matrix in the
+/// layout of [`PackedB`], into `block [POINTS, rows_padded, columns]`, one GEMM per point.
 fn block_products(
     packed: &PackedA,
     rows_padded: usize,
-    rows: Range<usize>,
     (operand, depth, columns): (&[f32], usize, usize),
-    first_column: usize,
     block: &mut [f32],
 ) {
-    let block_columns = block.len() / (POINTS * rows.len());
-    for (xi, product) in block.chunks_exact_mut(rows.len() * block_columns).enumerate() {
-        let b = MatRef::from_checked(
-            &operand[xi * depth * columns + first_column..],
-            [depth, block_columns],
-            [columns, 1],
-        );
-        let c = MatMut::from_checked(product, [rows.len(), block_columns], [block_columns, 1]);
-        let a_rows = xi * rows_padded + rows.start..xi * rows_padded + rows.end;
+    let len = PackedB::packed_len(depth, columns);
+    for (xi, product) in block.chunks_exact_mut(rows_padded * columns).enumerate() {
+        let b = PackedB::new(&operand[xi * len..][..len], depth, columns)
+            .unwrap_or_else(|e| panic!("winograd: packed_gemm rejected a checked operand: {e}"));
+        let c = MatMut::from_checked(product, [rows_padded, columns], [columns, 1]);
+        let a_rows = xi * rows_padded..(xi + 1) * rows_padded;
         sgemm_prepacked(1.0, packed, a_rows, &b, 0.0, c)
             .unwrap_or_else(|e| panic!("winograd: packed_gemm rejected checked views: {e}"));
     }
@@ -564,13 +633,14 @@ pub(crate) fn image_to_grid(
         let chunks: Vec<Range<usize>> = t.chunks(k.max(rows_padded)).collect();
         chunks.into_par_iter().for_each(|samples| {
             let columns = samples.len() * tiles;
-            with_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
-                // V [POINTS, k, columns].
-                transform_image(&t, image, samples.clone(), v, false);
+            let v_len = POINTS * PackedB::packed_len(k, columns);
+            with_buffer(&IMAGE_TILES, v_len, |v| {
+                // V [POINTS, k, columns], packed.
+                transform_image(&t, image, samples.clone(), v, Output::Packed);
 
                 // M = U * V [POINTS, c_out, columns], then Y = A^T M A plus the bias.
                 with_buffer(&BLOCK, POINTS * rows_padded * columns, |m| {
-                    block_products(packed, rows_padded, 0..rows_padded, (v, k, columns), 0, m);
+                    block_products(packed, rows_padded, (v, k, columns), m);
                     let (width, run_len) = (t.out_w, samples.len() * tw);
                     with_buffer(&GRID_ROWS, 2 * samples.len() * width, |rows| {
                         let (y0, y1) = rows.split_at_mut(samples.len() * width);
@@ -617,21 +687,15 @@ pub(crate) fn grid_to_image(
         let chunks: Vec<Range<usize>> = t.chunks(t.c_out.max(rows_padded)).collect();
         chunks.into_par_iter().for_each(|samples| {
             let columns = samples.len() * tiles;
-            with_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
-                // dM [POINTS, c_out, columns].
-                transform_grid(&t, grid, samples.clone(), dm, false);
+            let dm_len = POINTS * PackedB::packed_len(t.c_out, columns);
+            with_buffer(&GRID_TILES, dm_len, |dm| {
+                // dM [POINTS, c_out, columns], packed.
+                transform_grid(&t, grid, samples.clone(), dm, Output::Packed);
 
                 // dV = U^T * dM [POINTS, k, columns], then B dV B^T added into split planes
                 // and merged into the image with the bias.
                 with_buffer(&BLOCK, POINTS * rows_padded * columns, |dv| {
-                    block_products(
-                        packed,
-                        rows_padded,
-                        0..rows_padded,
-                        (dm, t.c_out, columns),
-                        0,
-                        dv,
-                    );
+                    block_products(packed, rows_padded, (dm, t.c_out, columns), dv);
                     let layout = split_rows(&t, samples.len());
                     let run_len = layout.run_len();
                     with_buffer(&PLANE, layout.len(), |plane| {
@@ -699,8 +763,8 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
             with_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
                 with_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
                     rayon::join(
-                        || transform_image(&t, image, samples.clone(), v, true),
-                        || transform_grid(&t, grid, samples.clone(), dm, true),
+                        || transform_image(&t, image, samples.clone(), v, Output::RowMajor),
+                        || transform_grid(&t, grid, samples.clone(), dm, Output::RowMajor),
                     );
 
                     // dU[xi] += dM[xi] * V[xi]^T, one task per point and block of rows. B =

@@ -224,9 +224,15 @@ pub fn gemm_into<A: PackA>(alpha: f32, a: &A, b: &impl PackB, beta: f32, c: &mut
                     // The first k-block applies beta; later ones add to what it wrote.
                     let merge = Merge::new(alpha, if pc == 0 { beta } else { 1.0 });
 
-                    // Pack B[pc.., jc..] as [nc / NR slivers][kc][NR].
-                    let b_panel = &mut b_buffer[..nc.next_multiple_of(NR) * kc];
-                    b.pack_b(pc, kc, jc, nc, b_panel);
+                    // B[pc.., jc..] as [nc / NR slivers][kc][NR], in place or packed here.
+                    let b_panel = match b.packed_block(pc, kc, jc, nc) {
+                        Some(panel) => panel,
+                        None => {
+                            let panel = &mut b_buffer[..nc.next_multiple_of(NR) * kc];
+                            b.pack_b(pc, kc, jc, nc, panel);
+                            &*panel
+                        }
+                    };
 
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
