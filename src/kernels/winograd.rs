@@ -469,7 +469,7 @@ fn transform_image(
 }
 
 /// Transforms image channel `c` of `samples` into rows `4 * c..4 * c + 4` of each point's
-/// matrix, using `plane` as the split plane. With [`Output::RowMajor`], `points[xi]` holds just
+/// matrix, using `plane` as the split plane. With [`Output::RowMajor`], `points[xi]` contains just
 /// those rows, `[4, columns]`. With [`Output::Packed`], it is the whole packed `[k, columns]`.
 fn transform_image_channel(
     t: &Tiling,
