@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 use dcgan::kernels::gemm::{gemm, MatMut, MatRef};
+use dcgan::kernels::packed_gemm;
 use dcgan::kernels::{
     conv, conv_transpose, Conv2dGeometry, Conv2dSpec, ConvGeometry, ConvTranspose2dGeometry,
     ConvTranspose2dSpec,
@@ -268,6 +269,41 @@ impl GemmWorkload {
             0.0,
             MatMut::row_major(&mut self.c, m, n),
         );
+    }
+}
+
+/// The same GEMM on the crate's packed GEMM with both operands stored in its packed layouts
+/// beforehand, so that a call runs only the microkernel, the merging of its tiles into C and the
+/// loops around them.
+pub struct PrepackedGemm {
+    shape: [usize; 3],
+    a: packed_gemm::PackedA,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl PrepackedGemm {
+    pub fn new(shape: [usize; 3]) -> Self {
+        let [m, k, n] = shape;
+        let (a, b_values) = (random(5, m * k), random(6, k * n));
+        let a_view = packed_gemm::MatRef::row_major(&a, m, k).expect("benchmark shapes are valid");
+        let mut b = vec![0.0; packed_gemm::PackedB::packed_len(k, n)];
+        for row in 0..k {
+            for col in 0..n {
+                b[packed_gemm::PackedB::offset(k, n, row, col)] = b_values[row * n + col];
+            }
+        }
+        let a = packed_gemm::PackedA::new(a_view);
+        PrepackedGemm { shape, a, b, c: vec![0.0; m * n] }
+    }
+
+    /// `C = A * B` on the calling thread.
+    pub fn run(&mut self) {
+        let [m, k, n] = self.shape;
+        let b = packed_gemm::PackedB::new(&self.b, k, n).expect("benchmark shapes are valid");
+        let c =
+            packed_gemm::MatMut::row_major(&mut self.c, m, n).expect("benchmark shapes are valid");
+        packed_gemm::sgemm_prepacked(1.0, &self.a, 0..m, &b, 0.0, c).expect("valid operands");
     }
 }
 

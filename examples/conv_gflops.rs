@@ -17,6 +17,10 @@
 //! several paths, the paths, are timed alternately so that all see the same machine
 //! state. FLOPs are `2 * m * k * n` of the direct lowering's GEMM on every path, so the
 //! Winograd path, which does fewer, shows an effective rate.
+//!
+//! The last column, `in place 1t`, is the crate's packed GEMM on the same whole-batch shape with
+//! both operands stored in its packed layouts beforehand (`PackedA`, `PackedB`): the
+//! microkernel, the merging of its tiles into C and the loops around them, without packing.
 
 #[path = "../benches/dcgan_layers.rs"]
 mod dcgan_layers;
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
 use dcgan::kernels::{set_winograd, Winograd};
-use dcgan_layers::{dcgan_layers, pool, GemmWorkload, Pass, Workload};
+use dcgan_layers::{dcgan_layers, pool, GemmWorkload, Pass, PrepackedGemm, Workload};
 
 const BATCH: usize = 64;
 
@@ -147,7 +151,7 @@ fn main() -> ExitCode {
     let (one, two) = (pool(1), pool(2));
     println!("batch {BATCH}; GFLOP/s = 2*m*k*n / time; ratio = ours / gemm (1 thread)");
     println!(
-        "{:<34} {:<11} {:<14} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "{:<34} {:<11} {:<14} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7} {:>11}",
         "layer",
         "pass",
         "backend",
@@ -156,7 +160,8 @@ fn main() -> ExitCode {
         "ours 2t",
         "gemm 1t",
         "ratio1",
-        "ratio2"
+        "ratio2",
+        "in place 1t"
     );
     for layer in dcgan_layers() {
         let name = layer.name();
@@ -168,6 +173,10 @@ fn main() -> ExitCode {
             let shape = layer.gemm_shape(pass, BATCH);
             let gflop = layer.flops(pass, BATCH) as f64 * 1e-9;
             let mut sgemm = GemmWorkload::new(shape);
+            let in_place = {
+                let mut prepacked = PrepackedGemm::new(shape);
+                min_time(|| prepacked.run())
+            };
             for &path in &backends {
                 path.select();
                 let ours1 = min_time(|| one.install(|| work.run(pass)));
@@ -177,7 +186,7 @@ fn main() -> ExitCode {
                 let rate = |t: Duration| gflop / t.as_secs_f64();
                 let [m, k, n] = shape;
                 println!(
-                    "{:<34} {:<11} {:<14} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2}",
+                    "{:<34} {:<11} {:<14} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2} {:>11.1}",
                     name,
                     pass.name(),
                     format!("{path:?}"),
@@ -187,6 +196,7 @@ fn main() -> ExitCode {
                     rate(reference),
                     reference.as_secs_f64() / ours1.as_secs_f64(),
                     reference.as_secs_f64() / ours2.as_secs_f64(),
+                    rate(in_place),
                 );
             }
         }
