@@ -287,7 +287,7 @@ impl PrepackedGemm {
         let [m, k, n] = shape;
         let (a, b_values) = (random(5, m * k), random(6, k * n));
         let a_view = packed_gemm::MatRef::row_major(&a, m, k).expect("benchmark shapes are valid");
-        let mut b = vec![0.0; packed_gemm::PackedB::packed_len(k, n)];
+        let mut b = vec![0.0; packed_gemm::PackedB::packed_len(k, n).unwrap()];
         for row in 0..k {
             for col in 0..n {
                 b[packed_gemm::PackedB::offset(k, n, row, col)] = b_values[row * n + col];

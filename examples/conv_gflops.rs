@@ -18,6 +18,10 @@
 //! state. FLOPs are `2 * m * k * n` of the direct lowering's GEMM on every path, so the
 //! Winograd path, which does fewer, shows an effective rate.
 //!
+//! The first discriminator layer's forward (and the last generator layer's grad-input) runs on
+//! both packed paths as the direct convolution of `kernels::shallow`, because its reduction is
+//! only 48 or 16 long.
+//!
 //! The last column, `in place 1t`, is the crate's packed GEMM on the same whole-batch shape with
 //! both operands stored in its packed layouts beforehand (`PackedA`, `PackedB`): the
 //! microkernel, the merging of its tiles into C and the loops around them, without packing.
@@ -149,7 +153,16 @@ fn main() -> ExitCode {
         }
     };
     let (one, two) = (pool(1), pool(2));
-    println!("batch {BATCH}; GFLOP/s = 2*m*k*n / time; ratio = ours / gemm (1 thread)");
+    println!(
+        "batch {BATCH}; GFLOP/s = 2*m*k*n / time of the whole-batch GEMM shape m x k x n.\n\
+         ours 1t, ours 2t: the pass on the row's path, on 1 and 2 threads (a layer the Winograd \
+         path does not fit runs as packed, and a forward product with a reduction of at most 64 \
+         runs as the direct convolution of kernels::shallow on both).\n\
+         gemm 1t: one GEMM call of that shape on the row's backend, 1 thread; ratio1, ratio2: \
+         gemm 1t time / ours 1t or 2t time.\n\
+         in place 1t: the crate's packed GEMM with both operands pre-packed (microkernel and \
+         its loops, no packing), the same on every path."
+    );
     println!(
         "{:<34} {:<11} {:<14} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7} {:>11}",
         "layer",

@@ -33,7 +33,7 @@ use dcgan::data::{Mnist, MnistOptions};
 use dcgan::eval::{EvalOptions, Evaluator};
 use dcgan::kernels::gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 use dcgan::kernels::{set_winograd, Winograd};
-use dcgan::run::folder::{read_history, CHECKPOINT_FILE};
+use dcgan::run::folder::{read_history, CHECKPOINT_FILE, SETTINGS_FILE};
 use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
 use dcgan::Error;
@@ -720,6 +720,7 @@ impl Progress {
         println!("  {:<40} loss curves", out.join("losses.png").display());
         println!("  {:<40} losses per step", out.join("metrics.csv").display());
         println!("  {:<40} training state", out.join(CHECKPOINT_FILE).display());
+        println!("  {:<40} settings of the run", out.join(SETTINGS_FILE).display());
         if self.interrupted {
             println!(
                 "Stopped by Ctrl-C after step {step} of {}, with the state saved. Continue with: \

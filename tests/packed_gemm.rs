@@ -324,7 +324,7 @@ fn packer_case((m, k, n): (usize, usize, usize), seed: u64) -> Result<(), TestCa
     sgemm_with_packer(0.75, a.view(), &as_closure, -1.5, closure.view_mut()).unwrap();
 
     // B stored whole in the packed layout: the GEMM reads its blocks in place.
-    let mut stored = vec![f32::NAN; PackedB::packed_len(k, n)];
+    let mut stored = vec![f32::NAN; PackedB::packed_len(k, n).unwrap()];
     for p in 0..k {
         for j in 0..n.next_multiple_of(NR) {
             let value = if j < n { b_values[p * n + j] } else { 0.0 };
@@ -542,8 +542,10 @@ fn oversized_dimensions_are_rejected() {
     let error = sgemm(1.0, wide_row, tall_column, 0.0, c).unwrap_err();
     assert!(error.to_string().contains("matrix size"), "{error}");
 
+    // A packer that reports no shape, so that only the size check can reject the call.
     let a = MatRef::row_major(&one, 1, 1).unwrap();
-    let error = sgemm_tiles(1.0, a, &a, usize::MAX, |_| {}).unwrap_err();
+    let packer = |_: usize, _: usize, _: usize, _: usize, _: &mut [f32]| {};
+    let error = sgemm_tiles(1.0, a, &packer, usize::MAX, |_| {}).unwrap_err();
     assert!(matches!(error, Error::InvalidArgument { name: "matrix size", .. }), "{error}");
 }
 
@@ -562,4 +564,40 @@ fn mismatched_dimensions_are_rejected() {
 
     let error = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut out, 3, 5).unwrap()).unwrap_err();
     assert!(error.to_string().contains("rows of A"), "{error}");
+}
+
+#[test]
+fn packed_b_of_the_wrong_shape_is_rejected() {
+    let (m, k, n) = (4, 10, 5);
+    let a = vec![1.0; m * k];
+    let a_view = MatRef::row_major(&a, m, k).unwrap();
+    for (rows, cols) in [(8, 5), (12, 5), (10, 4)] {
+        let data = vec![1.0; PackedB::packed_len(rows, cols).unwrap()];
+        let b = PackedB::new(&data, rows, cols).unwrap();
+        let mut c = vec![0.0; m * 7];
+        let c_view = MatMut::row_major(&mut c[..m * n], m, n).unwrap();
+        let result = sgemm_with_packer(1.0, a_view, &b, 0.0, c_view);
+        assert!(
+            matches!(result, Err(Error::InvalidArgument { .. })),
+            "B {rows} x {cols} against A {m} x {k} and C {m} x {n}: {result:?}"
+        );
+    }
+    // A strided B passed as a packer is checked the same way.
+    let b_values = vec![1.0; 12 * n];
+    let b_view = MatRef::row_major(&b_values, 12, n).unwrap();
+    let mut c = vec![0.0; m * n];
+    let result =
+        sgemm_with_packer(1.0, a_view, &b_view, 0.0, MatMut::row_major(&mut c, m, n).unwrap());
+    assert!(matches!(result, Err(Error::InvalidArgument { .. })), "strided B: {result:?}");
+}
+
+#[test]
+fn packed_b_length_is_checked() {
+    assert!(matches!(PackedB::new(&[0.0; 10], 3, 5), Err(Error::InvalidArgument { .. })));
+    assert!(PackedB::new(&[0.0; 3 * NR], 3, 5).is_ok());
+    assert_eq!(PackedB::packed_len(3, usize::MAX - 2), None);
+    let overflow = PackedB::new(&[0.0; 96], 3, usize::MAX - 2);
+    assert!(matches!(overflow, Err(Error::Overflow { .. })), "{overflow:?}");
+    let too_many_rows = PackedB::new(&[0.0; 96], usize::MAX / 2, 5);
+    assert!(matches!(too_many_rows, Err(Error::Overflow { .. })), "{too_many_rows:?}");
 }

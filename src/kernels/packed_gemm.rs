@@ -284,10 +284,31 @@ pub trait PackB {
 
     /// Returns the block `B[k0..k0 + kc, n0..n0 + nc]` already in the sliver layout above, if
     /// this operand stores it that way, so that the GEMM reads it in place instead of calling
-    /// [`PackB::pack_b`]. The default stores nothing packed.
+    /// [`PackB::pack_b`]. The slice must be `nc.div_ceil(NR) * NR * kc` floats long, as `dst`
+    /// would be. A GEMM that gets a slice of any other length packs the block with
+    /// [`PackB::pack_b`] instead. The default stores nothing packed.
     fn packed_block(&self, k0: usize, kc: usize, n0: usize, nc: usize) -> Option<&[f32]> {
         let _ = (k0, kc, n0, nc);
         None
+    }
+
+    /// Returns `[rows, cols]` of B if this operand stores them, so that a GEMM can reject a B
+    /// that does not match A and C. The default returns `None`, and the caller is trusted.
+    fn shape(&self) -> Option<[usize; 2]> {
+        None
+    }
+}
+
+/// Checks the shape `b` reports, if any, against `k x n`.
+fn check_b_shape(b: &impl PackB, k: usize, n: usize) -> Result<()> {
+    match b.shape() {
+        Some([rows, _]) if rows != k => {
+            Err(Error::invalid("rows of B", rows, format!("{k}, the columns of A")))
+        }
+        Some([_, cols]) if cols != n => {
+            Err(Error::invalid("columns of B", cols, format!("{n}, the columns of C")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -301,7 +322,8 @@ pub trait PackB {
 /// ```
 ///
 /// where `kc` is the height of its row block, [`KC`] or less for the last. Each block a GEMM
-/// requests is then one contiguous range. Padding columns must be finite, and are best zero.
+/// requests is then one contiguous range. The padding columns should be zero, as in
+/// [`PackB::pack_b`].
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
     data: &'a [f32],
@@ -310,9 +332,10 @@ pub struct PackedB<'a> {
 }
 
 impl<'a> PackedB<'a> {
-    /// Returns the number of floats a `rows x cols` operand takes in this layout.
-    pub fn packed_len(rows: usize, cols: usize) -> usize {
-        rows * cols.next_multiple_of(NR)
+    /// Returns the number of floats a `rows x cols` operand takes in this layout, or `None` if
+    /// that does not fit in `usize`.
+    pub fn packed_len(rows: usize, cols: usize) -> Option<usize> {
+        cols.checked_next_multiple_of(NR)?.checked_mul(rows)
     }
 
     /// Returns the position of element `(row, col)` of a `rows x cols` operand.
@@ -328,9 +351,13 @@ impl<'a> PackedB<'a> {
     /// Views `data` as a packed `rows x cols` operand.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `data` is not exactly [`PackedB::packed_len`] floats long.
+    /// [`Error::InvalidArgument`] when `data` is not exactly [`PackedB::packed_len`] floats long,
+    /// and [`Error::Overflow`] when that length does not fit in `usize`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
-        let expected = checked_product("packed B", &[rows, cols.next_multiple_of(NR)])?;
+        let padded = cols
+            .checked_next_multiple_of(NR)
+            .ok_or(Error::Overflow { what: "columns of the packed B" })?;
+        let expected = checked_product("packed B", &[rows, padded])?;
         if data.len() != expected {
             return Err(Error::invalid(
                 "length of the packed B",
@@ -359,6 +386,10 @@ impl PackB for PackedB<'_> {
         }
     }
 
+    fn shape(&self) -> Option<[usize; 2]> {
+        Some([self.rows, self.cols])
+    }
+
     fn packed_block(&self, k0: usize, kc: usize, n0: usize, nc: usize) -> Option<&[f32]> {
         let whole_block = k0.is_multiple_of(KC) && kc == KC.min(self.rows - k0);
         if !whole_block || !n0.is_multiple_of(NR) || n0 + nc > self.cols {
@@ -372,6 +403,10 @@ impl PackB for PackedB<'_> {
 impl PackB for MatRef<'_> {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
         pack::pack_b_strided(self, k0, kc, n0, nc, dst);
+    }
+
+    fn shape(&self) -> Option<[usize; 2]> {
+        Some([self.rows, self.cols])
     }
 }
 
@@ -458,8 +493,8 @@ pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>)
 /// The result is bit-identical to [`sgemm`] on a strided B with the same values.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when A and C differ in rows or a matrix is too large, as for
-/// [`sgemm`].
+/// [`Error::InvalidArgument`] when A and C differ in rows, when `b` reports a shape
+/// ([`PackB::shape`]) other than `k x n`, or when a matrix is too large, as for [`sgemm`].
 pub fn sgemm_with_packer(
     alpha: f32,
     a: MatRef<'_>,
@@ -470,6 +505,7 @@ pub fn sgemm_with_packer(
     if a.rows != c.rows {
         return Err(Error::invalid("rows of A", a.rows, format!("{}, the rows of C", c.rows)));
     }
+    check_b_shape(b, a.cols, c.cols)?;
     check_dimensions(a.rows, a.cols, c.cols)?;
     driver::gemm_into(alpha, &a, b, beta, &mut c);
     Ok(())
@@ -485,8 +521,8 @@ pub fn sgemm_with_packer(
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when `rows` does not start at a multiple of [`MR`] or does not lie
-/// within the rows of `a`, when `rows.len()` differs from the rows of C, or when a matrix is too
-/// large, as for [`sgemm`].
+/// within the rows of `a`, when `rows.len()` differs from the rows of C, when `b` reports a
+/// shape ([`PackB::shape`]) other than `k x n`, or when a matrix is too large, as for [`sgemm`].
 pub fn sgemm_prepacked(
     alpha: f32,
     a: &PackedA,
@@ -505,6 +541,7 @@ pub fn sgemm_prepacked(
     if rows.len() != c.rows {
         return Err(Error::invalid("rows of A", rows.len(), format!("{}, the rows of C", c.rows)));
     }
+    check_b_shape(b, a.cols(), c.cols)?;
     check_dimensions(rows.len(), a.cols(), c.cols)?;
     driver::gemm_into(alpha, &a_rows, b, beta, &mut c);
     Ok(())
@@ -518,7 +555,8 @@ pub fn sgemm_prepacked(
 /// with `beta == 0`. With `alpha == 0` or `k == 0`, A and B are not read and the tiles are zero.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when A, B or the product has more than [`MAX_TENSOR_ELEMENTS`]
+/// [`Error::InvalidArgument`] when `b` reports a shape ([`PackB::shape`]) other than `a.cols() x
+/// n`, or when A, B or the product has more than [`MAX_TENSOR_ELEMENTS`]
 /// elements, and [`Error::Overflow`] when such a count does not fit in `usize`.
 pub fn sgemm_tiles(
     alpha: f32,
@@ -527,6 +565,7 @@ pub fn sgemm_tiles(
     n: usize,
     mut tile: impl FnMut(&Tile<'_>),
 ) -> Result<()> {
+    check_b_shape(b, a.cols, n)?;
     check_dimensions(a.rows, a.cols, n)?;
     tiles::gemm_tiles(alpha, &a, b, n, &mut tile);
     Ok(())

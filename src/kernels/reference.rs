@@ -6,6 +6,11 @@
 //! tap) tuples that [`ConvGeometry`] defines and applies one multiply-add per tuple whose image
 //! pixel lies inside the image. Output buffers are returned freshly allocated, so the caller
 //! sees exactly what was written.
+//!
+//! NOTE: skipping the padding makes the reference differ from the fast kernels on infinite
+//! weights. The kernels multiply a padded tap by its zero, so an infinite weight there gives
+//! NaN (`0 * inf`, as in any im2col lowering), where the reference stays finite. On finite
+//! inputs the two agree within rounding.
 
 use std::ops::{Add, AddAssign, Mul};
 

@@ -35,6 +35,10 @@ pub const MIN_CHANNELS: usize = 16;
 /// Output channels of one register block; the path takes only whole blocks.
 pub const CHANNELS: usize = 8;
 
+/// Narrowest grid row, in positions, that runs on this path: half a vector of the build, so 8
+/// with AVX-512 and 4 otherwise.
+pub const MIN_WIDTH: usize = LANES / 2;
+
 /// Work items a call tries to offer rayon.
 const MIN_ITEMS: usize = 8;
 
@@ -45,12 +49,15 @@ thread_local! {
     static BLOCKS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Returns whether the forward product of `g` (conv2d forward, conv_transpose2d grad-input)
-/// runs on this path under the current backend.
+/// Returns whether the forward product of the lowering `g` (conv2d forward, conv_transpose2d
+/// grad-input) runs on this path under the current backend.
 ///
-/// It does on the packed GEMM backend, without dilation, for a reduction of at most
-/// [`MAX_DEPTH`], at least [`MIN_CHANNELS`] output channels in whole blocks of [`CHANNELS`], and
-/// grid rows of at least half a vector.
+/// `g` is the `lowering` field of a [`Conv2dGeometry`](super::Conv2dGeometry) or a
+/// [`ConvTranspose2dGeometry`](super::ConvTranspose2dGeometry). For a transposed convolution its
+/// image is the output and its grid the input, so the forward product is the grad-input. It
+/// runs on the packed GEMM backend, without dilation, for a reduction `c_in * k_h * k_w` of at
+/// most [`MAX_DEPTH`], at least [`MIN_CHANNELS`] grid channels in whole blocks of [`CHANNELS`],
+/// and grid rows of at least [`MIN_WIDTH`] positions.
 ///
 /// The choice depends on the shape alone, so results stay bit-identical across thread counts.
 /// Measured on an AMD EPYC Zen 4 core at batch 64, the DCGAN first discriminator layers ran
@@ -61,7 +68,7 @@ pub fn applies(g: &ConvGeometry) -> bool {
         && g.k() <= MAX_DEPTH
         && g.c_out >= MIN_CHANNELS
         && g.c_out.is_multiple_of(CHANNELS)
-        && 2 * g.out_w >= LANES
+        && g.out_w >= MIN_WIDTH
 }
 
 /// The layout of one sample's column-phase rows.

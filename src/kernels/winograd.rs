@@ -34,9 +34,10 @@
 //! order. Each product carries the rounding of its two transforms (two additions each) and its
 //! own, the sum over `k` adds at most `k` roundings, the output transform two and the bias one.
 //! The col2im side has `c_out + 13` in place of `k + 8`: its adjoint input transform rounds
-//! twice per axis and a pixel sums up to four overlapping tiles. The weight gradient sums
-//! `columns` products, one per tile of the batch, and its bound is `2 * columns + 8`. The tests
-//! check all three bounds against a double-precision reference on random layers.
+//! twice per axis and a pixel sums up to four overlapping tiles. The weight gradient sums one
+//! product per tile of the whole batch, `t = n * out_h * out_w / 4` of them, and its bound is
+//! `2 * t + 8`. The tests check all three bounds against a double-precision reference on random
+//! layers.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -405,6 +406,12 @@ enum Output {
     Packed,
 }
 
+/// Floats of a `[rows, columns]` matrix in the layout of [`PackedB`], for sizes that come from
+/// a checked geometry.
+fn packed_len(rows: usize, columns: usize) -> usize {
+    PackedB::packed_len(rows, columns).expect("a checked geometry's operand fits in memory")
+}
+
 /// Calls `f(x0..x1)` for the pieces of a run of `len` columns from column `first` that stay
 /// within one sliver of [`NR`] columns of the packed layout, with `x0` and `x1` relative to
 /// `first`.
@@ -424,7 +431,7 @@ fn zero_padding(points: &mut [f32], rows: usize, columns: usize) {
     if padded == columns {
         return;
     }
-    for point in points.chunks_exact_mut(PackedB::packed_len(rows, columns)) {
+    for point in points.chunks_exact_mut(packed_len(rows, columns)) {
         for row in 0..rows {
             let at = PackedB::offset(rows, columns, row, columns);
             point[at..at + padded - columns].fill(0.0);
@@ -459,7 +466,7 @@ fn transform_image(
             });
         }
         Output::Packed => {
-            let len = PackedB::packed_len(k, columns);
+            let len = packed_len(k, columns);
             zero_padding(&mut v[..POINTS * len], k, columns);
             for c in 0..t.c_in {
                 channel(c, &mut point_rows(v, 0, len, len));
@@ -525,7 +532,7 @@ fn transform_grid(t: &Tiling, grid: &[f32], samples: Range<usize>, dm: &mut [f32
             });
         }
         Output::Packed => {
-            let len = PackedB::packed_len(t.c_out, columns);
+            let len = packed_len(t.c_out, columns);
             zero_padding(&mut dm[..POINTS * len], t.c_out, columns);
             for o in 0..t.c_out {
                 let mut points = point_rows(dm, 0, len, len);
@@ -581,7 +588,7 @@ fn block_products(
     (operand, depth, columns): (&[f32], usize, usize),
     block: &mut [f32],
 ) {
-    let len = PackedB::packed_len(depth, columns);
+    let len = packed_len(depth, columns);
     for (xi, product) in block.chunks_exact_mut(rows_padded * columns).enumerate() {
         let b = PackedB::new(&operand[xi * len..][..len], depth, columns)
             .unwrap_or_else(|e| panic!("winograd: packed_gemm rejected a checked operand: {e}"));
@@ -633,7 +640,7 @@ pub(crate) fn image_to_grid(
         let chunks: Vec<Range<usize>> = t.chunks(k.max(rows_padded)).collect();
         chunks.into_par_iter().for_each(|samples| {
             let columns = samples.len() * tiles;
-            let v_len = POINTS * PackedB::packed_len(k, columns);
+            let v_len = POINTS * packed_len(k, columns);
             with_buffer(&IMAGE_TILES, v_len, |v| {
                 // V [POINTS, k, columns], packed.
                 transform_image(&t, image, samples.clone(), v, Output::Packed);
@@ -687,7 +694,7 @@ pub(crate) fn grid_to_image(
         let chunks: Vec<Range<usize>> = t.chunks(t.c_out.max(rows_padded)).collect();
         chunks.into_par_iter().for_each(|samples| {
             let columns = samples.len() * tiles;
-            let dm_len = POINTS * PackedB::packed_len(t.c_out, columns);
+            let dm_len = POINTS * packed_len(t.c_out, columns);
             with_buffer(&GRID_TILES, dm_len, |dm| {
                 // dM [POINTS, c_out, columns], packed.
                 transform_grid(&t, grid, samples.clone(), dm, Output::Packed);

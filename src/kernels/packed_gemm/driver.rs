@@ -225,10 +225,11 @@ pub fn gemm_into<A: PackA>(alpha: f32, a: &A, b: &impl PackB, beta: f32, c: &mut
                     let merge = Merge::new(alpha, if pc == 0 { beta } else { 1.0 });
 
                     // B[pc.., jc..] as [nc / NR slivers][kc][NR], in place or packed here.
+                    let len = nc.next_multiple_of(NR) * kc;
                     let b_panel = match b.packed_block(pc, kc, jc, nc) {
-                        Some(panel) => panel,
-                        None => {
-                            let panel = &mut b_buffer[..nc.next_multiple_of(NR) * kc];
+                        Some(panel) if panel.len() == len => panel,
+                        _ => {
+                            let panel = &mut b_buffer[..len];
                             b.pack_b(pc, kc, jc, nc, panel);
                             &*panel
                         }
