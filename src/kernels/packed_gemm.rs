@@ -371,6 +371,9 @@ impl<'a> PackedB<'a> {
 
 impl PackB for PackedB<'_> {
     fn pack_b(&self, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+        if kc == 0 {
+            return;
+        }
         for (s, sliver) in dst.chunks_exact_mut(kc * NR).enumerate() {
             for (p, row) in sliver.chunks_exact_mut(NR).enumerate() {
                 let first = n0 + s * NR;
