@@ -83,20 +83,8 @@ fn branches_match_reference() {
 
 #[test]
 fn thread_count_does_not_change_bits() {
-    let pools: Vec<_> = [1, 2, 7]
-        .map(|threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap())
-        .into();
     for (name, conv) in branch_shapes() {
-        let runs: Vec<Vec<u32>> = pools
-            .iter()
-            .map(|pool| {
-                let (_, out) = pool.install(|| run_image_to_grid(&conv, 7));
-                out.iter().map(|v| v.to_bits()).collect()
-            })
-            .collect();
-        for (run, threads) in runs.iter().zip([1, 2, 7]).skip(1) {
-            assert!(*run == runs[0], "{name}: results differ between 1 and {threads} threads");
-        }
+        assert_same_bits_on_threads(name, &[1, 2, 7], || run_image_to_grid(&conv, 7).1);
     }
 }
 

@@ -93,21 +93,9 @@ fn forward_without_bias_matches_reference() {
 
 #[test]
 fn thread_count_does_not_change_bits() {
-    let pools: Vec<_> = [1, 2, 3]
-        .map(|threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap())
-        .into();
     for (name, conv) in shapes() {
         assert_direct(name, &conv);
-        let runs: Vec<Vec<u32>> = pools
-            .iter()
-            .map(|pool| {
-                let (_, out) = pool.install(|| run_image_to_grid(&conv, 11));
-                out.iter().map(|v| v.to_bits()).collect()
-            })
-            .collect();
-        for (run, threads) in runs.iter().zip([1, 2, 3]).skip(1) {
-            assert!(*run == runs[0], "{name}: results differ between 1 and {threads} threads");
-        }
+        assert_same_bits_on_threads(name, &[1, 2, 3], || run_image_to_grid(&conv, 11).1);
     }
 }
 
@@ -124,18 +112,18 @@ fn direct_conv() -> impl Strategy<Value = Conv> {
         "not on the direct path",
         |((n, c_image, c_grid, h), w, (kernel, stride, padding), transposed)| {
             set_gemm_backend(GemmBackend::Packed);
+            let forward = Conv2dSpec {
+                c_in: c_image,
+                c_out: c_grid,
+                kernel,
+                stride,
+                padding,
+                dilation: [1, 1],
+            };
+            let g = forward.geometry(n, h, w).ok()?;
             let conv = if transposed {
                 // The grad-input of a transposed convolution with `c_image` outputs runs the
                 // forward product of the matching convolution over its output gradient.
-                let forward = Conv2dSpec {
-                    c_in: c_image,
-                    c_out: c_grid,
-                    kernel,
-                    stride,
-                    padding,
-                    dilation: [1, 1],
-                };
-                let g = forward.geometry(n, h, w).ok()?;
                 let spec = ConvTranspose2dSpec {
                     c_in: c_grid,
                     c_out: c_image,
@@ -147,15 +135,7 @@ fn direct_conv() -> impl Strategy<Value = Conv> {
                 };
                 Conv::Transposed(spec.geometry(n, g.out_h(), g.out_w()).ok()?)
             } else {
-                let spec = Conv2dSpec {
-                    c_in: c_image,
-                    c_out: c_grid,
-                    kernel,
-                    stride,
-                    padding,
-                    dilation: [1, 1],
-                };
-                Conv::Forward(spec.geometry(n, h, w).ok()?)
+                Conv::Forward(g)
             };
             shallow::applies(lowering(&conv)).then_some(conv)
         },

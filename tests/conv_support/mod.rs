@@ -270,3 +270,23 @@ pub fn check_image_to_grid(name: &str, conv: &Conv, seed: u64) {
     let bound: Vec<f64> = abs.iter().map(|a| 2.0 * gamma(terms, U32) * a).collect();
     assert_close(name, &ours, &exact, &bound);
 }
+
+/// Asserts that `run` returns the same bits in a rayon pool of each size in `threads`.
+pub fn assert_same_bits_on_threads(
+    name: &str,
+    threads: &[usize],
+    run: impl Fn() -> Vec<f32> + Sync,
+) {
+    let bits = |count: usize| -> Vec<u32> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(count).build().unwrap();
+        pool.install(&run).iter().map(|v| v.to_bits()).collect()
+    };
+    let first = bits(threads[0]);
+    for &count in &threads[1..] {
+        assert!(
+            bits(count) == first,
+            "{name}: results differ between {} and {count} threads",
+            threads[0]
+        );
+    }
+}
