@@ -318,24 +318,28 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
         let first_row = g * MR;
         if !transposed {
             // Row r: output channel first_row + r; column 4c + phase. The MR rows of one
-            // column are contiguous, so each channel's values are gathered across rows first.
+            // column are contiguous, so each (channel, phase) is transformed with the sliver's
+            // output channels as lanes and written as whole columns.
             for c in 0..t.c_in {
-                let u: [[[f32; PHASES]; POINTS]; MR] = std::array::from_fn(|r| {
-                    let o = first_row + r;
-                    if o < t.c_out {
-                        let u = spread_tile(phase_kernels(weight, t, o, c));
-                        std::array::from_fn(|xi| u[xi / 3][xi % 3].to_array())
-                    } else {
-                        [[0.0; PHASES]; POINTS]
-                    }
-                });
                 let (q, p) = ((PHASES * c) / KC, (PHASES * c) % KC);
-                for (xi, sliver) in slivers[q].iter_mut().enumerate() {
-                    for phase in 0..PHASES {
-                        let column = &mut sliver[(p + phase) * MR..][..MR];
-                        for (r, value) in column.iter_mut().enumerate() {
-                            *value = u[r][xi][phase];
-                        }
+                for phase in 0..PHASES {
+                    let (py, px) = (phase / 2, phase % 2);
+                    let tap = |a: usize, b: usize| {
+                        Column(std::array::from_fn(|r| {
+                            let o = first_row + r;
+                            let at = (o * t.c_in + c) * 16 + 4 * (2 * a + py) + 2 * b + px;
+                            if o < t.c_out {
+                                weight[at]
+                            } else {
+                                0.0
+                            }
+                        }))
+                    };
+                    let u = spread_tile([[tap(0, 0), tap(0, 1)], [tap(1, 0), tap(1, 1)]]);
+                    for (xi, sliver) in slivers[q].iter_mut().enumerate() {
+                        let column: &mut [f32; MR] =
+                            (&mut sliver[(p + phase) * MR..][..MR]).try_into().expect("MR rows");
+                        *column = u[xi / 3][xi % 3].0;
                     }
                 }
             }
@@ -371,6 +375,28 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
     });
     *packed = PackedA::from_layout(data, m, cols);
     rows_padded
+}
+
+/// The values of one column of an A sliver, one per row, added and subtracted lane by lane.
+#[derive(Clone, Copy, Debug, Default)]
+struct Column([f32; MR]);
+
+impl std::ops::Add for Column {
+    type Output = Column;
+
+    #[inline(always)]
+    fn add(self, other: Column) -> Column {
+        Column(std::array::from_fn(|r| self.0[r] + other.0[r]))
+    }
+}
+
+impl std::ops::Sub for Column {
+    type Output = Column;
+
+    #[inline(always)]
+    fn sub(self, other: Column) -> Column {
+        Column(std::array::from_fn(|r| self.0[r] - other.0[r]))
+    }
 }
 
 /// Runs `f` on this thread's packed-kernel storage.
