@@ -102,7 +102,7 @@ fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Part `i` of `0..len` cut into `parts` nearly equal ranges.
-fn part(len: usize, parts: usize, i: usize) -> Range<usize> {
+pub(super) fn part(len: usize, parts: usize, i: usize) -> Range<usize> {
     i * len / parts..(i + 1) * len / parts
 }
 

@@ -15,7 +15,6 @@
 //! the bias, whatever the partition of the work, so results do not depend on the thread count.
 
 use std::cell::Cell;
-use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -23,6 +22,7 @@ use super::disjoint::DisjointSlice;
 use super::fused_forward::{prefix, with_buffer};
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
+use super::lowering::part;
 use super::packed_gemm::{LANES, V};
 
 /// Longest reduction, `c_in * k_h * k_w`, that runs on this path.
@@ -148,8 +148,8 @@ pub(crate) fn image_to_grid(
         let out = DisjointSlice::new(grid);
         let plane = g.out_h * g.out_w;
         (0..g.n * parts).into_par_iter().for_each(|item| {
-            let (sample, part) = (item / parts, item % parts);
-            let grid_rows = part_range(g.out_h, parts, part);
+            let sample = item / parts;
+            let grid_rows = part(g.out_h, parts, item % parts);
             let sample_image = &image[sample * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
             with_buffer(&ROWS, |buffer| {
                 let phase_rows = prefix(buffer, rows.sample_len(g.c_in));
@@ -171,8 +171,8 @@ pub(crate) fn image_to_grid(
                     let mut dst: [&mut [f32]; CHANNELS] = std::array::from_fn(|j| {
                         let at = (sample * g.c_out + b * CHANNELS + j) * plane;
                         let span = at + grid_rows.start * g.out_w..at + grid_rows.end * g.out_w;
-                        // SAFETY: item `(sample, part)` alone writes grid rows `grid_rows` of
-                        // `sample`, for every channel.
+                        // SAFETY: this item alone writes grid rows `grid_rows` of `sample`, for
+                        // every channel.
                         unsafe { out.range_mut(span) }
                     });
                     if rows.vectors == 1 {
@@ -201,11 +201,6 @@ pub(crate) fn image_to_grid(
             });
         });
     });
-}
-
-/// Part `i` of `parts` nearly equal consecutive parts of `0..len`.
-fn part_range(len: usize, parts: usize, i: usize) -> Range<usize> {
-    len * i / parts..len * (i + 1) / parts
 }
 
 /// Writes one sample's column-phase rows (see the module doc) into `out`.
