@@ -45,8 +45,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
-use wide::f32x4;
-
 use super::disjoint::DisjointSlice;
 use super::elementwise::transpose;
 use super::fused_forward;
@@ -272,16 +270,33 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// Returns the four phase kernels of output channel `o` and image channel `c`, one per lane: tap `(a,
-/// b)` of lane `phase = 2 * py + px` is weight element `[o, c, 2a + py, 2b + px]`.
-fn phase_kernels(weight: &[f32], t: &Tiling, o: usize, c: usize) -> [[f32x4; 2]; 2] {
-    let taps = &weight[(o * t.c_in + c) * 16..][..16];
-    std::array::from_fn(|a| {
-        std::array::from_fn(|b| {
-            let at = 8 * a + 2 * b;
-            f32x4::from([taps[at], taps[at + 1], taps[at + 4], taps[at + 5]])
-        })
-    })
+/// Returns the transformed kernel `U = G w G^T` of [`MR`] phase kernels at once, one per lane.
+/// Lane `r` takes the phase kernel `(o, c, phase)` that `lane(r)` names, and zero where it
+/// names none. Tap `(a, b)` of phase `2 * py + px` is weight element `[o, c, 2a + py, 2b + px]`.
+#[inline(always)]
+fn kernel_columns(
+    weight: &[f32],
+    t: &Tiling,
+    lane: impl Fn(usize) -> Option<(usize, usize, usize)>,
+) -> [[Column; 3]; 3] {
+    let tap = |a: usize, b: usize| {
+        Column(std::array::from_fn(|r| {
+            lane(r).map_or(0.0, |(o, c, phase)| {
+                let (py, px) = (phase / 2, phase % 2);
+                weight[(o * t.c_in + c) * 16 + 4 * (2 * a + py) + 2 * b + px]
+            })
+        }))
+    };
+    spread_tile([[tap(0, 0), tap(0, 1)], [tap(1, 0), tap(1, 1)]])
+}
+
+/// Writes point `xi` of `u` into column `p` of sliver `xi` of `slivers`, for every point.
+#[inline(always)]
+fn store_columns(slivers: &mut [&mut [f32]; POINTS], p: usize, u: &[[Column; 3]; 3]) {
+    for (xi, sliver) in slivers.iter_mut().enumerate() {
+        let column: &mut [f32; MR] = (&mut sliver[p * MR..][..MR]).try_into().expect("MR rows");
+        *column = u[xi / 3][xi % 3].0;
+    }
 }
 
 /// Writes the transformed kernel `U[xi] = G w G^T` into `packed`, straight in the layout of
@@ -323,53 +338,23 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
             for c in 0..t.c_in {
                 let (q, p) = ((PHASES * c) / KC, (PHASES * c) % KC);
                 for phase in 0..PHASES {
-                    let (py, px) = (phase / 2, phase % 2);
-                    let tap = |a: usize, b: usize| {
-                        Column(std::array::from_fn(|r| {
-                            let o = first_row + r;
-                            let at = (o * t.c_in + c) * 16 + 4 * (2 * a + py) + 2 * b + px;
-                            if o < t.c_out {
-                                weight[at]
-                            } else {
-                                0.0
-                            }
-                        }))
-                    };
-                    let u = spread_tile([[tap(0, 0), tap(0, 1)], [tap(1, 0), tap(1, 1)]]);
-                    for (xi, sliver) in slivers[q].iter_mut().enumerate() {
-                        let column: &mut [f32; MR] =
-                            (&mut sliver[(p + phase) * MR..][..MR]).try_into().expect("MR rows");
-                        *column = u[xi / 3][xi % 3].0;
-                    }
+                    let u = kernel_columns(weight, t, |r| {
+                        let o = first_row + r;
+                        (o < t.c_out).then_some((o, c, phase))
+                    });
+                    store_columns(&mut slivers[q], p + phase, &u);
                 }
             }
         } else {
-            // Row r: 4c + phase = first_row + r; column o.
-            let channels = first_row / PHASES..(first_row + MR).div_ceil(PHASES);
+            // Row r: 4c + phase = first_row + r; column o. The MR rows of one column are
+            // contiguous, so each output channel is transformed with the sliver's rows as lanes.
             for o in 0..t.c_out {
                 let (q, p) = (o / KC, o % KC);
-                for c in channels.clone() {
-                    let u = if c < t.c_in {
-                        spread_tile(phase_kernels(weight, t, o, c))
-                    } else {
-                        [[f32x4::ZERO; 3]; 3]
-                    };
-                    for (xi, sliver) in slivers[q].iter_mut().enumerate() {
-                        let values = u[xi / 3][xi % 3].to_array();
-                        let first = PHASES * c;
-                        if first >= first_row && first + PHASES <= first_row + MR {
-                            // All four phases of the channel lie in this sliver.
-                            sliver[p * MR + first - first_row..][..PHASES].copy_from_slice(&values);
-                            continue;
-                        }
-                        for (phase, value) in values.into_iter().enumerate() {
-                            let row = first + phase;
-                            if (first_row..first_row + MR).contains(&row) {
-                                sliver[p * MR + row - first_row] = value;
-                            }
-                        }
-                    }
-                }
+                let u = kernel_columns(weight, t, |r| {
+                    let (c, phase) = ((first_row + r) / PHASES, (first_row + r) % PHASES);
+                    (c < t.c_in).then_some((o, c, phase))
+                });
+                store_columns(&mut slivers[q], p, &u);
             }
         }
     });
