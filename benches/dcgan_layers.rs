@@ -297,7 +297,7 @@ impl PrepackedGemm {
         PrepackedGemm { shape, a, b, c: vec![0.0; m * n] }
     }
 
-    /// `C = A * B` on the calling thread.
+    /// Computes `C = A * B` on the calling thread.
     pub fn run(&mut self) {
         let [m, k, n] = self.shape;
         let b = packed_gemm::PackedB::new(&self.b, k, n).expect("benchmark shapes are valid");

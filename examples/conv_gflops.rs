@@ -23,7 +23,7 @@
 //! only 48 or 16 long.
 //!
 //! The last column, `in place 1t`, is the crate's packed GEMM on the same whole-batch shape with
-//! both operands stored in its packed layouts beforehand (`PackedA`, `PackedB`): the
+//! both operands stored in its packed layouts beforehand (`PackedA`, `PackedB`). It times the
 //! microkernel, the merging of its tiles into C and the loops around them, without packing.
 
 #[path = "../benches/dcgan_layers.rs"]

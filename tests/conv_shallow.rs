@@ -62,7 +62,7 @@ fn shapes() -> Vec<(&'static str, Conv)> {
         ),
         // Padding wider than the kernel reaches: rows and columns entirely outside the image.
         ("wide padding", forward(Conv2dSpec::new(1, 32, 3).stride(2).padding(3), 2, 7, 24)),
-        // The longest reduction the path takes.
+        // The maximum reduction length the path takes.
         ("depth 64", forward(Conv2dSpec::new(4, 16, 4).padding(2), 2, 12, 20)),
     ]
 }

@@ -179,7 +179,7 @@ fn check_bounds(conv: &Conv, seed: u64) {
 }
 
 /// Layers deeper than one k-block of the GEMM (`KC` rows), whose transformed operands span
-/// several row blocks of the packed layout: 72 image channels give the forward side `k = 288`,
+/// several row blocks of the packed layout. 72 image channels give the forward side `k = 288`,
 /// and 264 grid channels give the col2im side a depth of 264. Each chunk of samples spans
 /// several slivers of columns, the last one partial (128 and 144 columns).
 #[test]

@@ -25,11 +25,11 @@ use super::geometry::ConvGeometry;
 use super::lowering::part;
 use super::packed_gemm::{LANES, V};
 
-/// Longest reduction, `c_in * k_h * k_w`, that runs on this path.
+/// Maximum reduction length, `c_in * k_h * k_w`, that runs on this path.
 pub const MAX_DEPTH: usize = 64;
 
-/// Fewest output channels that run on this path, those of the narrowest layer measured (the
-/// MNIST model's first discriminator layer).
+/// Minimum number of output channels that run on this path, those of the narrowest layer
+/// measured (the MNIST model's first discriminator layer).
 pub const MIN_CHANNELS: usize = 16;
 
 /// Output channels of one register block; the path takes only whole blocks.
