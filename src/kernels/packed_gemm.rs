@@ -338,7 +338,8 @@ impl<'a> PackedB<'a> {
         cols.checked_next_multiple_of(NR)?.checked_mul(rows)
     }
 
-    /// Returns the position of element `(row, col)` of a `rows x cols` operand.
+    /// Returns the position of element `(row, col)` of a `rows x cols` operand, for `row < rows`
+    /// and `col < cols.next_multiple_of(NR)` (the padding columns included).
     #[inline]
     pub fn offset(rows: usize, cols: usize, row: usize, col: usize) -> usize {
         let kc = KC.min(rows - row / KC * KC);
