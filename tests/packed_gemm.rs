@@ -422,6 +422,23 @@ fn sgemm_large_shapes_match_reference() {
     }
 }
 
+/// The last sliver of a width that is not a multiple of `NR` is multiplied only over its vectors
+/// with valid columns. Every width of it must still give every element, under whole and partial
+/// row blocks, with C's rows contiguous or strided.
+#[test]
+fn last_sliver_widths_are_computed() {
+    for r in 1..=NR {
+        let n = 2 * NR + r;
+        let seed = 100 * r as u64;
+        exact_integer_case((2 * MR, 37, n), 0.0, seed).unwrap();
+        exact_integer_case((MR + 3, 37, n), 1.0, seed + 1).unwrap();
+        let layouts = (Layout::RowMajor, Layout::RowMajor, Layout::ColMajor);
+        run_case((MR + 3, 37, n), layouts, 0.5, -1.25, seed + 2).unwrap();
+        tiles_case((MR + 3, 37, n), 1.0, seed + 3).unwrap();
+        packer_case((MR + 3, 37, n), seed + 4).unwrap();
+    }
+}
+
 #[test]
 fn sgemm_large_integer_shape_is_exact() {
     // Three k-blocks and an A block edge; every partial sum stays below 2^24.

@@ -8,7 +8,10 @@
 //! 2. A `kc x nc` block of B is packed into slivers of [`NR`] columns (the layout of [`PackB`])
 //!    and an `mc x kc` block of A into slivers of [`MR`] rows, zero-padded at the edges.
 //! 3. The microkernel multiplies one A sliver by one B sliver into `MR x NR` accumulators kept in
-//!    registers. The result is merged into C or, for [`sgemm_tiles`], handed to a closure.
+//!    registers. The result is merged into C or, for [`sgemm_tiles`], handed to a closure. The
+//!    last B sliver of a width that is not a multiple of `NR` is multiplied only over the
+//!    vectors that contain valid columns, so the zero padding costs no multiply-adds. A 64-wide
+//!    product (two slivers) then does 64 columns' work, not 96.
 //!
 //! B is read only through [`PackB`], so a convolution can write im2col patches straight into the
 //! packed layout, and [`sgemm_tiles`] hands finished tiles of `alpha * A * B` to the caller, so

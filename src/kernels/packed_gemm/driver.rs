@@ -4,7 +4,9 @@
 use std::cell::Cell;
 use std::thread::LocalKey;
 
-use super::kernel::{acc_to_array, microkernel, prefetch, Acc, BRow, Merge, LANES, MR, NR, NV, V};
+use super::kernel::{
+    acc_to_array, microkernel, narrow_microkernel, prefetch, Acc, BRow, Merge, LANES, MR, NR, NV, V,
+};
 use super::pack::pack_a;
 use super::{MatMut, MatRef, PackB, KC, MC, NC};
 
@@ -52,16 +54,75 @@ pub trait BlockOutput {
 /// Multiplies a packed `mc x kc` A block by a packed `kc x nc` B panel, one microtile at a time.
 ///
 /// Slivers are visited B-major, so one B sliver stays in cache while the A slivers stream past it.
-/// Each microtile's destination is prefetched before its product is computed.
+/// Each microtile's destination is prefetched before its product is computed. `nc` is the number
+/// of valid columns in the panel: a last sliver with fewer than `NR` of them is multiplied only
+/// over the vectors that contain some, so its padding costs no multiply-adds. The microtile's other
+/// vectors are zero.
 #[inline(always)]
-pub fn multiply_block(kc: usize, a_block: &[f32], b_panel: &[f32], output: &mut impl BlockOutput) {
-    let (b_rows, _) = b_panel.as_chunks::<NR>();
+pub fn multiply_block(
+    kc: usize,
+    nc: usize,
+    a_block: &[f32],
+    b_panel: &[f32],
+    output: &mut impl BlockOutput,
+) {
+    // Slivers whose vectors all contain valid columns, and the vectors of the last one that do.
+    let (whole, last_vectors) = match (nc % NR).div_ceil(LANES) {
+        vectors if vectors == 0 || vectors == NV => (nc.div_ceil(NR), 0),
+        vectors => (nc / NR, vectors),
+    };
+    let (whole_panel, last_sliver) = b_panel.split_at(whole * kc * NR);
+    let (b_rows, _) = whole_panel.as_chunks::<NR>();
     for (jr, b_sliver) in b_rows.chunks_exact(kc).enumerate() {
-        for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
-            output.prefetch(ir * MR, jr * NR);
-            let acc = microkernel(a_sliver, b_sliver_rows(b_sliver));
-            output.update(ir * MR, jr * NR, &acc);
-        }
+        sliver_products(kc, jr, a_block, b_sliver_rows(b_sliver), output);
+    }
+    if last_vectors > 0 {
+        let (b_rows, _) = last_sliver.as_chunks::<NR>();
+        narrow_sliver_products(kc, whole, last_vectors, a_block, b_sliver_rows(b_rows), output);
+    }
+}
+
+/// Multiplies every A sliver of a block by the whole B sliver `jr`.
+///
+/// Kept out of line, so that the optimiser compiles the microkernel and the merge of its tile as
+/// one unit and keeps the tile in registers between them.
+#[inline(never)]
+fn sliver_products(
+    kc: usize,
+    jr: usize,
+    a_block: &[f32],
+    b_sliver: &[BRow],
+    output: &mut impl BlockOutput,
+) {
+    for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
+        output.prefetch(ir * MR, jr * NR);
+        let acc = microkernel(a_sliver, b_sliver);
+        output.update(ir * MR, jr * NR, &acc);
+    }
+}
+
+/// Multiplies every A sliver of a block by the B sliver `jr`, over its first `vectors` vectors
+/// (fewer than [`NV`]).
+///
+/// Kept out of line so that the loop over whole slivers in [`multiply_block`] compiles as if this
+/// case did not exist.
+#[inline(never)]
+fn narrow_sliver_products(
+    kc: usize,
+    jr: usize,
+    vectors: usize,
+    a_block: &[f32],
+    b_sliver: &[BRow],
+    output: &mut impl BlockOutput,
+) {
+    for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
+        output.prefetch(ir * MR, jr * NR);
+        let acc = if vectors <= 1 {
+            narrow_microkernel::<1>(a_sliver, b_sliver)
+        } else {
+            narrow_microkernel::<{ NV - 1 }>(a_sliver, b_sliver)
+        };
+        output.update(ir * MR, jr * NR, &acc);
     }
 }
 
@@ -103,8 +164,8 @@ impl BlockOutput for CBlock<'_, '_> {
         }
     }
 
-    /// Uses vector loads and stores when the tile is whole and C's rows are contiguous, and goes
-    /// element by element otherwise, with identical arithmetic.
+    /// Uses vector loads and stores when the tile is whole and C's rows are contiguous, and
+    /// [`CBlock::update_edge`] otherwise.
     #[inline(always)]
     fn update(&mut self, i: usize, j: usize, acc: &Acc) {
         let (row, col) = (self.row0 + i, self.col0 + j);
@@ -113,15 +174,55 @@ impl BlockOutput for CBlock<'_, '_> {
         let merge = self.merge;
 
         if rows == MR && cols == NR && cs == 1 {
+            // C's slice in a local, so that the stores below cannot change where it points and
+            // the loop unrolls with the tile in registers.
+            let data = &mut *self.c.data;
             for (r, acc_row) in acc.iter().enumerate() {
                 let start = (row + r) * rs + col;
-                let (c_vectors, _) = self.c.data[start..start + NR].as_chunks_mut::<LANES>();
+                let (c_vectors, _) = data[start..start + NR].as_chunks_mut::<LANES>();
                 for (c_vector, &ab) in c_vectors.iter_mut().zip(acc_row) {
                     *c_vector = merge.vector(ab, V::new(*c_vector)).to_array();
                 }
             }
         } else {
-            let values = acc_to_array(acc);
+            self.update_edge(row, col, rows, cols, &acc_to_array(acc));
+        }
+    }
+}
+
+impl CBlock<'_, '_> {
+    /// Merges the `rows x cols` corner of a microtile cut off by C's edge, or any tile of a C
+    /// whose rows are not contiguous.
+    ///
+    /// Whole vectors of a contiguous row use vector loads and stores, and the rest goes element
+    /// by element, with identical arithmetic. Kept out of line, so that the whole-tile path of
+    /// [`BlockOutput::update`] keeps its tile in registers.
+    #[inline(always)]
+    fn update_edge(
+        &mut self,
+        row: usize,
+        col: usize,
+        rows: usize,
+        cols: usize,
+        values: &[[f32; NR]; MR],
+    ) {
+        let (rs, cs) = (self.c.row_stride, self.c.col_stride);
+        let merge = self.merge;
+        if cs == 1 {
+            for (r, value_row) in values.iter().enumerate().take(rows) {
+                let start = (row + r) * rs + col;
+                let c_row = &mut self.c.data[start..start + cols];
+                let (c_vectors, c_rest) = c_row.as_chunks_mut::<LANES>();
+                let (ab_vectors, _) = value_row.as_chunks::<LANES>();
+                for (c_vector, &ab) in c_vectors.iter_mut().zip(ab_vectors) {
+                    *c_vector = merge.vector(V::new(ab), V::new(*c_vector)).to_array();
+                }
+                let whole = c_vectors.len() * LANES;
+                for (c, &ab) in c_rest.iter_mut().zip(&value_row[whole..]) {
+                    *c = merge.scalar(ab, *c);
+                }
+            }
+        } else {
             for (r, value_row) in values.iter().enumerate().take(rows) {
                 for (s, &ab) in value_row.iter().enumerate().take(cols) {
                     let index = (row + r) * rs + (col + s) * cs;
@@ -242,7 +343,7 @@ pub fn gemm_into<A: PackA>(alpha: f32, a: &A, b: &impl PackB, beta: f32, c: &mut
                         let a_block = a.block(ic, mc, pc, kc, a_buffer);
 
                         let mut output = CBlock { c: &mut *c, row0: ic, col0: jc, merge };
-                        multiply_block(kc, a_block, b_panel, &mut output);
+                        multiply_block(kc, nc, a_block, b_panel, &mut output);
                     }
                 }
             }

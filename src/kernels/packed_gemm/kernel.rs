@@ -65,6 +65,28 @@ pub fn microkernel(a: &[f32], b: &[BRow]) -> Acc {
     acc
 }
 
+/// [`microkernel`] over only the first `W` vectors of each B row, for the last sliver of a
+/// matrix whose width is not a multiple of `NR`: the microtile's other vectors are zero.
+///
+/// Each value it computes has the same bits as [`microkernel`]'s, because the sum runs in the
+/// same order with the same operations.
+#[inline(always)]
+pub fn narrow_microkernel<const W: usize>(a: &[f32], b: &[BRow]) -> Acc {
+    const { assert!(W >= 1 && W < NV, "a narrow microkernel computes 1..NV vectors per row") };
+    let (a_columns, _) = a.as_chunks::<MR>();
+    let mut acc = [[V::ZERO; NV]; MR];
+    for (a_column, b_row) in a_columns.iter().zip(b) {
+        let b_vectors: [V; W] = core::array::from_fn(|v| V::new(b_row[v]));
+        for (acc_row, &a_value) in acc.iter_mut().zip(a_column) {
+            let a_broadcast = V::splat(a_value);
+            for (acc_vector, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
+                *acc_vector = a_broadcast.mul_add(b_vector, *acc_vector);
+            }
+        }
+    }
+    acc
+}
+
 /// The rule that combines a finished product `alpha * AB` with the value already in C.
 #[derive(Clone, Copy, Debug)]
 pub enum Merge {

@@ -150,7 +150,7 @@ fn tiles_with_all_rows(
                                 n,
                                 tile: &mut *tile,
                             };
-                            multiply_block(kc, a_block, b_panel, &mut output);
+                            multiply_block(kc, nc, a_block, b_panel, &mut output);
                         }
                     }
                 }
@@ -215,7 +215,7 @@ fn tiles_with_all_depth(
                                 n,
                                 tile: &mut *tile,
                             };
-                            multiply_block(kc, a_block, b_panel, &mut output);
+                            multiply_block(kc, nc, a_block, b_panel, &mut output);
                         }
                     }
                 }
