@@ -18,13 +18,14 @@
 //!   added into the image (neighbouring 3x3 tiles overlap by one row or column);
 //! - `weight_product`: `dU[xi] += dM[xi] * V[xi]^T` over the batch, then `dW += G^T dU G`.
 //!
-//! The forward and col2im-side products run one rayon task per chunk of whole samples (2 MiB of
-//! transformed values). The task transforms its samples, runs the 9 GEMMs against the kernel
-//! packed once per call, and transforms back into its own output planes. The weight gradient
-//! runs the batch in slices (4 MiB), each transformed by one task per channel and
-//! then multiplied by one task per point and block of rows, adding into `dU` slice after slice.
-//! Every partition comes from the geometry, and every element is one GEMM sum in fixed blocks,
-//! so results do not depend on the number of threads.
+//! The forward and col2im-side products run one rayon task per chunk of whole samples (up to 2
+//! MiB of transformed values, as many chunks as a multiple of the thread count needs). The task
+//! transforms its samples, runs the 9 GEMMs against the kernel packed once per call, and
+//! transforms back into its own output planes. The weight gradient runs the batch in slices
+//! (4 MiB), each transformed by one task per channel and then multiplied by one task per point
+//! and block of rows, adding into `dU` slice after slice. Every reduction's partition comes from
+//! the geometry, a chunk's outputs depend only on its own samples, and every element is one GEMM
+//! sum in fixed blocks, so results do not depend on the number of threads.
 //!
 //! # Accuracy
 //!
@@ -51,7 +52,7 @@ use super::fused_forward;
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{
-    sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, PackedB, KC, MR, NR,
+    sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, PackedB, KC, LANES, MR, NR,
 };
 
 mod rows;
@@ -75,9 +76,6 @@ const SLICE_ELEMENTS: usize = 1 << 20;
 
 /// Most rows of a weight-gradient product one task takes.
 const MAX_BLOCK_ROWS: usize = 256;
-
-/// Chunks of the batch a call tries to offer rayon.
-const MIN_ITEMS: usize = 8;
 
 /// Minimum number of image and grid channels for which the Winograd path can be taken.
 pub const MIN_CHANNELS: usize = 32;
@@ -244,15 +242,30 @@ impl Tiling {
         batch_parts(self.n, (SLICE_ELEMENTS / per_sample).max(1))
     }
 
-    /// Cuts the batch into chunks of whole samples: as many samples as keep one transformed
-    /// operand of `depth` rows within [`CHUNK_ELEMENTS`], in whole microtile columns ([`NR`]),
-    /// and at most as many as leave [`MIN_ITEMS`] chunks.
+    /// Cuts the batch into chunks of whole samples, in units of samples whose tiles fill whole
+    /// vectors of microtile columns ([`LANES`]).
+    ///
+    /// A chunk keeps one transformed operand of `depth` rows within [`CHUNK_ELEMENTS`]. Within
+    /// that, chunks are as few and as large as possible, so each row of the kernel serves as
+    /// many columns as possible. Their count is a multiple of rayon's thread count and their
+    /// sizes differ by at most one unit, so the threads get equal shares. Every output column
+    /// depends only on its own sample, so the chunking changes no result.
+    ///
+    /// Units of whole vectors rather than whole slivers ([`NR`]) waste nothing, because the GEMM
+    /// multiplies a partial last sliver only over its vectors with valid columns.
     fn chunks(&self, depth: usize) -> impl Iterator<Item = Range<usize>> {
         let tiles = self.tiles();
-        let unit = NR / gcd(NR, tiles);
-        let units = (CHUNK_ELEMENTS / (POINTS * depth * tiles * unit)).max(1);
-        let spread = self.n.div_ceil(MIN_ITEMS).div_ceil(unit).max(1);
-        batch_parts(self.n, unit * units.min(spread))
+        let unit = LANES / gcd(LANES, tiles);
+        let max_units = (CHUNK_ELEMENTS / (POINTS * depth * tiles * unit)).max(1);
+        let units = self.n.div_ceil(unit);
+        let threads = rayon::current_num_threads().max(1);
+        let count = units.div_ceil(max_units).next_multiple_of(threads).min(units);
+        let n = self.n;
+        (0..count).map(move |i| {
+            let start = i * units / count * unit;
+            let end = (i + 1) * units / count * unit;
+            start.min(n)..end.min(n)
+        })
     }
 }
 
