@@ -22,9 +22,12 @@
 //! both packed paths as the direct convolution of `kernels::shallow`, because its reduction is
 //! only 48 or 16 long.
 //!
-//! The last column, `in place 1t`, is the crate's packed GEMM on the same whole-batch shape with
-//! both operands stored in its packed layouts beforehand (`PackedA`, `PackedB`). It times the
+//! The column `in place 1t` is the crate's packed GEMM on the same whole-batch shape with both
+//! operands stored in its packed layouts beforehand (`PackedA`, `PackedB`). It times the
 //! microkernel, the merging of its tiles into C and the loops around them, without packing.
+//! The last column, `block 1t`, is the same on one column block of that shape (`n` cut to
+//! `packed_gemm::NC`), whose C of a skinny shape stays in cache instead of streaming through
+//! memory.
 
 #[path = "../benches/dcgan_layers.rs"]
 mod dcgan_layers;
@@ -33,6 +36,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dcgan::kernels::gemm::{set_gemm_backend, GemmBackend};
+use dcgan::kernels::packed_gemm::NC;
 use dcgan::kernels::{set_winograd, Winograd};
 use dcgan_layers::{dcgan_layers, pool, GemmWorkload, Pass, PrepackedGemm, Workload};
 
@@ -161,10 +165,11 @@ fn main() -> ExitCode {
          gemm 1t: one GEMM call of that shape on the row's backend, 1 thread; ratio1, ratio2: \
          gemm 1t time / ours 1t or 2t time.\n\
          in place 1t: the crate's packed GEMM with both operands pre-packed (microkernel and \
-         its loops, no packing), the same on every path."
+         its loops, no packing), the same on every path; block 1t: the same on one column block \
+         (n cut to packed_gemm::NC = {NC})."
     );
     println!(
-        "{:<34} {:<11} {:<14} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7} {:>11}",
+        "{:<34} {:<11} {:<14} {:>20} {:>9} {:>9} {:>9} {:>7} {:>7} {:>11} {:>9}",
         "layer",
         "pass",
         "backend",
@@ -174,7 +179,8 @@ fn main() -> ExitCode {
         "gemm 1t",
         "ratio1",
         "ratio2",
-        "in place 1t"
+        "in place 1t",
+        "block 1t"
     );
     for layer in dcgan_layers() {
         let name = layer.name();
@@ -190,6 +196,13 @@ fn main() -> ExitCode {
                 let mut prepacked = PrepackedGemm::new(shape);
                 min_time(|| prepacked.run())
             };
+            let [m, k, n] = shape;
+            let block_shape = [m, k, n.min(NC)];
+            let in_block = {
+                let mut prepacked = PrepackedGemm::new(block_shape);
+                min_time(|| prepacked.run())
+            };
+            let block_gflop = 2.0 * (m * k * block_shape[2]) as f64 * 1e-9;
             for &path in &backends {
                 path.select();
                 let ours1 = min_time(|| one.install(|| work.run(pass)));
@@ -197,9 +210,9 @@ fn main() -> ExitCode {
                 let reference = min_time(|| sgemm.run());
                 let ours2 = min_time(|| two.install(|| work.run(pass)));
                 let rate = |t: Duration| gflop / t.as_secs_f64();
-                let [m, k, n] = shape;
                 println!(
-                    "{:<34} {:<11} {:<14} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2} {:>11.1}",
+                    "{:<34} {:<11} {:<14} {:>20} {:>9.1} {:>9.1} {:>9.1} {:>7.2} {:>7.2} {:>11.1} \
+                     {:>9.1}",
                     name,
                     pass.name(),
                     format!("{path:?}"),
@@ -210,6 +223,7 @@ fn main() -> ExitCode {
                     reference.as_secs_f64() / ours1.as_secs_f64(),
                     reference.as_secs_f64() / ours2.as_secs_f64(),
                     rate(in_place),
+                    block_gflop / in_block.as_secs_f64(),
                 );
             }
         }
