@@ -333,7 +333,8 @@ fn describe_safetensors_error(err: SafeTensorError) -> String {
             "header is not a JSON object of tensor entries (dtype, shape, data_offsets)".into()
         }
         SafeTensorError::InvalidOffset(name) => format!(
-            "tensor `{name}` has data offsets that do not start where the previous tensor ends"
+            "tensor `{name}` has data offsets that do not start where the previous tensor (in \
+             offset order) ends: the header lacks an entry before it or its offsets are wrong"
         ),
         SafeTensorError::TensorInvalidInfo => {
             "a tensor's byte range does not match its shape and dtype".into()

@@ -60,6 +60,18 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Names the checkpoint tensor `tensor` in an [`Error::NonFinite`], whose message would
+    /// otherwise name the parameter within its network only, and returns other errors as they
+    /// are.
+    pub(crate) fn in_tensor(self, tensor: &str) -> Self {
+        match self {
+            Error::NonFinite { .. } => {
+                Error::NonFinite { what: format!("checkpoint tensor `{tensor}`") }
+            }
+            error => error,
+        }
+    }
+
     /// Builds an [`Error::InvalidArgument`].
     pub fn invalid(
         name: &'static str,

@@ -249,6 +249,12 @@ fn bad_checkpoints_and_data_are_rejected() {
     let err = TrainingRun::from_checkpoint(&corrupt, digits(&settings())).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err}");
 
+    let mut nan_weight = good.clone();
+    nan_weight.tensors.get_mut("generator.main.0.weight").unwrap().1[0] = f32::NAN;
+    let err = TrainingRun::from_checkpoint(&nan_weight, digits(&settings())).unwrap_err();
+    assert!(matches!(err, Error::NonFinite { .. }), "{err}");
+    assert!(err.to_string().contains("generator.main.0.weight"), "{err}");
+
     let checkpoint = Checkpoint::load_bytes(&good.to_bytes().unwrap()).unwrap();
     assert!(TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).is_ok());
 }

@@ -10,8 +10,8 @@
 //! 3. The microkernel multiplies one A sliver by one B sliver into `MR x NR` accumulators kept in
 //!    registers. The result is merged into C or, for [`sgemm_tiles`], handed to a closure. The
 //!    last B sliver of a width that is not a multiple of `NR` is multiplied only over the
-//!    vectors that contain valid columns, so the zero padding costs no multiply-adds. A 64-wide
-//!    product (two slivers) then does 64 columns' work, not 96.
+//!    vectors that contain valid columns, so the zero padding costs no multiply-adds. With
+//!    AVX-512 (`NR` = 48, 16 lanes), a 64-wide product then does 64 columns' work, not 96.
 //!
 //! B is read only through [`PackB`], so a convolution can write im2col patches straight into the
 //! packed layout, and [`sgemm_tiles`] hands finished tiles of `alpha * A * B` to the caller, so
@@ -325,8 +325,9 @@ fn check_b_shape(b: &impl PackB, k: usize, n: usize) -> Result<()> {
 /// ```
 ///
 /// where `kc` is the height of its row block, [`KC`] or less for the last. Each block a GEMM
-/// requests is then one contiguous range. The padding columns should be zero, as in
-/// [`PackB::pack_b`].
+/// requests is then one contiguous range. As with [`PackB::pack_b`], the padding columns
+/// may hold any values, because they only reach output columns that are discarded (writing
+/// zeros keeps them finite).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
     data: &'a [f32],

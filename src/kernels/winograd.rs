@@ -18,14 +18,15 @@
 //!   added into the image (neighbouring 3x3 tiles overlap by one row or column);
 //! - `weight_product`: `dU[xi] += dM[xi] * V[xi]^T` over the batch, then `dW += G^T dU G`.
 //!
-//! The forward and col2im-side products run one rayon task per chunk of whole samples (up to 2
-//! MiB of transformed values, as many chunks as a multiple of the thread count needs). The task
+//! The forward and col2im-side products run one rayon task per chunk of whole samples. A chunk's
+//! transformed values take at most 2 MiB, and the number of chunks is rounded up to a multiple
+//! of the thread count, so the chunking depends on the thread count. The task
 //! transforms its samples, runs the 9 GEMMs against the kernel packed once per call, and
 //! transforms back into its own output planes. The weight gradient runs the batch in slices
 //! (4 MiB), each transformed by one task per channel and then multiplied by one task per point
 //! and block of rows, adding into `dU` slice after slice. Every reduction's partition comes from
 //! the geometry, a chunk's outputs depend only on its own samples, and every element is one GEMM
-//! sum in fixed blocks, so results do not depend on the number of threads.
+//! sum in fixed blocks, so the results do not depend on the number of threads.
 //!
 //! # Accuracy
 //!

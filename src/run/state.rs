@@ -61,7 +61,10 @@ pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Netw
     let params: Vec<(String, Vec<usize>)> =
         network.named_params().map(|t| (t.name, t.shape)).collect();
     for (name, shape) in params {
-        network.set_param(&name, checkpoint.get(&format!("{prefix}.{name}"), &shape)?)?;
+        let tensor = format!("{prefix}.{name}");
+        network
+            .set_param(&name, checkpoint.get(&tensor, &shape)?)
+            .map_err(|error| error.in_tensor(&tensor))?;
     }
     let buffers: Vec<(String, Vec<usize>, bool)> = network
         .named_buffers()

@@ -50,8 +50,9 @@ fn save_network(checkpoint: &mut Checkpoint, prefix: &str, net: &Network) -> Res
 fn load_network(checkpoint: &Checkpoint, prefix: &str, net: &mut Network) -> Result<()> {
     let params: Vec<(String, Vec<usize>)> = net.named_params().map(|t| (t.name, t.shape)).collect();
     for (name, shape) in params {
-        let data = checkpoint.get(&format!("{prefix}.{name}"), &shape)?;
-        net.set_param(&name, data)?;
+        let tensor = format!("{prefix}.{name}");
+        let data = checkpoint.get(&tensor, &shape)?;
+        net.set_param(&name, data).map_err(|error| error.in_tensor(&tensor))?;
     }
     let buffers: Vec<(String, Vec<usize>, bool)> = net
         .named_buffers()
