@@ -20,9 +20,9 @@
 //!
 //! The forward and col2im-side products run one rayon task per chunk of whole samples. A chunk's
 //! transformed values take at most 2 MiB, and the number of chunks is rounded up to a multiple
-//! of the thread count, so the chunking depends on the thread count. The task
-//! transforms its samples, runs the 9 GEMMs against the kernel packed once per call, and
-//! transforms back into its own output planes. The weight gradient runs the batch in slices
+//! of the thread count, so the chunking depends on the thread count. The task transforms its
+//! samples, runs the 9 GEMMs against the kernel packed once per call, and transforms back into
+//! its own output planes. The weight gradient runs the batch in slices
 //! (4 MiB), each transformed by one task per channel and then multiplied by one task per point
 //! and block of rows, adding into `dU` slice after slice. Every reduction's partition comes from
 //! the geometry, a chunk's outputs depend only on its own samples, and every element is one GEMM
@@ -140,8 +140,9 @@ pub fn winograd() -> Winograd {
 /// [`Winograd::Measured`] takes every product of a layer whose shape fits and whose image and
 /// grid both have at least [`MEASURED_CHANNELS`] channels. On the DCGAN layers of that size
 /// (AMD EPYC Zen 4, batch 64) each such product ran faster than the direct lowering, by
-/// 1.24-1.68x on one thread and 1.03-1.64x on two (the README's Performance section). Narrower layers were not measured alone, and on the MNIST default
-/// model the one 32-channel layer made a step slower.
+/// 1.24-1.68x on one thread and 1.03-1.64x on two (the README's Performance section). Narrower
+/// layers were not measured alone, and on the MNIST default model the one 32-channel layer made
+/// a step slower.
 pub fn winograd_applies(g: &ConvGeometry, product: Product) -> bool {
     if gemm_backend() != GemmBackend::Packed || !fits(g) {
         return false;
@@ -248,8 +249,9 @@ impl Tiling {
     ///
     /// A chunk keeps one transformed operand of `depth` rows within [`CHUNK_ELEMENTS`]. Within
     /// that, chunks are as few and as large as possible, so each row of the kernel serves as
-    /// many columns as possible. Their count is a multiple of rayon's thread count and their
-    /// sizes differ by at most one unit, so the threads get equal shares. Every output column
+    /// many columns as possible. Their count is a multiple of rayon's thread count (or one
+    /// chunk per unit, for a batch of fewer units) and their sizes differ by at most one unit,
+    /// so the threads get equal shares. Every output column
     /// depends only on its own sample, so the chunking changes no result.
     ///
     /// Units of whole vectors rather than whole slivers ([`NR`]) waste nothing, because the GEMM

@@ -56,8 +56,8 @@ pub trait BlockOutput {
 /// Slivers are visited B-major, so one B sliver stays in cache while the A slivers stream past it.
 /// Each microtile's destination is prefetched before its product is computed. `nc` is the number
 /// of valid columns in the panel: a last sliver with fewer than `NR` of them is multiplied only
-/// over the vectors that contain some, so its padding costs no multiply-adds. The microtile's other
-/// vectors are zero.
+/// over the vectors that contain some, so its padding costs no multiply-adds. The microtile's
+/// other vectors are zero.
 #[inline(always)]
 pub fn multiply_block(
     kc: usize,
@@ -84,8 +84,8 @@ pub fn multiply_block(
 
 /// Multiplies every A sliver of a block by the whole B sliver `jr`.
 ///
-/// Kept out of line, so that the optimiser compiles the microkernel and the merge of its tile as
-/// one unit and keeps the tile in registers between them.
+/// Kept out of line, so that the loop over whole slivers compiles on its own, apart from the
+/// edge case of [`narrow_sliver_products`].
 #[inline(never)]
 fn sliver_products(
     kc: usize,
@@ -195,8 +195,9 @@ impl CBlock<'_, '_> {
     /// whose rows are not contiguous.
     ///
     /// Whole vectors of a contiguous row use vector loads and stores, and the rest goes element
-    /// by element, with identical arithmetic. Kept out of line, so that the whole-tile path of
-    /// [`BlockOutput::update`] keeps its tile in registers.
+    /// by element, with identical arithmetic. It takes the tile as an array rather than the
+    /// accumulators, so that the whole-tile path of [`BlockOutput::update`] keeps them in
+    /// registers.
     #[inline(always)]
     fn update_edge(
         &mut self,
