@@ -4,9 +4,7 @@
 use std::cell::Cell;
 use std::thread::LocalKey;
 
-use super::kernel::{
-    acc_to_array, microkernel, narrow_microkernel, prefetch, Acc, BRow, Merge, LANES, MR, NR, NV, V,
-};
+use super::kernel::{acc_to_array, microkernel, prefetch, Acc, BRow, Merge, LANES, MR, NR, NV, V};
 use super::pack::pack_a;
 use super::{MatMut, MatRef, PackB, KC, MC, NC};
 
@@ -96,7 +94,7 @@ fn sliver_products(
 ) {
     for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
         output.prefetch(ir * MR, jr * NR);
-        let acc = microkernel(a_sliver, b_sliver);
+        let acc = microkernel::<NV>(a_sliver, b_sliver);
         output.update(ir * MR, jr * NR, &acc);
     }
 }
@@ -118,9 +116,9 @@ fn narrow_sliver_products(
     for (ir, a_sliver) in a_block.chunks_exact(kc * MR).enumerate() {
         output.prefetch(ir * MR, jr * NR);
         let acc = if vectors <= 1 {
-            narrow_microkernel::<1>(a_sliver, b_sliver)
+            microkernel::<1>(a_sliver, b_sliver)
         } else {
-            narrow_microkernel::<{ NV - 1 }>(a_sliver, b_sliver)
+            microkernel::<{ NV - 1 }>(a_sliver, b_sliver)
         };
         output.update(ir * MR, jr * NR, &acc);
     }

@@ -40,40 +40,21 @@ pub type BRow = [[f32; LANES]; NV];
 /// The `MR x NR` accumulators of one microtile, row by row.
 pub type Acc = [[V; NV]; MR];
 
-/// Multiplies a packed A sliver by a packed B sliver: `acc[i][v][l] = sum_p a[p][i] * b[p][v][l]`.
+/// Multiplies a packed A sliver by the first `W` vectors of each row of a packed B sliver:
+/// `acc[i][v][l] = sum_p a[p][i] * b[p][v][l]` for `v < W`, and zero for the other vectors.
 ///
 /// `a` contains `kc` columns of `MR` values (`a[p * MR + i]`), `b` contains `kc` rows of `NR`
-/// values.
+/// values. `W` is [`NV`] for a whole sliver, and fewer for the last sliver of a matrix whose
+/// width is not a multiple of `NR`.
 /// The sum runs over `p` in increasing order, one fused multiply-add per step (a multiply and an
-/// add when the build has no FMA), so the result depends only on the inputs.
+/// add when the build has no FMA), so each value depends only on the inputs, whatever `W` is.
 #[inline(always)]
-pub fn microkernel(a: &[f32], b: &[BRow]) -> Acc {
+pub fn microkernel<const W: usize>(a: &[f32], b: &[BRow]) -> Acc {
+    const { assert!(W >= 1 && W <= NV, "a microkernel computes 1 to NV vectors per row") };
     let (a_columns, a_rest) = a.as_chunks::<MR>();
     debug_assert!(a_rest.is_empty(), "A sliver length {} is not a multiple of MR", a.len());
     debug_assert_eq!(a_columns.len(), b.len(), "A and B slivers differ in kc");
 
-    let mut acc = [[V::ZERO; NV]; MR];
-    for (a_column, b_row) in a_columns.iter().zip(b) {
-        let b_vectors: [V; NV] = core::array::from_fn(|v| V::new(b_row[v]));
-        for (acc_row, &a_value) in acc.iter_mut().zip(a_column) {
-            let a_broadcast = V::splat(a_value);
-            for (acc_vector, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
-                *acc_vector = a_broadcast.mul_add(b_vector, *acc_vector);
-            }
-        }
-    }
-    acc
-}
-
-/// [`microkernel`] over only the first `W` vectors of each B row, for the last sliver of a
-/// matrix whose width is not a multiple of `NR`: the microtile's other vectors are zero.
-///
-/// Each value it computes has the same bits as [`microkernel`]'s, because the sum runs in the
-/// same order with the same operations.
-#[inline(always)]
-pub fn narrow_microkernel<const W: usize>(a: &[f32], b: &[BRow]) -> Acc {
-    const { assert!(W >= 1 && W < NV, "a narrow microkernel computes 1..NV vectors per row") };
-    let (a_columns, _) = a.as_chunks::<MR>();
     let mut acc = [[V::ZERO; NV]; MR];
     for (a_column, b_row) in a_columns.iter().zip(b) {
         let b_vectors: [V; W] = core::array::from_fn(|v| V::new(b_row[v]));
