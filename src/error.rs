@@ -60,9 +60,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// Names the checkpoint tensor `tensor` in an [`Error::NonFinite`], whose message would
-    /// otherwise name the parameter within its network only, and returns other errors as they
-    /// are.
+    /// Names checkpoint tensor `tensor` in an [`Error::NonFinite`], whose message otherwise
+    /// names the parameter within its network only. Other errors pass through unchanged.
     pub(crate) fn in_tensor(self, tensor: &str) -> Self {
         match self {
             Error::NonFinite { .. } => {

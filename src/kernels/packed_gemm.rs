@@ -326,7 +326,7 @@ fn check_b_shape(b: &impl PackB, k: usize, n: usize) -> Result<()> {
 ///
 /// where `kc` is the height of its row block, [`KC`] or less for the last. Each block a GEMM
 /// requests is then one contiguous range. As with [`PackB::pack_b`], the padding columns
-/// may hold any values, because they only reach output columns that are discarded (writing
+/// may contain any values, because they only reach output columns that are discarded (writing
 /// zeros keeps them finite).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
