@@ -22,9 +22,9 @@
 //! transformed values take at most 2 MiB, and the number of chunks is rounded up to a multiple
 //! of the thread count, so the chunking depends on the thread count. The task transforms its
 //! samples, runs the 9 GEMMs against the kernel packed once per call, and transforms back into
-//! its own output planes. The weight gradient runs the batch in slices
-//! (4 MiB), each transformed by one task per channel and then multiplied by one task per point
-//! and block of rows, adding into `dU` slice after slice. Every reduction's partition comes from
+//! its own output planes. The weight gradient runs the batch in slices (4 MiB), each transformed
+//! by one task per channel and then multiplied by one task per point and block of rows, adding
+//! into `dU` slice after slice. Every reduction's partition comes from
 //! the geometry, a chunk's outputs depend only on its own samples, and every element is one GEMM
 //! sum in fixed blocks, so the results do not depend on the number of threads.
 //!
@@ -251,8 +251,8 @@ impl Tiling {
     /// that, chunks are as few and as large as possible, so each row of the kernel serves as
     /// many columns as possible. Their count is a multiple of rayon's thread count (or one
     /// chunk per unit, for a batch of fewer units) and their sizes differ by at most one unit,
-    /// so the threads get equal shares. Every output column
-    /// depends only on its own sample, so the chunking changes no result.
+    /// so the threads get equal shares. Every output column depends only on its own sample, so
+    /// the chunking changes no result.
     ///
     /// Units of whole vectors rather than whole slivers ([`NR`]) waste nothing, because the GEMM
     /// multiplies a partial last sliver only over its vectors with valid columns.
