@@ -274,12 +274,13 @@ impl GemmWorkload {
 
 /// The same GEMM on the crate's packed GEMM with both operands stored in its packed layouts
 /// beforehand, so that a call runs only the microkernel, the merging of its tiles into C and the
-/// loops around them.
+/// loops around them. B and C start on 64-byte boundaries, as in the crate's own scratch
+/// buffers.
 pub struct PrepackedGemm {
     shape: [usize; 3],
     a: packed_gemm::PackedA,
-    b: Vec<f32>,
-    c: Vec<f32>,
+    b: AlignedFloats,
+    c: AlignedFloats,
 }
 
 impl PrepackedGemm {
@@ -287,23 +288,45 @@ impl PrepackedGemm {
         let [m, k, n] = shape;
         let (a, b_values) = (random(5, m * k), random(6, k * n));
         let a_view = packed_gemm::MatRef::row_major(&a, m, k).expect("benchmark shapes are valid");
-        let mut b = vec![0.0; packed_gemm::PackedB::packed_len(k, n).unwrap()];
+        let mut b = AlignedFloats::zeros(packed_gemm::PackedB::packed_len(k, n).unwrap());
         for row in 0..k {
             for col in 0..n {
-                b[packed_gemm::PackedB::offset(k, n, row, col)] = b_values[row * n + col];
+                b.as_mut_slice()[packed_gemm::PackedB::offset(k, n, row, col)] =
+                    b_values[row * n + col];
             }
         }
         let a = packed_gemm::PackedA::new(a_view);
-        PrepackedGemm { shape, a, b, c: vec![0.0; m * n] }
+        PrepackedGemm { shape, a, b, c: AlignedFloats::zeros(m * n) }
     }
 
     /// Computes `C = A * B` on the calling thread.
     pub fn run(&mut self) {
         let [m, k, n] = self.shape;
-        let b = packed_gemm::PackedB::new(&self.b, k, n).expect("benchmark shapes are valid");
-        let c =
-            packed_gemm::MatMut::row_major(&mut self.c, m, n).expect("benchmark shapes are valid");
+        let b =
+            packed_gemm::PackedB::new(self.b.as_slice(), k, n).expect("benchmark shapes are valid");
+        let c = packed_gemm::MatMut::row_major(self.c.as_mut_slice(), m, n)
+            .expect("benchmark shapes are valid");
         packed_gemm::sgemm_prepacked(1.0, &self.a, 0..m, &b, 0.0, c).expect("valid operands");
+    }
+}
+
+/// `len` floats starting on a 64-byte boundary (the alignment of `wide::f32x16`).
+struct AlignedFloats {
+    lines: Vec<wide::f32x16>,
+    len: usize,
+}
+
+impl AlignedFloats {
+    fn zeros(len: usize) -> Self {
+        AlignedFloats { lines: vec![wide::f32x16::ZERO; len.div_ceil(16)], len }
+    }
+
+    fn as_slice(&self) -> &[f32] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
     }
 }
 

@@ -26,7 +26,9 @@ use rayon::prelude::*;
 
 use super::elementwise::{add_channel_bias, copy};
 use super::geometry::{ConvGeometry, MAX_TENSOR_ELEMENTS};
-use super::packed_gemm::{sgemm_prepacked, MatMut, MatRef, PackB, PackedA, KC, MR, NC};
+use super::packed_gemm::{
+    sgemm_prepacked, with_aligned_buffer, AlignedBuffer, MatMut, MatRef, PackB, PackedA, KC, MR, NC,
+};
 use super::phases::PhasePlan;
 
 mod columns;
@@ -68,7 +70,7 @@ thread_local! {
     /// The packed weight of the last call made on this thread.
     static PACKED_WEIGHT: Cell<Option<PackedA>> = const { Cell::new(None) };
     /// Folded output block `[c_out, samples * positions]`, reused across calls on this thread.
-    static FOLDED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static FOLDED: AlignedBuffer = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's buffer `slot`. The buffer is taken out while `f` runs, so a nested
@@ -274,9 +276,8 @@ impl Context<'_> {
                 let c = MatMut::from_checked(y, [g.c_out, columns], [1, g.c_out]);
                 self.product(0..g.c_out, samples, 0..columns, c);
             } else {
-                with_buffer(&FOLDED, |block| {
-                    // block [c_out, samples * positions]
-                    let block = prefix(block, g.c_out * columns);
+                // block [c_out, samples * positions]
+                with_aligned_buffer(&FOLDED, g.c_out * columns, |block| {
                     let c = MatMut::from_checked(block, [g.c_out, columns], [columns, 1]);
                     self.product(0..g.c_out, samples.clone(), 0..columns, c);
                     for s in 0..samples.len() {

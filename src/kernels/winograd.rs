@@ -49,11 +49,11 @@ use rayon::prelude::*;
 
 use super::disjoint::DisjointSlice;
 use super::elementwise::transpose;
-use super::fused_forward;
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{
-    sgemm_prepacked, sgemm_with_packer, MatMut, MatRef, PackedA, PackedB, KC, LANES, MR, NR,
+    sgemm_prepacked, sgemm_with_packer, with_aligned_buffer, AlignedBuffer, MatMut, MatRef,
+    PackedA, PackedB, KC, LANES, MR, NR,
 };
 
 mod rows;
@@ -173,27 +173,17 @@ thread_local! {
     /// Packed transformed kernel, reused across calls on this thread.
     static PACKED_KERNEL: Cell<Option<PackedA>> = const { Cell::new(None) };
     /// Transformed image tiles of one slice, reused across calls on this thread.
-    static IMAGE_TILES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static IMAGE_TILES: AlignedBuffer = const { Cell::new(Vec::new()) };
     /// Transformed grid tiles of one slice, reused across calls on this thread.
-    static GRID_TILES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static GRID_TILES: AlignedBuffer = const { Cell::new(Vec::new()) };
     /// Transformed weight gradient, reused across calls on this thread.
-    static KERNEL_GRADIENT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static KERNEL_GRADIENT: AlignedBuffer = const { Cell::new(Vec::new()) };
     /// A work item's product block, reused across items on this thread.
-    static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static BLOCK: AlignedBuffer = const { Cell::new(Vec::new()) };
     /// One image channel in the split layout, reused across tasks on this thread.
-    static PLANE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static PLANE: AlignedBuffer = const { Cell::new(Vec::new()) };
     /// Grid or output rows of a group of samples side by side, reused on this thread.
-    static GRID_ROWS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` on the first `len` elements of this thread's buffer `slot`, grown if needed. Old
-/// contents are left in place, and a nested call gets a buffer of its own.
-fn with_buffer<R>(
-    slot: &'static std::thread::LocalKey<Cell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    fused_forward::with_buffer(slot, |buffer| f(fused_forward::prefix(buffer, len)))
+    static GRID_ROWS: AlignedBuffer = const { Cell::new(Vec::new()) };
 }
 
 /// The tile layout of one call, from the geometry alone.
@@ -476,7 +466,7 @@ fn transform_image(
 ) {
     let (k, columns) = (t.k(), samples.len() * t.tiles());
     let channel = |c: usize, points: &mut [&mut [f32]; POINTS]| {
-        with_buffer(&PLANE, split_rows(t, samples.len()).len(), |plane| {
+        with_aligned_buffer(&PLANE, split_rows(t, samples.len()).len(), |plane| {
             transform_image_channel(t, image, samples.clone(), c, (points, output), plane);
         });
     };
@@ -581,7 +571,7 @@ fn transform_grid_channel(
 ) {
     let (plane_len, width, samples_len) = (t.out_h * t.out_w, t.out_w, samples.len());
     let (run_len, columns) = (samples_len * t.tile_cols, samples_len * t.tiles());
-    with_buffer(&GRID_ROWS, 2 * samples_len * width, |rows| {
+    with_aligned_buffer(&GRID_ROWS, 2 * samples_len * width, |rows| {
         let (r0, r1) = rows.split_at_mut(samples_len * width);
         for ty in 0..t.tile_rows {
             // Grid rows 2 * ty and 2 * ty + 1 of every sample, side by side.
@@ -668,15 +658,15 @@ pub(crate) fn image_to_grid(
         chunks.into_par_iter().for_each(|samples| {
             let columns = samples.len() * tiles;
             let v_len = POINTS * packed_len(k, columns);
-            with_buffer(&IMAGE_TILES, v_len, |v| {
+            with_aligned_buffer(&IMAGE_TILES, v_len, |v| {
                 // V [POINTS, k, columns], packed.
                 transform_image(&t, image, samples.clone(), v, Output::Packed);
 
                 // M = U * V [POINTS, c_out, columns], then Y = A^T M A plus the bias.
-                with_buffer(&BLOCK, POINTS * rows_padded * columns, |m| {
+                with_aligned_buffer(&BLOCK, POINTS * rows_padded * columns, |m| {
                     block_products(packed, rows_padded, (v, k, columns), m);
                     let (width, run_len) = (t.out_w, samples.len() * tw);
-                    with_buffer(&GRID_ROWS, 2 * samples.len() * width, |rows| {
+                    with_aligned_buffer(&GRID_ROWS, 2 * samples.len() * width, |rows| {
                         let (y0, y1) = rows.split_at_mut(samples.len() * width);
                         for o in 0..t.c_out {
                             let bias = bias.map_or(0.0, |bias| bias[o]);
@@ -722,17 +712,17 @@ pub(crate) fn grid_to_image(
         chunks.into_par_iter().for_each(|samples| {
             let columns = samples.len() * tiles;
             let dm_len = POINTS * packed_len(t.c_out, columns);
-            with_buffer(&GRID_TILES, dm_len, |dm| {
+            with_aligned_buffer(&GRID_TILES, dm_len, |dm| {
                 // dM [POINTS, c_out, columns], packed.
                 transform_grid(&t, grid, samples.clone(), dm, Output::Packed);
 
                 // dV = U^T * dM [POINTS, k, columns], then B dV B^T added into split planes
                 // and merged into the image with the bias.
-                with_buffer(&BLOCK, POINTS * rows_padded * columns, |dv| {
+                with_aligned_buffer(&BLOCK, POINTS * rows_padded * columns, |dv| {
                     block_products(packed, rows_padded, (dm, t.c_out, columns), dv);
                     let layout = split_rows(&t, samples.len());
                     let run_len = layout.run_len();
-                    with_buffer(&PLANE, layout.len(), |plane| {
+                    with_aligned_buffer(&PLANE, layout.len(), |plane| {
                         for c in 0..t.c_in {
                             plane.fill(0.0);
                             for phase in 0..PHASES {
@@ -789,13 +779,13 @@ pub(crate) fn grid_to_image(
 pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dweight: &mut [f32]) {
     let t = Tiling::new(g);
     let (k, tiles) = (t.k(), t.tiles());
-    with_buffer(&KERNEL_GRADIENT, POINTS * t.c_out * k, |du| {
+    with_aligned_buffer(&KERNEL_GRADIENT, POINTS * t.c_out * k, |du| {
         // dU [POINTS, c_out, k], summed slice after slice.
         du.fill(0.0);
         for samples in t.slices() {
             let columns = samples.len() * tiles;
-            with_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
-                with_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
+            with_aligned_buffer(&IMAGE_TILES, POINTS * k * columns, |v| {
+                with_aligned_buffer(&GRID_TILES, POINTS * t.c_out * columns, |dm| {
                     rayon::join(
                         || transform_image(&t, image, samples.clone(), v, Output::RowMajor),
                         || transform_grid(&t, grid, samples.clone(), dm, Output::RowMajor),
