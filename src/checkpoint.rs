@@ -22,6 +22,7 @@ use safetensors::SafeTensors;
 
 use crate::atomic::write_atomic;
 use crate::error::{checked_product, Error, Result};
+use crate::layers::{BufferData, Network};
 
 /// Default cap on the size of a checkpoint file that [`Checkpoint::load`] reads (16 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 34;
@@ -378,4 +379,76 @@ fn push_entry(
     let info = TensorInfo { dtype, shape: shape.to_vec(), data_offsets: (start, data.len()) };
     let value = serde_json::to_value(info).expect("TensorInfo serialises to a JSON object");
     header.insert(name.to_owned(), value);
+}
+
+/// Stores the parameters and buffers of `network` in `checkpoint` under `{prefix}.{name}`
+/// (`generator.main.0.weight`, `generator.main.1.running_mean`).
+///
+/// Parameters and `f32` buffers become `F32` tensors in PyTorch's shapes; `i64` buffers of one
+/// element (BatchNorm's `num_batches_tracked`) become `U64` scalars.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an `i64` buffer that is negative or has more than one element.
+pub fn insert_network(checkpoint: &mut Checkpoint, prefix: &str, network: &Network) -> Result<()> {
+    for tensor in network.named_params() {
+        let name = format!("{prefix}.{}", tensor.name);
+        checkpoint.insert_tensor(name, &tensor.shape, tensor.data.to_vec())?;
+    }
+    for buffer in network.named_buffers() {
+        let name = format!("{prefix}.{}", buffer.name);
+        match buffer.data {
+            BufferData::F32(values) => {
+                checkpoint.insert_tensor(name, &buffer.shape, values.to_vec())?
+            }
+            BufferData::I64(&[value]) => {
+                let value = u64::try_from(value)
+                    .map_err(|_| Error::invalid("buffer", &name, "a count of at least 0"))?;
+                checkpoint.scalars.insert(name, Scalar::U64(value));
+            }
+            BufferData::I64(values) => {
+                return Err(Error::invalid(
+                    "buffer",
+                    &name,
+                    format!("an i64 buffer of one element, not {}", values.len()),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Overwrites the parameters and buffers of `network` with those that [`insert_network`] stored
+/// under `prefix`.
+///
+/// # Errors
+/// [`Error::Format`] when a tensor or scalar is missing or has another shape;
+/// [`Error::NonFinite`] or [`Error::InvalidArgument`] for values the network rejects (NaN
+/// weights, a negative running variance). The network may be partly overwritten then.
+pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Network) -> Result<()> {
+    let params: Vec<(String, Vec<usize>)> =
+        network.named_params().map(|t| (t.name, t.shape)).collect();
+    for (name, shape) in params {
+        let tensor = format!("{prefix}.{name}");
+        network
+            .set_param(&name, checkpoint.get(&tensor, &shape)?)
+            .map_err(|error| error.in_tensor(&tensor))?;
+    }
+    let buffers: Vec<(String, Vec<usize>, bool)> = network
+        .named_buffers()
+        .map(|b| (b.name, b.shape, matches!(b.data, BufferData::F32(_))))
+        .collect();
+    for (name, shape, is_f32) in buffers {
+        let key = format!("{prefix}.{name}");
+        if is_f32 {
+            network.set_buffer(&name, BufferData::F32(checkpoint.get(&key, &shape)?))?;
+        } else {
+            let value = checkpoint.get_u64(&key)?;
+            let value = i64::try_from(value).map_err(|_| Error::Format {
+                format: "checkpoint",
+                reason: format!("scalar `{key}` = {value} exceeds i64::MAX"),
+            })?;
+            network.set_buffer(&name, BufferData::I64(&[value]))?;
+        }
+    }
+    Ok(())
 }

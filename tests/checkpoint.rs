@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use dcgan::checkpoint::{Checkpoint, Scalar};
+use dcgan::checkpoint::{insert_network, restore_network, Checkpoint, Scalar};
+use dcgan::loss::GanLoss;
+use dcgan::models::DcganConfig;
 use dcgan::rng::{Rng, Stream};
+use dcgan::train::Trainer;
 use dcgan::Error;
 use proptest::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
@@ -296,4 +299,31 @@ proptest! {
             prop_assert!(checkpoint.to_bytes().is_ok());
         }
     }
+}
+
+#[test]
+fn network_round_trips_through_checkpoint() {
+    let model = DcganConfig { nz: 4, ngf: 2, ndf: 2, channels: 1, image_size: 16 };
+    let source = Trainer::new(model, 1, GanLoss::default()).unwrap();
+    let mut checkpoint = Checkpoint::new();
+    insert_network(&mut checkpoint, "g", source.generator()).unwrap();
+    let mut other = Trainer::new(model, 99, GanLoss::default()).unwrap();
+    assert_ne!(other.generator().params(), source.generator().params());
+    restore_network(&checkpoint, "g", other.generator_mut()).unwrap();
+    assert_eq!(other.generator().params(), source.generator().params());
+    assert!(checkpoint.scalars.contains_key("g.main.1.num_batches_tracked"));
+}
+
+#[test]
+fn oversized_batch_count_is_a_format_error() {
+    let model = DcganConfig { nz: 4, ngf: 2, ndf: 2, channels: 1, image_size: 16 };
+    let mut trainer = Trainer::new(model, 1, GanLoss::default()).unwrap();
+    let mut checkpoint = Checkpoint::new();
+    insert_network(&mut checkpoint, "g", trainer.generator()).unwrap();
+    let key = "g.main.1.num_batches_tracked";
+    checkpoint.scalars.insert(key.to_string(), Scalar::U64(u64::MAX));
+    let reason =
+        format_reason(restore_network(&checkpoint, "g", trainer.generator_mut()).unwrap_err());
+    assert!(reason.contains(key), "{reason}");
+    assert!(reason.contains(&u64::MAX.to_string()), "{reason}");
 }

@@ -35,9 +35,10 @@ use crate::optim::AdamConfig;
 use crate::rng::{Rng, Stream};
 use crate::train::{GanTrainer, OptimizerConfig, TrainConfig};
 
+pub use crate::checkpoint::{insert_network, restore_network};
 pub use folder::RunFolder;
 pub use metrics::MetricsRow;
-pub use state::{insert_network, load_generator, restore_network, CHECKPOINT_FORMAT};
+pub use state::{load_generator, CHECKPOINT_FORMAT};
 
 /// The largest fixed latent batch a run keeps for its sample grids.
 pub const MAX_SAMPLE_COUNT: usize = 1024;

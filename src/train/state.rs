@@ -16,61 +16,12 @@ use ndarray::Array4;
 
 use super::config::{GanOptimizer, OptimizerState};
 use super::gan::GanTrainer;
-use crate::checkpoint::{Checkpoint, Scalar};
+use crate::checkpoint::{insert_network, restore_network, Checkpoint, Scalar};
 use crate::error::{Error, Result};
-use crate::layers::{BufferData, Network};
 use crate::models::DcganConfig;
 use crate::optim::{AdamState, RmsPropState, SgdState};
 use crate::rng::Rng;
 use crate::tricks::HistoricalAverage;
-
-fn format_error(reason: String) -> Error {
-    Error::Format { format: "checkpoint", reason }
-}
-
-fn save_network(checkpoint: &mut Checkpoint, prefix: &str, net: &Network) -> Result<()> {
-    for t in net.named_params() {
-        checkpoint.insert_tensor(format!("{prefix}.{}", t.name), &t.shape, t.data.to_vec())?;
-    }
-    for b in net.named_buffers() {
-        let name = format!("{prefix}.{}", b.name);
-        match b.data {
-            BufferData::F32(data) => checkpoint.insert_tensor(name, &b.shape, data.to_vec())?,
-            BufferData::I64(data) => {
-                let value = data.first().copied().unwrap_or(0);
-                let value = u64::try_from(value)
-                    .map_err(|_| Error::invalid("buffer value", value, "a count >= 0"))?;
-                checkpoint.scalars.insert(name, Scalar::U64(value));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn load_network(checkpoint: &Checkpoint, prefix: &str, net: &mut Network) -> Result<()> {
-    let params: Vec<(String, Vec<usize>)> = net.named_params().map(|t| (t.name, t.shape)).collect();
-    for (name, shape) in params {
-        let tensor = format!("{prefix}.{name}");
-        let data = checkpoint.get(&tensor, &shape)?;
-        net.set_param(&name, data).map_err(|error| error.in_tensor(&tensor))?;
-    }
-    let buffers: Vec<(String, Vec<usize>, bool)> = net
-        .named_buffers()
-        .map(|b| (b.name, b.shape, matches!(b.data, BufferData::F32(_))))
-        .collect();
-    for (name, shape, is_f32) in buffers {
-        let key = format!("{prefix}.{name}");
-        if is_f32 {
-            net.set_buffer(&name, BufferData::F32(checkpoint.get(&key, &shape)?))?;
-        } else {
-            let value = checkpoint.get_u64(&key)?;
-            let value = i64::try_from(value)
-                .map_err(|_| format_error(format!("`{key}` = {value} does not fit in i64")))?;
-            net.set_buffer(&name, BufferData::I64(&[value]))?;
-        }
-    }
-    Ok(())
-}
 
 fn insert_vector(checkpoint: &mut Checkpoint, name: String, data: &[f32]) -> Result<()> {
     checkpoint.insert_tensor(name, &[data.len()], data.to_vec())
@@ -159,8 +110,8 @@ impl GanTrainer {
     /// [`Error::Format`] if a value cannot be serialised (not expected for valid trainers).
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
         let mut checkpoint = Checkpoint::new();
-        save_network(&mut checkpoint, "generator", &self.generator)?;
-        save_network(&mut checkpoint, "discriminator", &self.discriminator)?;
+        insert_network(&mut checkpoint, "generator", &self.generator)?;
+        insert_network(&mut checkpoint, "discriminator", &self.discriminator)?;
         save_optimizer(&mut checkpoint, "g_optimizer", &self.g_optimizer)?;
         save_optimizer(&mut checkpoint, "d_optimizer", &self.d_optimizer)?;
         if let Some(history) = &self.g_history {
@@ -194,8 +145,8 @@ impl GanTrainer {
         let seed = checkpoint.get_u64("seed")?;
         let mut trainer = GanTrainer::new(model, config, seed)?;
 
-        load_network(checkpoint, "generator", &mut trainer.generator)?;
-        load_network(checkpoint, "discriminator", &mut trainer.discriminator)?;
+        restore_network(checkpoint, "generator", &mut trainer.generator)?;
+        restore_network(checkpoint, "discriminator", &mut trainer.discriminator)?;
         let (g_len, d_len) = (trainer.generator.num_params(), trainer.discriminator.num_params());
         load_optimizer(checkpoint, "g_optimizer", &mut trainer.g_optimizer, g_len)?;
         load_optimizer(checkpoint, "d_optimizer", &mut trainer.d_optimizer, d_len)?;
