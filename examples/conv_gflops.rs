@@ -128,6 +128,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
     }
     let names: Vec<String> = dcgan_layers().iter().map(|layer| layer.name()).collect();
     for filter in &filters {
+        if filter.is_empty() {
+            return Err("empty filter \"\": expected part of a layer name (D2, G3)".into());
+        }
         if !names.iter().any(|name| name.contains(filter.as_str())) {
             return Err(format!(
                 "filter {filter:?} matches no layer: expected part of a name among {}",

@@ -14,7 +14,8 @@
 //! - `losses.png`: the loss curves;
 //! - `checkpoint.safetensors`: the complete training state, every `--checkpoint-every` steps
 //!   and at the end;
-//! - `settings.json`: the settings of the run.
+//! - `settings.json`: the settings of the run;
+//! - `quality.csv`, `quality.png`: sample quality scores, every `--eval-every` steps when set.
 //!
 //! Ctrl-C finishes the current step, saves the checkpoint and a sample grid, and exits with
 //! status 130. A run stopped at any point continues from its last checkpoint with
@@ -34,7 +35,7 @@ use dcgan::eval::{EvalOptions, Evaluator};
 use dcgan::kernels::gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::run::folder::{read_history, CHECKPOINT_FILE, SETTINGS_FILE};
-use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV};
+use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV, QUALITY_PLOT};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
 use dcgan::Error;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
@@ -276,6 +277,14 @@ fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
     };
     if threads > MAX_THREADS {
         return Err(format!("invalid --threads {threads}: expected 0 to {MAX_THREADS}").into());
+    }
+    if let Ok(cores) = std::thread::available_parallelism() {
+        if threads > cores.get() {
+            eprintln!(
+                "warning: --threads {threads} is more than the {cores} cores available; the extra \
+                 threads make each step slower, not faster (results stay the same)"
+            );
+        }
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -721,6 +730,10 @@ impl Progress {
         println!("  {:<40} losses per step", out.join("metrics.csv").display());
         println!("  {:<40} training state", out.join(CHECKPOINT_FILE).display());
         println!("  {:<40} settings of the run", out.join(SETTINGS_FILE).display());
+        if out.join(QUALITY_CSV).exists() {
+            println!("  {:<40} sample quality scores", out.join(QUALITY_CSV).display());
+            println!("  {:<40} sample quality plot", out.join(QUALITY_PLOT).display());
+        }
         if self.interrupted {
             println!(
                 "Stopped by Ctrl-C after step {step} of {}, with the state saved. Continue with: \

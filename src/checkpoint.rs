@@ -452,3 +452,34 @@ pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Netw
     }
     Ok(())
 }
+
+/// Checks that a network of `count` parameters is not far larger than the floats `checkpoint`
+/// stores in tensors named `{prefix}.*`: at most twice as many, plus 2^20.
+///
+/// Loaders call it before they build a network from the model that the checkpoint's metadata
+/// names, so that a small file whose metadata claims a huge model fails here instead of making
+/// them allocate it. The slack lets a checkpoint that lacks a few tensors reach the loader's own
+/// error, which names the missing tensor.
+///
+/// # Errors
+/// [`Error::Format`] when `count` exceeds that bound.
+pub fn check_stored_parameters(checkpoint: &Checkpoint, prefix: &str, count: usize) -> Result<()> {
+    const SLACK: usize = 1 << 20;
+    let start = format!("{prefix}.");
+    let stored: usize = checkpoint
+        .tensors
+        .iter()
+        .filter(|(name, _)| name.starts_with(&start))
+        .map(|(_, (_, data))| data.len())
+        .sum();
+    if count > stored.saturating_mul(2).saturating_add(SLACK) {
+        return Err(Error::Format {
+            format: "checkpoint",
+            reason: format!(
+                "tensors `{start}*` hold {stored} floats, but the model in its metadata has \
+                 {count} parameters there: expected a model that the stored tensors can fill"
+            ),
+        });
+    }
+    Ok(())
+}

@@ -213,13 +213,13 @@ impl GanLoss {
     /// Checks the loss's options.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a label outside `[0, 1]`, a non-finite least-squares
+    /// [`Error::InvalidArgument`] for a `real_label` outside `(0, 1]`, a non-finite least-squares
     /// target, or equal least-squares targets for real and generated samples.
     pub fn validate(&self) -> Result<()> {
         match *self {
             GanLoss::Bce { real_label } => {
-                if !(0.0..=1.0).contains(&real_label) {
-                    return Err(Error::invalid("real_label", real_label, "a number in [0, 1]"));
+                if !(real_label > 0.0 && real_label <= 1.0) {
+                    return Err(Error::invalid("real_label", real_label, "a number in (0, 1]"));
                 }
             }
             GanLoss::LeastSquares { fake_target, real_target, generator_target } => {

@@ -31,6 +31,11 @@ use crate::rng::{Rng, Stream};
 /// The negative slope of the discriminator's LeakyReLUs.
 pub const LEAKY_SLOPE: f32 = 0.2;
 
+/// The maximum number of parameters of one network of a [`DcganConfig`]: 2^30 `f32` values (4 GiB).
+/// [`DcganConfig::validate`] rejects a larger model before anything is allocated. With its
+/// gradients and Adam's two moments, a network at the limit takes 16 GiB.
+pub const MAX_NETWORK_PARAMETERS: usize = 1 << 30;
+
 /// Sizes of a DCGAN pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DcganConfig {
@@ -62,8 +67,9 @@ impl DcganConfig {
     /// Checks the sizes.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a zero size or an image size that is not a power of two
-    /// in `16..=128`; [`Error::Overflow`] when a channel count does not fit in `usize`.
+    /// [`Error::InvalidArgument`] for a zero size, an image size that is not a power of two
+    /// in `16..=128`, or a network with more than [`MAX_NETWORK_PARAMETERS`] parameters;
+    /// [`Error::Overflow`] when a channel or parameter count does not fit in `usize`.
     pub fn validate(&self) -> Result<()> {
         for (name, value) in
             [("nz", self.nz), ("ngf", self.ngf), ("ndf", self.ndf), ("channels", self.channels)]
@@ -81,7 +87,56 @@ impl DcganConfig {
         }
         checked_product("generator channels", &[self.ngf, self.image_size / 8])?;
         checked_product("discriminator channels", &[self.ndf, self.image_size / 8])?;
+        let [generator, discriminator] = self.parameter_counts()?;
+        let expected = "at most MAX_NETWORK_PARAMETERS = 2^30: lower ngf, ndf or image_size";
+        if generator > MAX_NETWORK_PARAMETERS {
+            return Err(Error::invalid("generator parameters", generator, expected));
+        }
+        if discriminator > MAX_NETWORK_PARAMETERS {
+            return Err(Error::invalid("discriminator parameters", discriminator, expected));
+        }
         Ok(())
+    }
+
+    /// Returns the numbers of parameters of the generator and of the discriminator, counted
+    /// from the sizes alone, without building either network.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] when a count does not fit in `usize`.
+    pub fn parameter_counts(&self) -> Result<[usize; 2]> {
+        let overflow = || Error::Overflow { what: "parameter count" };
+        // A 4x4 convolution's weight; BatchNorm adds a scale and a shift per channel.
+        let conv =
+            |c_in: usize, c_out: usize| checked_product("parameter count", &[c_in, c_out, 16]);
+        let with_norm = |c_in: usize, c_out: usize| {
+            conv(c_in, c_out)?
+                .checked_add(c_out.checked_mul(2).ok_or_else(overflow)?)
+                .ok_or_else(overflow)
+        };
+        let widths = |base: usize, mult: usize| base.checked_mul(mult).ok_or_else(overflow);
+
+        let mut mult = self.image_size / 8;
+        let mut generator = with_norm(self.nz, widths(self.ngf, mult)?)?;
+        while mult > 1 {
+            let c_in = widths(self.ngf, mult)?;
+            generator = generator.checked_add(with_norm(c_in, c_in / 2)?).ok_or_else(overflow)?;
+            mult /= 2;
+        }
+        generator = generator.checked_add(conv(self.ngf, self.channels)?).ok_or_else(overflow)?;
+
+        let mut discriminator = conv(self.channels, self.ndf)?;
+        let (mut mult, mut size) = (1, self.image_size / 2);
+        while size > 4 {
+            let c_in = widths(self.ndf, mult)?;
+            let c_out = c_in.checked_mul(2).ok_or_else(overflow)?;
+            discriminator =
+                discriminator.checked_add(with_norm(c_in, c_out)?).ok_or_else(overflow)?;
+            mult *= 2;
+            size /= 2;
+        }
+        let last = conv(widths(self.ndf, mult)?, 1)?;
+        discriminator = discriminator.checked_add(last).ok_or_else(overflow)?;
+        Ok([generator, discriminator])
     }
 
     /// Builds the generator's layers, with parameters not yet allocated.

@@ -8,7 +8,7 @@
 mod conv_support;
 
 use conv_support::*;
-use dcgan::kernels::gemm::{gemm_backend, set_gemm_backend, GemmBackend};
+use dcgan::kernels::gemm::{gemm, gemm_backend, set_gemm_backend, GemmBackend, MatMut, MatRef};
 use dcgan::kernels::{Conv2dSpec, ConvTranspose2dSpec};
 
 /// Shapes with several `k` tiles, position tiles, folded sample groups and channel blocks.
@@ -85,5 +85,26 @@ fn both_backends_match_reference_and_ignore_thread_count() {
             }
         }
     }
+    // Backends are switched only in this test, because the selection is process-wide.
+    for backend in [GemmBackend::MatrixMultiply, GemmBackend::Packed] {
+        set_gemm_backend(backend);
+        zero_alpha_leaves_a_and_b_unread(backend);
+    }
     set_gemm_backend(GemmBackend::Packed);
+}
+
+/// `gemm` with `alpha == 0` gives `beta * C` even when A and B hold NaN, as in BLAS.
+fn zero_alpha_leaves_a_and_b_unread(backend: GemmBackend) {
+    let (m, k, n) = (3, 4, 5);
+    let a = vec![f32::NAN; m * k];
+    let b = vec![f32::INFINITY; k * n];
+    let old: Vec<f32> = (0..m * n).map(|i| i as f32 - 7.0).collect();
+    for beta in [0.0, 1.0, -0.5] {
+        let mut c = old.clone();
+        let (a_view, b_view) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+        gemm(0.0, a_view, b_view, beta, MatMut::row_major(&mut c, m, n));
+        let expected: Vec<f32> =
+            old.iter().map(|&x| if beta == 0.0 { 0.0 } else { beta * x }).collect();
+        assert_eq!(c, expected, "alpha 0, beta {beta} on {backend:?}");
+    }
 }

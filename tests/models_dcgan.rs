@@ -92,6 +92,32 @@ fn supported_sizes_build_and_connect() {
     assert!(config.build(1).is_err());
 }
 
+#[test]
+fn parameter_counts_match_built_networks() {
+    for size in [16, 32, 64, 128] {
+        for (nz, ngf, ndf, channels) in [(5, 2, 3, 2), (100, 64, 64, 3), (7, 1, 1, 1)] {
+            let config = DcganConfig { nz, ngf, ndf, channels, image_size: size };
+            let (g, d) = config.build(1).unwrap();
+            let [g_count, d_count] = config.parameter_counts().unwrap();
+            assert_eq!(g_count, g.num_params(), "generator of {config:?}");
+            assert_eq!(d_count, d.num_params(), "discriminator of {config:?}");
+        }
+    }
+}
+
+#[test]
+fn oversized_model_is_rejected() {
+    let config = DcganConfig { ngf: 1024, ndf: 1024, image_size: 128, ..DcganConfig::dcgan64() };
+    let err = config.validate().unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "generator parameters", .. }), "{err}");
+    let config = DcganConfig { ndf: 1024, image_size: 128, ..DcganConfig::dcgan64() };
+    let err = config.validate().unwrap_err();
+    let name = "discriminator parameters";
+    assert!(matches!(err, Error::InvalidArgument { name: n, .. } if n == name), "{err}");
+    let config = DcganConfig { ngf: usize::MAX / 4, ..DcganConfig::dcgan64() };
+    assert!(config.validate().is_err());
+}
+
 /// Returns the tiny model of the gradient and parity tests.
 fn tiny() -> DcganConfig {
     DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 }

@@ -193,6 +193,8 @@ fn non_empty_folder_needs_overwrite() {
     folder.write_samples(&mut run).unwrap();
     folder.write_progress(&run, &[]).unwrap();
     std::fs::write(path.join("notes.txt"), "kept").unwrap();
+    std::fs::write(path.join("quality.csv"), "step\n").unwrap();
+    std::fs::write(path.join("quality.png"), "old plot").unwrap();
 
     let err = RunFolder::create(&path, false).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { name: "output folder", .. }), "{err}");
@@ -202,6 +204,8 @@ fn non_empty_folder_needs_overwrite() {
     assert!(!path.join("checkpoint.safetensors").exists(), "checkpoint deleted");
     assert!(!path.join("metrics.csv").exists(), "metrics deleted");
     assert!(!path.join("samples/step_000001.png").exists(), "samples deleted");
+    assert!(!path.join("quality.csv").exists(), "quality rows deleted");
+    assert!(!path.join("quality.png").exists(), "quality plot deleted");
     assert_eq!(std::fs::read_to_string(path.join("notes.txt")).unwrap(), "kept");
     std::fs::remove_dir_all(&path).unwrap();
 }
@@ -449,6 +453,19 @@ fn checkpoint_with_zero_data_rng_is_rejected() {
     assert!(matches!(err, Error::Format { .. }), "{err}");
     assert!(err.to_string().contains("batcher"), "{err}");
     assert!(err.to_string().contains("[0, 0, 0, 0]"), "{err}");
+}
+
+#[test]
+fn checkpoint_with_impossible_epoch_is_rejected() {
+    let mut run = start(settings());
+    take_steps(&mut run, 2);
+    let mut checkpoint = run.to_checkpoint().unwrap();
+    let mut batcher: serde_json::Value = checkpoint.get_json("batcher").unwrap();
+    batcher["epoch"] = serde_json::json!(u64::MAX);
+    checkpoint.set_json("batcher", &batcher).unwrap();
+    let err = TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
 }
 
 #[test]

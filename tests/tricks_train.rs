@@ -639,6 +639,19 @@ fn checkpoint_rejects_a_mismatched_state() {
 }
 
 #[test]
+fn checkpoint_claiming_a_larger_model_is_rejected() {
+    let trainer = GanTrainer::new(tiny(), TrainConfig::default(), 71).unwrap();
+    let mut checkpoint = trainer.to_checkpoint().unwrap();
+    // Stored tensors of the tiny model, metadata of a model with millions of parameters.
+    let claimed = DcganConfig { ngf: 64, ndf: 64, image_size: 64, ..tiny() };
+    checkpoint.set_json("model", &claimed).unwrap();
+    let err = GanTrainer::from_checkpoint(&checkpoint).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("generator.*"), "{err}");
+    assert!(err.to_string().contains("parameters"), "{err}");
+}
+
+#[test]
 fn restructured_networks_keep_the_plain_layout() {
     let model = DcganConfig { nz: 5, ngf: 3, ndf: 2, channels: 2, image_size: 32 };
     let (plain_g, plain_d) = model.build(7).unwrap();

@@ -148,7 +148,10 @@ fn read_array(reader: &mut impl Read, source: &str, max_payload_bytes: u64) -> R
     if let Some(axis) = sizes.iter().position(|&size| size == 0) {
         return Err(format_error(
             source,
-            format!("dimension {axis} of {sizes:?} is 0: expected every size to be at least 1"),
+            format!(
+                "dimension {axis} of {} is 0: expected every size to be at least 1",
+                describe_sizes(&sizes)
+            ),
         ));
     }
     let claimed = sizes.iter().try_fold(1u64, |acc, &size| acc.checked_mul(u64::from(size)));
@@ -158,8 +161,9 @@ fn read_array(reader: &mut impl Read, source: &str, max_payload_bytes: u64) -> R
             return Err(format_error(
                 source,
                 format!(
-                    "dimensions {sizes:?} claim a payload of more than {max_payload_bytes} \
-                     bytes, the limit"
+                    "dimensions {} claim a payload of more than {max_payload_bytes} bytes, the \
+                     limit",
+                    describe_sizes(&sizes)
                 ),
             ))
         }
@@ -177,8 +181,9 @@ fn read_array(reader: &mut impl Read, source: &str, max_payload_bytes: u64) -> R
         return Err(format_error(
             source,
             format!(
-                "payload has {} bytes: expected {claimed_len} for dimensions {sizes:?}",
-                data.len()
+                "payload has {} bytes: expected {claimed_len} for dimensions {}",
+                data.len(),
+                describe_sizes(&sizes)
             ),
         ));
     }
@@ -186,14 +191,25 @@ fn read_array(reader: &mut impl Read, source: &str, max_payload_bytes: u64) -> R
         return Err(format_error(
             source,
             format!(
-                "unexpected data after the {claimed_len}-byte payload of dimensions {sizes:?}: \
-                 expected end of input"
+                "unexpected data after the {claimed_len}-byte payload of dimensions {}: \
+                 expected end of input",
+                describe_sizes(&sizes)
             ),
         ));
     }
 
     let dims = sizes.iter().map(|&size| size as usize).collect();
     Ok(IdxArray { dims, data })
+}
+
+/// Formats dimension sizes for an error message: all of them, or the first 8 and the count.
+fn describe_sizes(sizes: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    if sizes.len() <= SHOWN {
+        format!("{sizes:?}")
+    } else {
+        format!("{:?} and {} more ({} in all)", &sizes[..SHOWN], sizes.len() - SHOWN, sizes.len())
+    }
 }
 
 /// Fills `buf` from `reader`, stopping early only at end of input; returns the bytes read.
@@ -222,7 +238,7 @@ fn read_header_field(
         return Err(format_error(
             source,
             format!(
-                "input ends inside the header: {field} needs {} bytes, found {filled}",
+                "input ends inside the header: expected {} bytes of {field}, found {filled}",
                 buf.len()
             ),
         ));

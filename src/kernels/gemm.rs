@@ -225,6 +225,8 @@ impl<'a> MatMut<'a> {
 ///
 /// `A` is `m x k`, `B` is `k x n` and `C` is `m x n`, each with its own row and column strides.
 /// When `beta == 0` the old contents of `C` are never read, so `C` may hold NaN or garbage.
+/// When `alpha == 0` or `k == 0`, `A` and `B` are not read either (as in BLAS), and both backends
+/// set `C = beta * C`, so NaN or infinity in `A` or `B` does not reach `C`.
 /// Each element of the result is a fixed function of its row of `A`, its column of `B`, its old
 /// value, `alpha`, `beta`, the backend and the build. Both backends sum `k` in order, in blocks of
 /// a constant size, and compute edge tiles the same way as full ones. So the result does not
@@ -248,10 +250,27 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
     if m == 0 || n == 0 {
         return;
     }
+    if alpha == 0.0 || k == 0 {
+        scale(beta, c);
+        return;
+    }
 
     match gemm_backend() {
         GemmBackend::Packed => on_packed(alpha, a, b, beta, c),
         GemmBackend::MatrixMultiply => on_matrixmultiply(alpha, a, b, beta, c),
+    }
+}
+
+/// Sets `C = beta * C`, writing zeros without reading `C` when `beta == 0`.
+fn scale(beta: f32, c: MatMut<'_>) {
+    if beta == 1.0 {
+        return;
+    }
+    for i in 0..c.rows {
+        for j in 0..c.cols {
+            let index = i * c.row_stride + j * c.col_stride;
+            c.data[index] = if beta == 0.0 { 0.0 } else { beta * c.data[index] };
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! losses.png                loss curves
 //! checkpoint.safetensors    the complete training state (see `TrainingRun::to_checkpoint`)
 //! settings.json             the run's settings, for people and scripts
+//! quality.csv, quality.png  sample quality every N steps, when enabled (see `quality`)
 //! ```
 //!
 //! Every file is written atomically, so a run killed at any moment leaves each file either
@@ -15,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::metrics::{self, MetricsRow};
+use super::quality::{QUALITY_CSV, QUALITY_PLOT};
 use super::{write_sample_grid, TrainingRun};
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
@@ -178,7 +180,9 @@ fn remove_run_files(path: &Path) -> Result<()> {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Error::io(file, err)),
         _ => Ok(()),
     };
-    for name in [CHECKPOINT_FILE, METRICS_FILE, LOSS_PLOT_FILE, SETTINGS_FILE] {
+    let names =
+        [CHECKPOINT_FILE, METRICS_FILE, LOSS_PLOT_FILE, SETTINGS_FILE, QUALITY_CSV, QUALITY_PLOT];
+    for name in names {
         remove(path.join(name))?;
     }
     let samples = path.join(SAMPLES_FOLDER);

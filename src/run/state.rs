@@ -3,7 +3,7 @@
 use ndarray::Array4;
 
 use super::{check_data, RunSettings, TrainingRun};
-use crate::checkpoint::{restore_network, Checkpoint};
+use crate::checkpoint::{check_stored_parameters, restore_network, Checkpoint};
 use crate::data::{Batcher, BatcherState, Mnist};
 use crate::error::{Error, Result};
 use crate::layers::Network;
@@ -58,6 +58,9 @@ pub fn load_generator(checkpoint: &Checkpoint) -> Result<(RunSettings, Network)>
              GanTrainer::generate",
         ));
     }
+    settings.model.validate()?;
+    let [count, _] = settings.model.parameter_counts()?;
+    check_stored_parameters(checkpoint, "generator", count)?;
     let mut generator = settings.model.generator(&mut Rng::stream(settings.seed, Stream::Init))?;
     restore_network(checkpoint, "generator", &mut generator)?;
     Ok((settings, generator))
@@ -115,10 +118,22 @@ impl TrainingRun {
                 ),
             });
         }
+        let epoch = batcher_state.epoch;
         let batcher = Batcher::from_state(batcher_state, data.len())?;
 
         // Networks, optimisers, trick state and streams.
         let trainer = GanTrainer::from_checkpoint(checkpoint)?;
+        // Each step draws `d_steps` batches, and each epoch contains at least one.
+        let batches = trainer.step_count().saturating_mul(trainer.config().d_steps as u64);
+        if epoch > batches {
+            return Err(Error::Format {
+                format: "checkpoint",
+                reason: format!(
+                    "data order at epoch {epoch} after {batches} batches: expected at most one \
+                     epoch per batch drawn"
+                ),
+            });
+        }
         if *trainer.model() != settings.model
             || *trainer.config() != settings.train_config()
             || trainer.seed() != settings.seed

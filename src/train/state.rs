@@ -16,7 +16,9 @@ use ndarray::Array4;
 
 use super::config::{GanOptimizer, OptimizerState};
 use super::gan::GanTrainer;
-use crate::checkpoint::{insert_network, restore_network, Checkpoint, Scalar};
+use crate::checkpoint::{
+    check_stored_parameters, insert_network, restore_network, Checkpoint, Scalar,
+};
 use crate::error::{Error, Result};
 use crate::models::DcganConfig;
 use crate::optim::{AdamState, RmsPropState, SgdState};
@@ -143,6 +145,10 @@ impl GanTrainer {
         let model: DcganConfig = checkpoint.get_json("model")?;
         let config = checkpoint.get_json("train_config")?;
         let seed = checkpoint.get_u64("seed")?;
+        model.validate()?;
+        let [g_count, d_count] = model.parameter_counts()?;
+        check_stored_parameters(checkpoint, "generator", g_count)?;
+        check_stored_parameters(checkpoint, "discriminator", d_count)?;
         let mut trainer = GanTrainer::new(model, config, seed)?;
 
         restore_network(checkpoint, "generator", &mut trainer.generator)?;
