@@ -184,6 +184,8 @@ thread_local! {
     static PLANE: AlignedBuffer = const { Cell::new(Vec::new()) };
     /// Grid or output rows of a group of samples side by side, reused on this thread.
     static GRID_ROWS: AlignedBuffer = const { Cell::new(Vec::new()) };
+    /// One transformed row of tiles per point, before it is copied into a packed operand.
+    static POINT_ROWS: AlignedBuffer = const { Cell::new(Vec::new()) };
 }
 
 /// The tile layout of one call, from the geometry alone.
@@ -429,6 +431,28 @@ fn packed_len(rows: usize, columns: usize) -> usize {
     PackedB::packed_len(rows, columns).expect("a checked geometry's operand fits in memory")
 }
 
+/// Copies `rows [POINTS, run_len]`, one transformed row of tiles per point, into row `row` of
+/// each point's `[depth, columns]` matrix in the layout of [`PackedB`], from column `first`.
+///
+/// The image transform writes a whole run into `rows` and copies it piece by piece, because
+/// transforming each piece of a sliver in place (at most [`NR`] columns) spent more time setting
+/// up its nine input and nine output rows than computing: the dcgan32 D2 forward ran 12-17%
+/// faster this way. The grid transform, with two input rows, measured no gain and does not.
+fn scatter_packed(
+    rows: &[f32],
+    (depth, columns, row): (usize, usize, usize),
+    first: usize,
+    points: &mut [&mut [f32]; POINTS],
+) {
+    let run_len = rows.len() / POINTS;
+    for (point, values) in points.iter_mut().zip(rows.chunks_exact(run_len)) {
+        sliver_pieces(first, run_len, |piece| {
+            let at = PackedB::offset(depth, columns, row, first + piece.start);
+            point[at..at + piece.len()].copy_from_slice(&values[piece]);
+        });
+    }
+}
+
 /// Calls `f(x0..x1)` for the pieces of a run of `len` columns from column `first` that stay
 /// within one sliver of [`NR`] columns of the packed layout, with `x0` and `x1` relative to
 /// `first`.
@@ -521,13 +545,13 @@ fn transform_image_channel(
                     let mut row = points.each_mut().map(|p| &mut p[at..at + run_len]);
                     image_row(runs, &mut row);
                 }
-                Output::Packed => sliver_pieces(first, run_len, |piece| {
-                    let at =
-                        PackedB::offset(t.k(), columns, PHASES * c + phase, first + piece.start);
-                    let mut row = points.each_mut().map(|p| &mut p[at..at + piece.len()]);
-                    let runs = runs.map(|run| run.map(|entries| &entries[piece.clone()]));
-                    image_row(runs, &mut row);
-                }),
+                Output::Packed => {
+                    with_aligned_buffer(&POINT_ROWS, POINTS * run_len, |rows| {
+                        image_row(runs, &mut point_rows(rows, 0, run_len, run_len));
+                        let row = PHASES * c + phase;
+                        scatter_packed(rows, (t.k(), columns, row), first, points);
+                    });
+                }
             }
         }
     }
