@@ -31,9 +31,9 @@ use crate::rng::{Rng, Stream};
 /// The negative slope of the discriminator's LeakyReLUs.
 pub const LEAKY_SLOPE: f32 = 0.2;
 
-/// The maximum number of parameters of one network of a [`DcganConfig`]: 2^30 `f32` values (4 GiB).
-/// [`DcganConfig::validate`] rejects a larger model before anything is allocated. With its
-/// gradients and Adam's two moments, a network at the limit takes 16 GiB.
+/// The maximum number of parameters of one network of a [`DcganConfig`]: 2^30 `f32` values
+/// (4 GiB). [`DcganConfig::validate`] rejects a larger model before anything is allocated. With
+/// its gradients and Adam's two moments, a network at the limit takes 16 GiB.
 pub const MAX_NETWORK_PARAMETERS: usize = 1 << 30;
 
 /// Sizes of a DCGAN pair.

@@ -434,10 +434,10 @@ fn packed_len(rows: usize, columns: usize) -> usize {
 /// Copies `rows [POINTS, run_len]`, one transformed row of tiles per point, into row `row` of
 /// each point's `[depth, columns]` matrix in the layout of [`PackedB`], from column `first`.
 ///
-/// The image transform writes a whole run into `rows` and copies it piece by piece, because
-/// transforming each piece of a sliver in place (at most [`NR`] columns) spent more time setting
-/// up its nine input and nine output rows than computing: the dcgan32 D2 forward ran 12-17%
-/// faster this way. The grid transform, with two input rows, measured no gain and does not.
+/// The image transform writes a whole run into `rows` and then copies it piece by piece. When
+/// it transformed each piece of a sliver (at most [`NR`] columns) in place, setting up nine input
+/// and nine output rows per piece cost more than the arithmetic. The copies made the dcgan32 D2
+/// forward 12-17% faster. The grid transform, with two input rows, measured no gain from them.
 fn scatter_packed(
     rows: &[f32],
     (depth, columns, row): (usize, usize, usize),
