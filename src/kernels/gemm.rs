@@ -251,26 +251,15 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) 
         return;
     }
     if alpha == 0.0 || k == 0 {
-        scale(beta, c);
+        let strides = [c.row_stride, c.col_stride];
+        let mut c = packed_gemm::MatMut::from_checked(c.data, [c.rows, c.cols], strides);
+        packed_gemm::scale_c(&mut c, beta);
         return;
     }
 
     match gemm_backend() {
         GemmBackend::Packed => on_packed(alpha, a, b, beta, c),
         GemmBackend::MatrixMultiply => on_matrixmultiply(alpha, a, b, beta, c),
-    }
-}
-
-/// Sets `C = beta * C`, writing zeros without reading `C` when `beta == 0`.
-fn scale(beta: f32, c: MatMut<'_>) {
-    if beta == 1.0 {
-        return;
-    }
-    for i in 0..c.rows {
-        for j in 0..c.cols {
-            let index = i * c.row_stride + j * c.col_stride;
-            c.data[index] = if beta == 0.0 { 0.0 } else { beta * c.data[index] };
-        }
     }
 }
 

@@ -33,6 +33,7 @@ use std::ops::Range;
 use super::geometry::MAX_TENSOR_ELEMENTS;
 use crate::error::{checked_product, Error, Result};
 
+pub(crate) use driver::scale_c;
 pub(crate) use kernel::{prefetch_lines, LANES, V};
 pub use kernel::{MR, NR};
 pub use prepacked::PackedA;

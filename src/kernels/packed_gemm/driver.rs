@@ -233,7 +233,7 @@ impl CBlock<'_, '_> {
 }
 
 /// Sets `C = beta * C`, writing zeros without reading C when `beta == 0`.
-fn scale_c(c: &mut MatMut<'_>, beta: f32) {
+pub(crate) fn scale_c(c: &mut MatMut<'_>, beta: f32) {
     if beta == 1.0 {
         return;
     }
