@@ -46,6 +46,15 @@ pub enum Error {
         /// Where it was found.
         what: String,
     },
+    /// Memory for a large buffer (a network's parameters, an optimiser's state) could not be
+    /// reserved.
+    #[error("cannot allocate {bytes} bytes for {what}: lower the model or batch size")]
+    OutOfMemory {
+        /// The buffer.
+        what: &'static str,
+        /// Its size in bytes.
+        bytes: usize,
+    },
     /// Reading or writing a file failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -98,4 +107,26 @@ pub(crate) fn check_len(what: &'static str, actual: usize, expected: usize) -> R
 /// Multiplies sizes with overflow checking.
 pub(crate) fn checked_product(what: &'static str, factors: &[usize]) -> Result<usize> {
     factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f)).ok_or(Error::Overflow { what })
+}
+
+/// Returns `len` zeros, or [`Error::OutOfMemory`] naming `what` when the memory cannot be
+/// reserved, where `vec![0.0; len]` would abort the process.
+pub(crate) fn try_zeros(what: &'static str, len: usize) -> Result<Vec<f32>> {
+    let bytes = len.saturating_mul(std::mem::size_of::<f32>());
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).map_err(|_| Error::OutOfMemory { what, bytes })?;
+    values.resize(len, 0.0);
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impossible_allocation_is_an_error() {
+        let err = try_zeros("test buffer", usize::MAX / 2).unwrap_err();
+        assert!(matches!(err, Error::OutOfMemory { what: "test buffer", .. }), "{err}");
+        assert_eq!(try_zeros("test buffer", 3).unwrap(), vec![0.0; 3]);
+    }
 }

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use wide::f32x8;
 
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, try_zeros, Error, Result};
 use crate::layers::elementwise::{
     all_finite, load, load_partial, store, store_partial, LANES, PAR_CHUNK,
 };
@@ -168,10 +168,12 @@ impl Adam {
     /// Adam for `len` parameters, with zero moments.
     ///
     /// # Errors
-    /// As [`AdamConfig::validate`].
+    /// As [`AdamConfig::validate`]; [`Error::OutOfMemory`] when the state cannot be allocated.
     pub fn new(len: usize, config: AdamConfig) -> Result<Self> {
         config.validate()?;
-        let state = AdamState { step: 0, exp_avg: vec![0.0; len], exp_avg_sq: vec![0.0; len] };
+        let exp_avg = try_zeros("Adam's first moments", len)?;
+        let exp_avg_sq = try_zeros("Adam's second moments", len)?;
+        let state = AdamState { step: 0, exp_avg, exp_avg_sq };
         Ok(Adam { config, state })
     }
 
@@ -285,10 +287,11 @@ impl Sgd {
     /// SGD for `len` parameters.
     ///
     /// # Errors
-    /// As [`SgdConfig::validate`].
+    /// As [`SgdConfig::validate`]; [`Error::OutOfMemory`] when the state cannot be allocated.
     pub fn new(len: usize, config: SgdConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Sgd { config, state: SgdState { step: 0, momentum_buffer: vec![0.0; len] } })
+        let momentum_buffer = try_zeros("SGD's momentum", len)?;
+        Ok(Sgd { config, state: SgdState { step: 0, momentum_buffer } })
     }
 
     /// Returns the hyper-parameters.
@@ -415,11 +418,12 @@ impl RmsProp {
     /// RMSProp for `len` parameters.
     ///
     /// # Errors
-    /// As [`RmsPropConfig::validate`].
+    /// As [`RmsPropConfig::validate`]; [`Error::OutOfMemory`] when the state cannot be allocated.
     pub fn new(len: usize, config: RmsPropConfig) -> Result<Self> {
         config.validate()?;
-        let state =
-            RmsPropState { step: 0, square_avg: vec![0.0; len], momentum_buffer: vec![0.0; len] };
+        let square_avg = try_zeros("RMSProp's square averages", len)?;
+        let momentum_buffer = try_zeros("RMSProp's momentum", len)?;
+        let state = RmsPropState { step: 0, square_avg, momentum_buffer };
         Ok(RmsProp { config, state })
     }
 

@@ -469,6 +469,17 @@ fn checkpoint_with_impossible_epoch_is_rejected() {
 }
 
 #[test]
+fn generator_loader_rejects_disagreeing_models() {
+    let run = start(settings());
+    let mut checkpoint = run.to_checkpoint().unwrap();
+    let claimed = DcganConfig { ngf: 64, ..settings().model };
+    checkpoint.set_json("model", &claimed).unwrap();
+    let err = load_generator(&checkpoint).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("ngf: 64"), "{err}");
+}
+
+#[test]
 fn checkpoint_records_gemm_backend() {
     let recorded = RunSettings { gemm_backend: Some(GemmBackend::MatrixMultiply), ..settings() };
     let run = TrainingRun::new(recorded, digits(&recorded)).unwrap();

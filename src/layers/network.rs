@@ -14,7 +14,7 @@ use ndarray::Array4;
 
 use super::elementwise::all_finite;
 use super::{BufferData, Init, Layer, Mode};
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, try_zeros, Error, Result};
 use crate::rng::Rng;
 
 /// Whether a backward pass adds into the parameter gradients.
@@ -85,7 +85,8 @@ impl Network {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty layer list; [`Error::Overflow`] when the
-    /// parameter count does not fit in `usize`.
+    /// parameter count does not fit in `usize`; [`Error::OutOfMemory`] when the parameters or
+    /// their gradients cannot be allocated.
     pub fn new(
         prefix: &str,
         layers: Vec<Box<dyn Layer + Send + Sync>>,
@@ -119,8 +120,8 @@ impl Network {
             layers,
             layer_ranges,
             entries,
-            params: vec![0.0; offset],
-            grads: vec![0.0; offset],
+            params: try_zeros("network parameters", offset)?,
+            grads: try_zeros("network gradients", offset)?,
             fusion: true,
             fused_with_next: vec![false; count],
         };

@@ -7,6 +7,7 @@ use crate::checkpoint::{check_stored_parameters, restore_network, Checkpoint};
 use crate::data::{Batcher, BatcherState, Mnist};
 use crate::error::{Error, Result};
 use crate::layers::Network;
+use crate::models::DcganConfig;
 use crate::rng::{Rng, Stream};
 use crate::train::GanTrainer;
 
@@ -57,6 +58,17 @@ pub fn load_generator(checkpoint: &Checkpoint) -> Result<(RunSettings, Network)>
              reference batch, so load it with GanTrainer::from_checkpoint and sample with \
              GanTrainer::generate",
         ));
+    }
+    let model: DcganConfig = checkpoint.get_json("model")?;
+    if model != settings.model {
+        return Err(Error::Format {
+            format: "checkpoint",
+            reason: format!(
+                "the trainer's model {model:?} differs from the run's settings {:?}: expected \
+                 equal",
+                settings.model
+            ),
+        });
     }
     settings.model.validate()?;
     let [count, _] = settings.model.parameter_counts()?;
