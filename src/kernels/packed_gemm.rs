@@ -44,9 +44,9 @@ pub(crate) type AlignedBuffer = std::cell::Cell<Vec<V>>;
 
 /// Runs `f` on the first `len` floats of this thread's buffer `slot`, grown with zeros if needed.
 ///
-/// The slice starts on a vector boundary. A packed B or a C that the GEMM reads in place from such
-/// a buffer then loads and stores whole cache lines, where an allocator's 16-byte alignment would
-/// split every vector access across two lines (5-10% of a GEMM's time on an Intel AVX-512 core).
+/// The slice starts on a vector boundary, so the GEMM loads and stores whole cache lines of a
+/// packed B or a C kept there. An allocator's 16-byte alignment would split every vector access
+/// across two lines, which cost 5-10% of a GEMM's time on an Intel AVX-512 core.
 /// Old contents are left in place, and a nested call gets a buffer of its own.
 pub(crate) fn with_aligned_buffer<R>(
     slot: &'static std::thread::LocalKey<AlignedBuffer>,
