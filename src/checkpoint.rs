@@ -454,7 +454,7 @@ pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Netw
 }
 
 /// Checks that a network of `count` parameters is not far larger than the floats `checkpoint`
-/// stores in tensors named `{prefix}.*`: at most twice as many, plus 2^20.
+/// stores in tensors named `{prefix}.*`. The bound is twice the stored floats, plus 2^20.
 ///
 /// Loaders call it before they build a network from the model that the checkpoint's metadata
 /// names, so that a small file whose metadata claims a huge model fails here instead of making

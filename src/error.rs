@@ -48,9 +48,9 @@ pub enum Error {
     },
     /// Memory for a large buffer (a network's parameters, an optimiser's state) could not be
     /// reserved.
-    #[error("cannot allocate {bytes} bytes for {what}: lower the model or batch size")]
+    #[error("cannot allocate {bytes} bytes for {what}: use a smaller model")]
     OutOfMemory {
-        /// The buffer.
+        /// Name of the buffer that could not be allocated.
         what: &'static str,
         /// Its size in bytes.
         bytes: usize,

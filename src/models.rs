@@ -105,7 +105,8 @@ impl DcganConfig {
     /// [`Error::Overflow`] when a count does not fit in `usize`.
     pub fn parameter_counts(&self) -> Result<[usize; 2]> {
         let overflow = || Error::Overflow { what: "parameter count" };
-        // A 4x4 convolution's weight; BatchNorm adds a scale and a shift per channel.
+        // A 4x4 convolution has `c_in * c_out * 16` weights. BatchNorm adds a scale and a shift
+        // per channel.
         let conv =
             |c_in: usize, c_out: usize| checked_product("parameter count", &[c_in, c_out, 16]);
         let with_norm = |c_in: usize, c_out: usize| {

@@ -379,8 +379,8 @@ impl<'a> PackedB<'a> {
     /// Views `data` as a packed `rows x cols` operand.
     ///
     /// The microkernel reads `data` in whole vectors. When `data` starts on a 64-byte boundary,
-    /// no such load spans two cache lines: a GEMM on an Intel AVX-512 core measured 5-10% faster
-    /// that way than on the 16-byte alignment a large `Vec<f32>` gets from the system allocator.
+    /// no such load spans two cache lines. A GEMM on an Intel AVX-512 core ran 5-10% faster that
+    /// way than with the 16-byte alignment that the system allocator gives a large `Vec<f32>`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `data` is not exactly [`PackedB::packed_len`] floats long,
