@@ -7,7 +7,7 @@ mod layers_common;
 use dcgan::kernels::{Conv2dSpec, ConvTranspose2dSpec};
 use dcgan::layers::{Mode, Network};
 use dcgan::loss::GanLoss;
-use dcgan::models::DcganConfig;
+use dcgan::models::{DcganConfig, STEP_BYTES_PER_ACTIVATION};
 use dcgan::rng::Rng;
 use dcgan::train::{StepStats, Trainer};
 use dcgan::Error;
@@ -103,6 +103,54 @@ fn parameter_counts_match_built_networks() {
             assert_eq!(d_count, d.num_params(), "discriminator of {config:?}");
         }
     }
+}
+
+#[test]
+fn activation_counts_follow_the_architecture() {
+    // The MNIST model: the generator's three ConvT + BN + ReLU stages output 256x4x4, 128x8x8
+    // and 64x16x16, then ConvT and Tanh 1x32x32; the discriminator's Conv + LeakyReLU output
+    // 16x16x16, two Conv + BN + LeakyReLU stages 32x8x8 and 64x4x4, and the last Conv one logit.
+    let mnist = DcganConfig { nz: 100, ngf: 64, ndf: 16, channels: 1, image_size: 32 };
+    let generator = 3 * (256 * 16 + 128 * 64 + 64 * 256) + 2 * 1024;
+    let discriminator = 2 * 16 * 256 + 3 * (32 * 64 + 64 * 16) + 1;
+    for batch in [1, 3, 64] {
+        let counts = mnist.activation_counts(batch).unwrap();
+        assert_eq!(counts, [batch * generator, batch * discriminator], "batch {batch}");
+    }
+
+    // Every model: the sum of the built layers' output sizes.
+    for size in [16, 32, 64, 128] {
+        for (nz, ngf, ndf, channels) in [(5, 2, 3, 2), (7, 1, 1, 1)] {
+            let config = DcganConfig { nz, ngf, ndf, channels, image_size: size };
+            let (g, d) = config.build(1).unwrap();
+            let layer_sum = |network: &Network, mut shape: [usize; 4]| {
+                let mut total = 0;
+                for index in 0..network.len() {
+                    shape = network.layer(index).unwrap().output_shape(shape).unwrap();
+                    total += shape.iter().product::<usize>();
+                }
+                total
+            };
+            let expected =
+                [layer_sum(&g, config.noise_shape(2)), layer_sum(&d, config.image_shape(2))];
+            assert_eq!(config.activation_counts(2).unwrap(), expected, "{config:?}");
+        }
+    }
+}
+
+#[test]
+fn step_memory_counts_activations_and_parameters() {
+    let config = DcganConfig::dcgan32();
+    let [g_params, d_params] = config.parameter_counts().unwrap();
+    for batch in [1, 64] {
+        let [g_values, d_values] = config.activation_counts(batch).unwrap();
+        let expected =
+            STEP_BYTES_PER_ACTIVATION * (g_values + d_values) + 16 * (g_params + d_params);
+        assert_eq!(config.step_memory_bytes(batch).unwrap(), expected, "batch {batch}");
+    }
+    assert!(config.step_memory_bytes(usize::MAX).is_err());
+    let bad = DcganConfig { image_size: 24, ..config };
+    assert!(bad.step_memory_bytes(1).is_err());
 }
 
 #[test]

@@ -16,7 +16,8 @@ use dcgan::rng::{Rng, Stream};
 use dcgan::run::folder::read_history;
 use dcgan::run::metrics::{read_csv, CSV_HEADER};
 use dcgan::run::{
-    generate, load_generator, sample_noise, MetricsRow, RunFolder, RunSettings, TrainingRun,
+    check_step_memory, generate, load_generator, sample_noise, MetricsRow, RunFolder, RunSettings,
+    TrainingRun,
 };
 use dcgan::train::{GanTrainer, Trainer};
 use dcgan::tricks::{HistoricalAveraging, InstanceNoise, NoiseSchedule, VirtualBatchNormOptions};
@@ -261,6 +262,30 @@ fn bad_checkpoints_and_data_are_rejected() {
 
     let checkpoint = Checkpoint::load_bytes(&good.to_bytes().unwrap()).unwrap();
     assert!(TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).is_ok());
+}
+
+#[test]
+fn batch_beyond_available_memory_is_rejected() {
+    let mut settings = settings();
+    settings.batch_size = 64;
+    let needed = settings.model.step_memory_bytes(64).unwrap() as u64;
+    check_step_memory(&settings, Some(needed)).unwrap();
+    check_step_memory(&settings, None).unwrap();
+
+    let err = check_step_memory(&settings, Some(needed - 1)).unwrap_err();
+    let Error::InvalidArgument { name: "batch_size", value, expected } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(value, "64");
+    // The largest batch it names fits, and one more does not.
+    let largest: usize = expected
+        .strip_prefix("at most ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{expected}"));
+    assert_eq!(largest, 63, "{expected}");
+    settings.batch_size = largest;
+    check_step_memory(&settings, Some(needed - 1)).unwrap();
 }
 
 /// A parameter name and an edit that makes it invalid.

@@ -252,10 +252,12 @@ impl TrainingRun {
     ///
     /// # Errors
     /// As [`RunSettings::validate`]; [`Error::InvalidArgument`] when `data` does not contain
-    /// `settings.digits` images of the model's channels and size.
+    /// `settings.digits` images of the model's channels and size, or when a step at the batch
+    /// size would need more memory than the system has available ([`check_step_memory`]).
     pub fn new(settings: RunSettings, data: Mnist) -> Result<TrainingRun> {
         settings.validate()?;
         check_data(&settings, &data)?;
+        check_step_memory(&settings, available_memory())?;
         let trainer = GanTrainer::new(settings.model, settings.train_config(), settings.seed)?;
         let batcher =
             Batcher::new(data.len(), settings.batch_size, settings.seed, LastBatch::Drop)?;
@@ -368,4 +370,53 @@ fn check_data(settings: &RunSettings, data: &Mnist) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Returns the memory that the system reports as available to new allocations, in bytes:
+/// `MemAvailable` of `/proc/meminfo` on Linux, and `None` where it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Checks that one training step of `settings` fits in `available` bytes, by the estimate of
+/// [`DcganConfig::step_memory_bytes`]; any step passes where `available` is `None`.
+///
+/// A step allocates its activations as it goes, so a batch far beyond the memory at hand would
+/// otherwise end the process in the middle of a step, or get it killed by the system, instead
+/// of returning an error.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `batch_size` and the largest batch that fits, when the
+/// estimate exceeds `available`; the errors of [`DcganConfig::step_memory_bytes`].
+pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let batch = settings.batch_size;
+    let needed = settings.model.step_memory_bytes(batch)?;
+    if u64::try_from(needed).is_ok_and(|needed| needed <= available) {
+        return Ok(());
+    }
+    // The estimate grows by the same number of bytes with every sample.
+    let one = settings.model.step_memory_bytes(1)?;
+    let per_sample = settings.model.step_memory_bytes(2)?.saturating_sub(one).max(1);
+    let fixed = one.saturating_sub(per_sample);
+    let available = usize::try_from(available).unwrap_or(usize::MAX);
+    let largest = available.saturating_sub(fixed) / per_sample;
+    const MIB: usize = 1 << 20;
+    Err(Error::invalid(
+        "batch_size",
+        batch,
+        format!(
+            "at most {largest}: a training step of this model needs about {} MiB plus {:.2} MiB \
+             per digit ({} MiB at this batch), and the system has {} MiB available",
+            fixed.div_ceil(MIB),
+            per_sample as f64 / MIB as f64,
+            needed.div_ceil(MIB),
+            available / MIB,
+        ),
+    ))
 }

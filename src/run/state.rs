@@ -2,7 +2,7 @@
 
 use ndarray::Array4;
 
-use super::{check_data, RunSettings, TrainingRun};
+use super::{available_memory, check_data, check_step_memory, RunSettings, TrainingRun};
 use crate::checkpoint::{check_stored_parameters, restore_network, Checkpoint};
 use crate::data::{Batcher, BatcherState, Mnist};
 use crate::error::{Error, Result};
@@ -114,12 +114,14 @@ impl TrainingRun {
     /// # Errors
     /// [`Error::Format`] when the checkpoint is not a training run, an entry is missing or
     /// malformed, or the trainer's stored settings disagree with the run's.
-    /// [`Error::InvalidArgument`] when its settings are invalid or `data` does not match them.
+    /// [`Error::InvalidArgument`] when its settings are invalid, `data` does not match them, or
+    /// a step would need more memory than the system has available ([`check_step_memory`]).
     /// The errors of [`GanTrainer::from_checkpoint`] for values it rejects.
     pub fn from_checkpoint(checkpoint: &Checkpoint, data: Mnist) -> Result<TrainingRun> {
         // Settings and data.
         let settings = RunSettings::from_checkpoint(checkpoint)?;
         check_data(&settings, &data)?;
+        check_step_memory(&settings, available_memory())?;
         let batcher_state: BatcherState = checkpoint.get_json("batcher")?;
         if batcher_state.batch_size != settings.batch_size {
             return Err(Error::Format {
