@@ -107,9 +107,9 @@ fn parameter_counts_match_built_networks() {
 
 #[test]
 fn activation_counts_follow_the_architecture() {
-    // The MNIST model: the generator's three ConvT + BN + ReLU stages output 256x4x4, 128x8x8
-    // and 64x16x16, then ConvT and Tanh 1x32x32; the discriminator's Conv + LeakyReLU output
-    // 16x16x16, two Conv + BN + LeakyReLU stages 32x8x8 and 64x4x4, and the last Conv one logit.
+    // The MNIST model. The generator's three ConvT + BN + ReLU stages output 256x4x4, 128x8x8
+    // and 64x16x16, then ConvT and Tanh output 1x32x32. The discriminator's Conv + LeakyReLU
+    // output 16x16x16, two Conv + BN + LeakyReLU stages 32x8x8 and 64x4x4, the last Conv 1x1x1.
     let mnist = DcganConfig { nz: 100, ngf: 64, ndf: 16, channels: 1, image_size: 32 };
     let generator = 3 * (256 * 16 + 128 * 64 + 64 * 256) + 2 * 1024;
     let discriminator = 2 * 16 * 256 + 3 * (32 * 64 + 64 * 16) + 1;

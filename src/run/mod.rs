@@ -382,7 +382,7 @@ pub fn available_memory() -> Option<u64> {
 }
 
 /// Checks that one training step of `settings` fits in `available` bytes, by the estimate of
-/// [`DcganConfig::step_memory_bytes`]; any step passes where `available` is `None`.
+/// [`DcganConfig::step_memory_bytes`]. Any step passes where `available` is `None`.
 ///
 /// A step allocates its activations as it goes, so a batch far beyond the memory at hand would
 /// otherwise end the process in the middle of a step, or get it killed by the system, instead
@@ -401,9 +401,9 @@ pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Resu
         return Ok(());
     }
     // The estimate grows by the same number of bytes with every sample.
-    let one = settings.model.step_memory_bytes(1)?;
-    let per_sample = settings.model.step_memory_bytes(2)?.saturating_sub(one).max(1);
-    let fixed = one.saturating_sub(per_sample);
+    let one_sample = settings.model.step_memory_bytes(1)?;
+    let per_sample = settings.model.step_memory_bytes(2)?.saturating_sub(one_sample).max(1);
+    let fixed = one_sample.saturating_sub(per_sample);
     let available = usize::try_from(available).unwrap_or(usize::MAX);
     let largest = available.saturating_sub(fixed) / per_sample;
     const MIB: usize = 1 << 20;
