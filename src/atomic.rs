@@ -83,6 +83,54 @@ fn sync_folder(_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the temporary files that [`write_atomic`] left in `folder` when a process was killed
+/// between creating one and renaming it, and returns how many it deleted.
+///
+/// A temporary file of this process is kept, and so is one of a process that is still running
+/// where the system can tell (Linux, through `/proc`). Other entries are left alone.
+///
+/// # Errors
+/// [`Error::Io`] naming the folder or file when listing or deleting fails.
+pub fn remove_stale_temp_files(folder: impl AsRef<Path>) -> Result<usize> {
+    let folder = folder.as_ref();
+    let io = |err| Error::io(folder, err);
+    let mut removed = 0;
+    for entry in fs::read_dir(folder).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let Some(pid) = entry.file_name().to_str().and_then(temp_file_pid) else {
+            continue;
+        };
+        if pid == std::process::id() || process_is_running(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io(path, err)),
+        }
+    }
+    Ok(removed)
+}
+
+/// Returns the process id in the name of a temporary file of [`temp_path`]
+/// (`.<name>.<pid>.<counter>.tmp`), or `None` for any other name.
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    let (counter, pid, target) = (parts.next()?, parts.next()?, parts.next()?);
+    counter.parse::<u64>().ok()?;
+    (!target.is_empty()).then_some(())?;
+    pid.parse().ok()
+}
+
+/// Returns whether process `pid` is running, as far as the system shows it: `false` only where
+/// `/proc` exists and has no entry for it.
+fn process_is_running(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +165,39 @@ mod tests {
             other => panic!("expected Error::Io, got {other}"),
         }
         assert!(!err.to_string().contains(".tmp"), "{err}");
+    }
+
+    #[test]
+    fn temp_file_names_are_recognised() {
+        assert_eq!(temp_file_pid(".checkpoint.safetensors.4242.7.tmp"), Some(4242));
+        let own = temp_path(Path::new("x.png")).unwrap();
+        let own = own.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_file_pid(own), Some(std::process::id()));
+        for other in ["x.png", ".x.tmp", ".x.12.tmp", "..12.3.tmp", ".x.a.3.tmp", ".x.12.b.tmp"] {
+            assert_eq!(temp_file_pid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed() {
+        let folder =
+            std::env::temp_dir().join(format!("dcgan-atomic-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&folder);
+        fs::create_dir_all(&folder).unwrap();
+        // No process has an id above the Linux maximum of 2^22.
+        let stale = folder.join(".checkpoint.safetensors.99999999.3.tmp");
+        let own = temp_path(&folder.join("losses.png")).unwrap();
+        let unrelated = folder.join(".notes.tmp");
+        for file in [&stale, &own, &unrelated] {
+            fs::write(file, b"x").unwrap();
+        }
+
+        let expected = usize::from(Path::new("/proc/self").exists());
+        assert_eq!(remove_stale_temp_files(&folder).unwrap(), expected);
+        assert_eq!(stale.exists(), expected == 0);
+        assert!(own.exists());
+        assert!(unrelated.exists());
+        fs::remove_dir_all(&folder).unwrap();
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use super::metrics::{self, MetricsRow};
 use super::quality::{QUALITY_CSV, QUALITY_PLOT};
 use super::{write_sample_grid, TrainingRun};
-use crate::atomic::write_atomic;
+use crate::atomic::{remove_stale_temp_files, write_atomic};
 use crate::error::{Error, Result};
 
 /// File name of the checkpoint.
@@ -76,14 +76,17 @@ impl RunFolder {
     }
 
     /// Opens the folder of an existing run to continue writing into it, creating it (and
-    /// `samples/`) if needed.
+    /// `samples/`) if needed. Temporary files that a killed run left in either folder are
+    /// deleted ([`remove_stale_temp_files`]).
     ///
     /// # Errors
-    /// [`Error::Io`] if a folder cannot be created.
+    /// [`Error::Io`] if a folder cannot be created or a temporary file cannot be deleted.
     pub fn open(path: impl AsRef<Path>) -> Result<RunFolder> {
         let path = path.as_ref().to_path_buf();
         let samples = path.join(SAMPLES_FOLDER);
         fs::create_dir_all(&samples).map_err(|err| Error::io(&samples, err))?;
+        remove_stale_temp_files(&path)?;
+        remove_stale_temp_files(&samples)?;
         Ok(RunFolder { path })
     }
 
