@@ -23,7 +23,8 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] when the slices do not have the optimiser's length;
-    /// [`Error::NonFinite`] for a NaN or infinite gradient (nothing is updated).
+    /// [`Error::NonFinite`] for a NaN or infinite gradient; [`Error::InvalidArgument`] when the
+    /// step count is already `u64::MAX`. Nothing is updated then.
     fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<()>;
 }
 
@@ -38,10 +39,34 @@ fn check_step(what: &'static str, len: usize, params: &[f32], grads: &[f32]) -> 
 
 fn check_hyper(name: &'static str, value: f64, range: std::ops::RangeInclusive<f64>) -> Result<()> {
     if !(value.is_finite() && range.contains(&value)) {
+        let (start, end) = (range.start(), range.end());
+        let expected = if *end == f64::MAX {
+            format!("a finite number of at least {start}")
+        } else if *end == 1.0 - f64::EPSILON {
+            format!("a number in [{start}, 1)")
+        } else {
+            format!("a number in [{start}, {end}]")
+        };
+        return Err(Error::invalid(name, value, expected));
+    }
+    Ok(())
+}
+
+/// Returns the step count after `step`, or an error where it would overflow (only a corrupt
+/// restored state gets near it).
+fn next_step(step: u64) -> Result<u64> {
+    step.checked_add(1).ok_or_else(|| Error::invalid("step", step, "fewer than 2^64 - 1 steps"))
+}
+
+/// Checks a restored state's step count and its running averages of squared gradients, which
+/// cannot be negative.
+fn check_restored(step: u64, name: &'static str, squares: &[f32]) -> Result<()> {
+    next_step(step)?;
+    if let Some(value) = squares.iter().find(|value| **value < 0.0) {
         return Err(Error::invalid(
             name,
             value,
-            format!("a number in [{}, {}]", range.start(), range.end()),
+            "values of at least 0, because they average squared gradients",
         ));
     }
     Ok(())
@@ -191,7 +216,8 @@ impl Adam {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] when the moments do not have this optimiser's length;
-    /// [`Error::NonFinite`] for a NaN or infinite moment.
+    /// [`Error::NonFinite`] for a NaN or infinite moment; [`Error::InvalidArgument`] for a
+    /// negative second moment or a step count of `u64::MAX`.
     pub fn set_state(&mut self, state: AdamState) -> Result<()> {
         let len = self.state.exp_avg.len();
         check_len("exp_avg", state.exp_avg.len(), len)?;
@@ -199,6 +225,7 @@ impl Adam {
         if !all_finite(&state.exp_avg) || !all_finite(&state.exp_avg_sq) {
             return Err(Error::NonFinite { what: "Adam moments".into() });
         }
+        check_restored(state.step, "exp_avg_sq", &state.exp_avg_sq)?;
         self.state = state;
         Ok(())
     }
@@ -208,7 +235,7 @@ impl Optimizer for Adam {
     fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<()> {
         check_step("Adam", self.state.exp_avg.len(), params, grads)?;
         let c = &self.config;
-        self.state.step += 1;
+        self.state.step = next_step(self.state.step)?;
         let t = self.state.step as f64;
         let (beta1, beta2) = c.betas;
         let step_size = (c.lr / (1.0 - beta1.powf(t))) as f32;
@@ -308,7 +335,7 @@ impl Sgd {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] for a buffer of the wrong length; [`Error::NonFinite`] for a
-    /// NaN or infinite value.
+    /// NaN or infinite value; [`Error::InvalidArgument`] for a step count of `u64::MAX`.
     pub fn set_state(&mut self, state: SgdState) -> Result<()> {
         check_len(
             "momentum_buffer",
@@ -318,6 +345,7 @@ impl Sgd {
         if !all_finite(&state.momentum_buffer) {
             return Err(Error::NonFinite { what: "SGD momentum buffer".into() });
         }
+        check_restored(state.step, "momentum_buffer", &[])?;
         self.state = state;
         Ok(())
     }
@@ -328,7 +356,7 @@ impl Optimizer for Sgd {
         check_step("SGD", self.state.momentum_buffer.len(), params, grads)?;
         let c = self.config;
         let first = self.state.step == 0;
-        self.state.step += 1;
+        self.state.step = next_step(self.state.step)?;
         let (momentum, damped) =
             (f32x8::splat(c.momentum as f32), f32x8::splat((1.0 - c.dampening) as f32));
         let (neg_lr, weight_decay) = (f32x8::splat(-c.lr as f32), c.weight_decay as f32);
@@ -441,7 +469,8 @@ impl RmsProp {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] for a buffer of the wrong length; [`Error::NonFinite`] for a
-    /// NaN or infinite value.
+    /// NaN or infinite value; [`Error::InvalidArgument`] for a negative `square_avg` or a step
+    /// count of `u64::MAX`.
     pub fn set_state(&mut self, state: RmsPropState) -> Result<()> {
         let len = self.state.square_avg.len();
         check_len("square_avg", state.square_avg.len(), len)?;
@@ -449,6 +478,7 @@ impl RmsProp {
         if !all_finite(&state.square_avg) || !all_finite(&state.momentum_buffer) {
             return Err(Error::NonFinite { what: "RMSProp state".into() });
         }
+        check_restored(state.step, "square_avg", &state.square_avg)?;
         self.state = state;
         Ok(())
     }
@@ -458,7 +488,7 @@ impl Optimizer for RmsProp {
     fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<()> {
         check_step("RMSProp", self.state.square_avg.len(), params, grads)?;
         let c = self.config;
-        self.state.step += 1;
+        self.state.step = next_step(self.state.step)?;
         let (alpha, one_minus_alpha) =
             (f32x8::splat(c.alpha as f32), f32x8::splat((1.0 - c.alpha) as f32));
         let (eps, neg_lr, momentum) = (

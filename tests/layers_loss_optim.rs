@@ -160,6 +160,48 @@ fn adam_state_round_trips_and_is_checked() {
     assert!(matches!(b.set_state(short), Err(Error::LengthMismatch { .. })));
     let nan = AdamState { step: 1, exp_avg: vec![f32::NAN; 10], exp_avg_sq: vec![0.0; 10] };
     assert!(matches!(b.set_state(nan), Err(Error::NonFinite { .. })));
+    let negative = AdamState { step: 1, exp_avg: vec![0.0; 10], exp_avg_sq: vec![-1.0; 10] };
+    let err = b.set_state(negative).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "exp_avg_sq", .. }), "{err}");
+    let last = AdamState { step: u64::MAX, exp_avg: vec![0.0; 10], exp_avg_sq: vec![0.0; 10] };
+    let err = b.set_state(last).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "step", .. }), "{err}");
+    b.step(&mut pb, &grads).unwrap();
+}
+
+#[test]
+fn restored_optimiser_states_are_checked() {
+    let mut rms = RmsProp::new(3, RmsPropConfig::default()).unwrap();
+    let mut state = rms.state().clone();
+    state.square_avg[1] = -0.5;
+    let err = rms.set_state(state).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "square_avg", .. }), "{err}");
+    let mut state = rms.state().clone();
+    state.step = u64::MAX;
+    assert!(matches!(rms.set_state(state), Err(Error::InvalidArgument { name: "step", .. })));
+
+    let mut sgd = Sgd::new(3, SgdConfig::new(0.1)).unwrap();
+    let mut state = sgd.state().clone();
+    state.step = u64::MAX;
+    assert!(matches!(sgd.set_state(state), Err(Error::InvalidArgument { name: "step", .. })));
+    let mut state = sgd.state().clone();
+    state.step = u64::MAX - 1;
+    sgd.set_state(state).unwrap();
+    let mut params = [1.0f32; 3];
+    sgd.step(&mut params, &[0.5; 3]).unwrap();
+    let after_last_step = params;
+    let err = sgd.step(&mut params, &[0.5; 3]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "step", .. }), "{err}");
+    assert_eq!(params, after_last_step, "a rejected step changes nothing");
+}
+
+#[test]
+fn hyper_parameter_errors_name_the_range() {
+    let err = Adam::new(1, AdamConfig { lr: -1.0, ..AdamConfig::default() }).unwrap_err();
+    assert!(err.to_string().contains("a finite number of at least 0"), "{err}");
+    let bad = AdamConfig { betas: (1.0, 0.999), ..AdamConfig::default() };
+    let err = Adam::new(1, bad).unwrap_err();
+    assert!(err.to_string().contains("[0, 1)"), "{err}");
 }
 
 #[test]
