@@ -137,6 +137,15 @@ fn rejects_one_value_per_channel_in_training() {
     let err = BatchNorm::new1d(2).unwrap().forward(&[1.0; 4], x, Mode::Train).unwrap_err();
     assert!(err.to_string().contains("more than 1 value per channel"), "{err}");
 
+    // An empty batch has no statistics, and must leave the running statistics alone.
+    let mut bn = BatchNorm::new2d(2).unwrap();
+    let empty = Array4::<f32>::zeros([0, 2, 4, 4]);
+    let err = bn.forward(&[1.0, 1.0, 0.0, 0.0], empty, Mode::Train).unwrap_err();
+    assert!(err.to_string().contains("more than 1 value per channel"), "{err}");
+    assert_eq!(bn.running_mean(), [0.0, 0.0]);
+    assert_eq!(bn.running_var(), [1.0, 1.0]);
+    assert_eq!(bn.num_batches_tracked(), 0);
+
     // One sample with a 2x1 plane has two values per channel: PyTorch accepts it, and so do we.
     let plane = Array4::from_shape_vec([1, 1, 2, 1], vec![1.0f32, 2.0]).unwrap();
     assert!(BatchNorm::new2d(1).unwrap().forward(&[1.0, 0.0], plane, Mode::Train).is_ok());

@@ -309,7 +309,7 @@ impl BatchNorm {
         check_len("layer parameters", params.len(), 2 * self.features)?;
         let [n, c, h, w] = shape;
         let plane = h * w;
-        if mode == Mode::Train && n * plane == 1 {
+        if mode == Mode::Train && n * plane <= 1 {
             return Err(Error::invalid(
                 "input shape",
                 format!("{shape:?}"),
