@@ -138,7 +138,7 @@ fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResul
     if let Some(backend) = settings.gemm_backend {
         set_gemm_backend(backend);
     }
-    let z = sample_noise(&settings.model, seed, count);
+    let z = sample_noise(&settings.model, seed, count)?;
     let images = if settings.train.tricks.virtual_batch_norm.is_some() {
         // The whole trainer, for the reference batch that goes in front of the latent vectors.
         GanTrainer::from_checkpoint(&checkpoint)?.generate(z, Mode::Eval)?

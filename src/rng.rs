@@ -5,8 +5,12 @@
 //! generator advanced by a different number of `jump()`s (2^128 steps each), so the streams never
 //! overlap and a draw added in one place does not shift another stream.
 
+use ndarray::Array4;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::error::{try_zeros, Error};
+use crate::kernels::MAX_TENSOR_ELEMENTS;
 
 /// The purposes that own a random stream. The discriminant is the stream's jump count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +137,31 @@ impl Rng {
         for v in out {
             *v = self.normal(mean, std);
         }
+    }
+
+    /// Returns a tensor of `shape` filled with draws from N(0, 1), in order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (named `n`, the batch size) when the tensor would have more
+    /// than [`MAX_TENSOR_ELEMENTS`] elements; [`Error::OutOfMemory`] when it cannot be
+    /// allocated.
+    pub fn standard_normal_tensor(&mut self, shape: [usize; 4]) -> crate::Result<Array4<f32>> {
+        let len = shape
+            .iter()
+            .try_fold(1usize, |acc, &dim| acc.checked_mul(dim))
+            .filter(|&len| len <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "n",
+                    shape[0],
+                    format!(
+                        "a batch whose tensor {shape:?} has at most {MAX_TENSOR_ELEMENTS} elements"
+                    ),
+                )
+            })?;
+        let mut values = try_zeros("normal tensor", len)?;
+        self.fill_normal(&mut values, 0.0, 1.0);
+        Ok(Array4::from_shape_vec(shape, values).expect("the length is the shape's product"))
     }
 
     /// Shuffles `items` in place (Fisher-Yates).

@@ -205,10 +205,11 @@ impl Trainer {
     }
 
     /// Draws a batch of `n` latent vectors from N(0, 1), `[n, nz, 1, 1]`.
-    pub fn sample_noise(&mut self, n: usize) -> Array4<f32> {
-        let mut z = Array4::<f32>::zeros(self.config.noise_shape(n));
-        self.noise.fill_normal(z.as_slice_mut().expect("standard layout"), 0.0, 1.0);
-        z
+    ///
+    /// # Errors
+    /// As [`Rng::standard_normal_tensor`], for a batch too large to allocate.
+    pub fn sample_noise(&mut self, n: usize) -> Result<Array4<f32>> {
+        self.noise.standard_normal_tensor(self.config.noise_shape(n))
     }
 
     /// Runs one training step on the batch `real` (`[n, channels, image_size, image_size]`, values
@@ -217,7 +218,7 @@ impl Trainer {
     /// # Errors
     /// As [`step_with_noise`](Trainer::step_with_noise).
     pub fn step(&mut self, real: Array4<f32>) -> Result<StepStats> {
-        let z = self.sample_noise(real.shape()[0]);
+        let z = self.sample_noise(real.shape()[0])?;
         self.step_with_noise(real, z)
     }
 

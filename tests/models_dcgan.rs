@@ -154,6 +154,19 @@ fn step_memory_counts_activations_and_parameters() {
 }
 
 #[test]
+fn oversized_noise_batch_is_rejected() {
+    let config = tiny();
+    let mut trainer = Trainer::new(config, 13, GanLoss::Bce { real_label: 1.0 }).unwrap();
+    for n in [usize::MAX / 4, 1 << 31] {
+        let err = trainer.sample_noise(n).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { name: "n", .. }), "{n}: {err}");
+        let err = dcgan::run::sample_noise(&config, 0, n).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { name: "n", .. }), "{n}: {err}");
+    }
+    assert_eq!(trainer.sample_noise(3).unwrap().shape(), [3, config.nz, 1, 1]);
+}
+
+#[test]
 fn oversized_model_is_rejected() {
     let config = DcganConfig { ngf: 1024, ndf: 1024, image_size: 128, ..DcganConfig::dcgan64() };
     let err = config.validate().unwrap_err();
@@ -258,7 +271,7 @@ fn half_steps_touch_only_their_network() {
     let mut trainer = Trainer::new(config, 13, GanLoss::Bce { real_label: 0.9 }).unwrap();
     let mut rng = Rng::from_seed(14);
     let real = random_array(&mut rng, config.image_shape(4), 1.0);
-    let z = trainer.sample_noise(4);
+    let z = trainer.sample_noise(4).unwrap();
     let fake = trainer.generator_mut().forward(z, Mode::Train).unwrap();
 
     // Give G's gradients a recognisable value: the D step must not touch them.

@@ -218,10 +218,10 @@ fn sample_noise_reproduces_the_run_grid() {
     let checkpoint = run.to_checkpoint().unwrap();
     let (loaded_settings, mut generator) = load_generator(&checkpoint).unwrap();
     assert_eq!(loaded_settings, settings());
-    let z = sample_noise(&loaded_settings.model, loaded_settings.seed, 9);
+    let z = sample_noise(&loaded_settings.model, loaded_settings.seed, 9).unwrap();
     assert_eq!(&z, run.fixed_noise());
     assert_eq!(generate(&mut generator, z).unwrap(), run.samples().unwrap());
-    let other = sample_noise(&loaded_settings.model, loaded_settings.seed + 1, 9);
+    let other = sample_noise(&loaded_settings.model, loaded_settings.seed + 1, 9).unwrap();
     assert_ne!(&other, run.fixed_noise());
 }
 
@@ -259,6 +259,11 @@ fn bad_checkpoints_and_data_are_rejected() {
     let err = TrainingRun::from_checkpoint(&nan_weight, digits(&settings())).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err}");
     assert!(err.to_string().contains("generator.main.0.weight"), "{err}");
+
+    let mut noise = good.clone();
+    noise.tensors.get_mut("fixed_noise").unwrap().1[3] = f32::NAN;
+    let err = TrainingRun::from_checkpoint(&noise, digits(&settings())).unwrap_err();
+    assert!(err.to_string().contains("fixed_noise"), "{err}");
 
     let checkpoint = Checkpoint::load_bytes(&good.to_bytes().unwrap()).unwrap();
     assert!(TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).is_ok());

@@ -375,7 +375,7 @@ fn several_discriminator_steps_equal_composed_half_steps() {
         let mut fake = None;
         let mut d_loss = 0.0;
         for k in 0..3 {
-            let z = plain.sample_noise(2);
+            let z = plain.sample_noise(2).unwrap();
             let f = plain.generator_mut().forward(z, Mode::Train).unwrap();
             d_loss += plain.discriminator_step(data[3 * step + k].clone(), f.clone()).unwrap().loss;
             fake = Some(f);

@@ -205,11 +205,11 @@ impl RunSettings {
 ///
 /// A run's fixed latent batch is `sample_noise(&settings.model, settings.seed,
 /// settings.sample_count)`.
-pub fn sample_noise(model: &DcganConfig, seed: u64, count: usize) -> Array4<f32> {
-    let mut z = Array4::<f32>::zeros(model.noise_shape(count));
-    let mut rng = Rng::stream(seed, Stream::Samples);
-    rng.fill_normal(z.as_slice_mut().expect("standard layout"), 0.0, 1.0);
-    z
+///
+/// # Errors
+/// As [`Rng::standard_normal_tensor`], for a `count` too large to allocate.
+pub fn sample_noise(model: &DcganConfig, seed: u64, count: usize) -> Result<Array4<f32>> {
+    Rng::stream(seed, Stream::Samples).standard_normal_tensor(model.noise_shape(count))
 }
 
 /// Runs `generator` in evaluation mode (BatchNorm uses its running statistics) on `z`.
@@ -261,7 +261,7 @@ impl TrainingRun {
         let trainer = GanTrainer::new(settings.model, settings.train_config(), settings.seed)?;
         let batcher =
             Batcher::new(data.len(), settings.batch_size, settings.seed, LastBatch::Drop)?;
-        let fixed_noise = sample_noise(&settings.model, settings.seed, settings.sample_count);
+        let fixed_noise = sample_noise(&settings.model, settings.seed, settings.sample_count)?;
         Ok(TrainingRun { settings, data, trainer, batcher, fixed_noise })
     }
 

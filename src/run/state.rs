@@ -1,8 +1,8 @@
 //! Saving and restoring a [`TrainingRun`] through a [`Checkpoint`].
 
-use ndarray::Array4;
-
-use super::{available_memory, check_data, check_step_memory, RunSettings, TrainingRun};
+use super::{
+    available_memory, check_data, check_step_memory, sample_noise, RunSettings, TrainingRun,
+};
 use crate::checkpoint::{check_stored_parameters, restore_network, Checkpoint};
 use crate::data::{Batcher, BatcherState, Mnist};
 use crate::error::{Error, Result};
@@ -160,10 +160,19 @@ impl TrainingRun {
             });
         }
 
-        // Sample noise.
+        // Sample noise: drawn from the seed, so a stored batch that differs is corrupt.
         let shape = settings.model.noise_shape(settings.sample_count);
-        let noise = checkpoint.get("fixed_noise", &shape)?;
-        let fixed_noise = Array4::from_shape_vec(shape, noise.to_vec()).expect("shape checked");
+        let stored = checkpoint.get("fixed_noise", &shape)?;
+        let fixed_noise = sample_noise(&settings.model, settings.seed, settings.sample_count)?;
+        let same = |(a, b): (&f32, &f32)| a.to_bits() == b.to_bits();
+        if !stored.iter().zip(&fixed_noise).all(same) {
+            return Err(Error::Format {
+                format: "checkpoint",
+                reason: "tensor fixed_noise differs from the latent batch that the run's seed \
+                         and sample_count give: the file is corrupt"
+                    .into(),
+            });
+        }
         Ok(TrainingRun { settings, data, trainer, batcher, fixed_noise })
     }
 }

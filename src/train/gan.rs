@@ -95,10 +95,13 @@ impl GanTrainer {
             Some(options) => Some(feature_layers(&discriminator, options.layer)?),
             None => None,
         };
-        let reference_noise = tricks.virtual_batch_norm.map(|options| {
-            let mut setup = Rng::stream(seed, Stream::Setup);
-            normal_array(model.noise_shape(options.reference_size), &mut setup)
-        });
+        let reference_noise = match tricks.virtual_batch_norm {
+            Some(options) => {
+                let mut setup = Rng::stream(seed, Stream::Setup);
+                Some(setup.standard_normal_tensor(model.noise_shape(options.reference_size))?)
+            }
+            None => None,
+        };
         let history = |net: &Network| {
             tricks.historical_averaging.map(|_| HistoricalAverage::new(net.num_params()))
         };
@@ -208,8 +211,11 @@ impl GanTrainer {
     }
 
     /// Draws a batch of `n` latent vectors from N(0, 1), `[n, nz, 1, 1]`.
-    pub fn sample_noise(&mut self, n: usize) -> Array4<f32> {
-        normal_array(self.model.noise_shape(n), &mut self.noise)
+    ///
+    /// # Errors
+    /// As [`Rng::standard_normal_tensor`], for a batch too large to allocate.
+    pub fn sample_noise(&mut self, n: usize) -> Result<Array4<f32>> {
+        self.noise.standard_normal_tensor(self.model.noise_shape(n))
     }
 
     /// Runs the generator on `z` (`[n, nz, 1, 1]`) in `mode`, with the reference batch in
@@ -283,7 +289,7 @@ impl GanTrainer {
                 return Err(Error::invalid("real batch size", 0, "at least 1"));
             }
             check_shape("real batch shape", real.shape(), self.model.image_shape(n))?;
-            let z = self.sample_noise(n);
+            let z = self.sample_noise(n)?;
             let fake = self.generate(z, Mode::Train)?;
             let kept_real = self.feature_layers.is_some().then(|| real.clone());
             let d = self.discriminator_update(real, recycle::copy_of(&fake), sigma)?;
@@ -424,11 +430,4 @@ fn feature_layers(discriminator: &Network, layer: Option<usize>) -> Result<Range
         ));
     }
     Ok(0..layer + 1)
-}
-
-/// Draws an array of N(0, 1) values, element by element in order.
-fn normal_array(shape: [usize; 4], rng: &mut Rng) -> Array4<f32> {
-    let mut x = Array4::<f32>::zeros(shape);
-    rng.fill_normal(x.as_slice_mut().expect("standard layout"), 0.0, 1.0);
-    x
 }
