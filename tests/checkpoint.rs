@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use dcgan::checkpoint::{insert_network, restore_network, Checkpoint, Scalar};
+use dcgan::checkpoint::{insert_network, restore_network, Checkpoint, Scalar, CHECKSUM_KEY};
 use dcgan::loss::GanLoss;
 use dcgan::models::DcganConfig;
 use dcgan::rng::{Rng, Stream};
@@ -113,6 +113,37 @@ fn safetensors_crate_reads_our_files() {
     let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
     let notes = metadata.metadata().as_ref().unwrap();
     assert_eq!(notes["note"], "dcgan \"test\" run");
+}
+
+#[test]
+fn every_flipped_bit_is_an_error() {
+    let bytes = sample().to_bytes().unwrap();
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // A damaged name of the checksum entry leaves a file without a checksum, which loads
+    // unchecked like another writer's, so those bytes are left out.
+    let key = bytes.windows(CHECKSUM_KEY.len()).position(|w| w == CHECKSUM_KEY.as_bytes()).unwrap();
+    for at in (0..bytes.len()).filter(|at| !(key..key + CHECKSUM_KEY.len()).contains(at)) {
+        for bit in 0..8 {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1 << bit;
+            let err = Checkpoint::load_bytes(&damaged).unwrap_err();
+            if at >= header_end {
+                // The data bytes parse whatever their value: only the checksum catches them.
+                assert!(format_reason(err).contains(CHECKSUM_KEY), "byte {at} bit {bit}");
+            }
+        }
+    }
+}
+
+#[test]
+fn checksum_key_is_reserved() {
+    let mut checkpoint = sample();
+    checkpoint.metadata.insert(CHECKSUM_KEY.into(), "00000000".into());
+    let err = checkpoint.to_bytes().unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "metadata key", .. }), "{err}");
+    let loaded = Checkpoint::load_bytes(&sample().to_bytes().unwrap()).unwrap();
+    assert!(!loaded.metadata.contains_key(CHECKSUM_KEY));
+    assert_eq!(loaded, sample());
 }
 
 #[test]
