@@ -20,7 +20,6 @@
 //! ```
 
 #[path = "../benches/dcgan_layers.rs"]
-#[allow(dead_code)]
 mod dcgan_layers;
 
 use std::hint::black_box;
