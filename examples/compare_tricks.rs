@@ -39,6 +39,9 @@ use dcgan::tricks::{
 use dcgan::Error;
 use ndarray::{s, Array4};
 
+#[path = "common/cli.rs"]
+mod cli;
+
 /// Row names, in table order.
 const ROWS: [&str; 16] = [
     "plain",
@@ -67,7 +70,7 @@ const GRID_COLUMNS: usize = 8;
 
 /// Train the plain DCGAN and each GAN loss and trick on its own, and compare their samples.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "compare_tricks", version, mut_args = cli::allow_negative_numbers)]
 struct Args {
     /// Training steps (generator updates) of every row.
     #[arg(long, default_value_t = 200)]

@@ -25,6 +25,9 @@ use dcgan::run::{load_generator, RunSettings};
 use dcgan::train::GanTrainer;
 use dcgan::Error;
 
+#[path = "common/cli.rs"]
+mod cli;
+
 /// The statistics that the generator's BatchNorm layers normalise with while sampling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum BatchNormMode {
@@ -44,7 +47,8 @@ enum BatchNormMode {
 /// comparable with FID's. The classifier score is exp(E[KL(p(y|x) || p(y))]) over the generated
 /// digits, and a class counts as covered when at least --coverage-threshold of them fall in it.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(name = "evaluate", version, about, long_about)]
+#[command(mut_args = cli::allow_negative_numbers)]
 struct Args {
     /// Checkpoint written by the MNIST training command, or the run folder that contains it
     /// (checkpoint.safetensors).
@@ -111,6 +115,9 @@ fn run(args: &Args) -> Result<(), Error> {
     }
     // Fail before the long evaluation rather than after it.
     if let Some(path) = &args.json {
+        if path.is_dir() {
+            return Err(Error::invalid("json", path.display(), "the path of a file, not a folder"));
+        }
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !folder.is_dir() {
             return Err(Error::invalid(

@@ -23,6 +23,9 @@ use dcgan::layers::Mode;
 use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid, RunSettings};
 use dcgan::train::GanTrainer;
 
+#[path = "common/cli.rs"]
+mod cli;
+
 /// The largest grid this example writes.
 const MAX_COUNT: usize = 4096;
 
@@ -31,7 +34,7 @@ const MAX_THREADS: usize = 1024;
 
 /// Draw new digits from a trained generator and write them as a PNG grid.
 #[derive(Debug, Parser)]
-#[command(name = "sample")]
+#[command(name = "sample", version, mut_args = cli::allow_negative_numbers)]
 struct Args {
     /// Checkpoint written by train_mnist, or the folder that contains it.
     #[arg(long, short, default_value = "runs/mnist/checkpoint.safetensors")]

@@ -20,9 +20,13 @@ use dcgan::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{s, Array4, Axis};
 
+#[path = "common/cli.rs"]
+mod cli;
+
 /// Train the MNIST classifier used by the sample-quality metrics.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "train_classifier", version, about)]
+#[command(mut_args = cli::allow_negative_numbers)]
 struct Args {
     /// Passes over the training digits.
     #[arg(long, default_value_t = 15)]
@@ -112,6 +116,14 @@ fn run(args: &Args) -> Result<(), Error> {
             "max-shift",
             args.max_shift,
             format!("below {}", IMAGE_SIZE / 2),
+        ));
+    }
+    // Fail before the training rather than after it.
+    if args.output.is_dir() {
+        return Err(Error::invalid(
+            "output",
+            args.output.display(),
+            "the path of a .safetensors file, not a folder",
         ));
     }
 

@@ -17,8 +17,8 @@
 //! - `settings.json`: the settings of the run;
 //! - `quality.csv`, `quality.png`: sample quality scores, every `--eval-every` steps when set.
 //!
-//! Ctrl-C finishes the current step, saves the checkpoint and a sample grid, and exits with
-//! status 130. A run stopped at any point continues from its last checkpoint with
+//! Ctrl-C, SIGTERM (sent by `kill`, `timeout`, systemd and container runtimes) and SIGHUP
+//! finish the current step, save the checkpoint and a sample grid, and exit with status 130. A run stopped at any point continues from its last checkpoint with
 //! `--resume`, and the resumed run produces the same weights and images, bit for bit, as one that
 //! never stopped. The thread count does not change a single bit either.
 
@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use dcgan::checkpoint::Checkpoint;
@@ -37,10 +38,13 @@ use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::run::folder::{read_history, CHECKPOINT_FILE, SETTINGS_FILE};
 use dcgan::run::quality::{read_quality, write_quality, QualityRow, QUALITY_CSV, QUALITY_PLOT};
 use dcgan::run::{MetricsRow, RunFolder, RunSettings, TrainingRun};
+use dcgan::train::OptimizerConfig;
 use dcgan::Error;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use train_flags::{describe_as_flags, train_config, TrainFlags};
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/train_flags.rs"]
 mod train_flags;
 
@@ -57,17 +61,19 @@ const MAX_THREADS: usize = 1024;
 /// Number of MNIST digits that ship with the crate.
 const SHIPPED_DIGITS: usize = 10_000;
 
-/// Set by Ctrl-C (SIGINT): the training loop saves the run and stops after the current step.
+/// Set by SIGINT (Ctrl-C), SIGTERM or SIGHUP: the training loop saves the run and stops after
+/// the current step.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Exit status after Ctrl-C: 128 + SIGINT, as shells report it.
+/// Exit status after a stop signal: 128 + SIGINT, as shells report Ctrl-C. The signal handler
+/// cannot tell the signals apart, so SIGTERM and SIGHUP exit with it too.
 const EXIT_INTERRUPTED: u8 = 130;
 
 /// How training ended.
 enum Finished {
     /// At the requested step count, or with nothing left to train.
     Done,
-    /// Stopped by Ctrl-C, with the run saved.
+    /// Stopped by a signal (Ctrl-C, SIGTERM or SIGHUP), with the run saved.
     Interrupted,
 }
 
@@ -76,10 +82,11 @@ type AppResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// Train a DCGAN on the MNIST digits that ship with the crate, on the CPU.
 ///
 /// Writes sample grids, a per-step metrics CSV, a loss plot and a checkpoint into the output
-/// folder. Stop it at any time (Ctrl-C) and continue with --resume: the resumed run gives the
-/// same weights and images, bit for bit, as one that never stopped.
+/// folder. Stop it at any time (Ctrl-C or SIGTERM save the run after the current step) and
+/// continue with --resume: the resumed run gives the same weights and images, bit for bit, as
+/// one that never stopped.
 #[derive(Debug, Parser)]
-#[command(name = "train_mnist")]
+#[command(name = "train_mnist", version, mut_args = cli::allow_negative_numbers)]
 struct Args {
     /// Passes over the digits to train for, counting from the start of the run.
     #[arg(long, default_value_t = DEFAULT_EPOCHS, conflicts_with = "steps")]
@@ -95,15 +102,15 @@ struct Args {
     batch_size: usize,
 
     /// Learning rate of the generator's optimiser [default: 2e-4; 5e-5 with --wgan].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     lr_g: Option<f64>,
 
     /// Learning rate of the discriminator's optimiser [default: 2e-4; 5e-5 with --wgan].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     lr_d: Option<f64>,
 
     /// Adam's first-moment decay rate (beta1), for both networks.
-    #[arg(long, default_value_t = RunSettings::default().beta1, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = RunSettings::default().beta1)]
     beta1: f64,
 
     /// Length of the generator's latent vector.
@@ -163,8 +170,8 @@ struct Args {
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<Option<PathBuf>>,
 
-    /// Start in a non-empty output folder (other than the one being resumed), deleting the
-    /// files of the run there.
+    /// Start in a non-empty output folder, deleting the files of the run there. With --resume,
+    /// only for a checkpoint outside the output folder.
     #[arg(long)]
     force: bool,
 
@@ -184,7 +191,7 @@ struct Args {
 
     /// Samples drawn for each score of --eval-every (at least 2).
     #[arg(long, value_name = "COUNT", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(2..=100_000))]
+          value_parser = clap::value_parser!(u64).range(2..=100_000), requires = "eval_every")]
     eval_samples: u64,
 
     /// Loss, optimiser and tricks (all off by default: the plain DCGAN).
@@ -198,15 +205,18 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(err) => err.exit(),
     };
-    // Ctrl-C asks the training loop to stop after the current step and save; a second one
-    // exits at once.
+    if let Err(message) = args.train.check_combinations() {
+        Args::command().error(ErrorKind::ArgumentConflict, message).exit();
+    }
+    // SIGINT (Ctrl-C), SIGTERM and SIGHUP ask the training loop to stop after the current step
+    // and save. A second signal exits at once.
     let handler = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             std::process::exit(EXIT_INTERRUPTED.into());
         }
     });
     if let Err(err) = handler {
-        eprintln!("warning: Ctrl-C will stop the run without saving it: {err}");
+        eprintln!("warning: Ctrl-C and SIGTERM will stop the run without saving it: {err}");
     }
     match train(&args, &matches) {
         Ok(Finished::Done) => ExitCode::SUCCESS,
@@ -316,13 +326,23 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
         }
         Some(path) => {
             let checkpoint_path = resolve_checkpoint(path.as_deref(), &args.out)?;
+            let in_out_folder = same_folder(&args.out, &checkpoint_path);
+            if args.force && in_out_folder {
+                return Err(format!(
+                    "--force conflicts with --resume of the checkpoint in --out {}: the run \
+                     continues in that folder and --force would delete nothing. Drop --force, or \
+                     pass another --out to continue the run in a new folder",
+                    args.out.display()
+                )
+                .into());
+            }
             let checkpoint = Checkpoint::load(&checkpoint_path)?;
             let saved = RunSettings::from_checkpoint(&checkpoint)?;
             let settings = merge_settings(matches, args, saved, true)?;
             set_gemm_backend(settings.gemm_backend.unwrap_or_default());
             set_winograd(settings.winograd.unwrap_or(Winograd::Off));
             let run = TrainingRun::from_checkpoint(&checkpoint, load_digits(&settings)?)?;
-            let folder = if same_folder(&args.out, &checkpoint_path) {
+            let folder = if in_out_folder {
                 RunFolder::open(&args.out)?
             } else {
                 create_folder(&args.out, args.force)?
@@ -493,6 +513,21 @@ fn merge_settings(
         settings.train = train;
     }
     merge.take("beta1", args.beta1, &mut settings.beta1);
+    // Only Adam has betas, so another optimiser would ignore --beta1.
+    let other_optimizer = match settings.train.g_optimizer {
+        OptimizerConfig::Adam(_) => None,
+        OptimizerConfig::RmsProp(_) => Some("rmsprop"),
+        OptimizerConfig::Sgd(_) => Some("sgd"),
+    };
+    if let (Some(optimizer), Some(ValueSource::CommandLine)) =
+        (other_optimizer, matches.value_source("beta1"))
+    {
+        return Err(format!(
+            "--beta1 applies only to the Adam optimiser, but the run trains with {optimizer}: \
+             drop --beta1, or pass --optimizer adam"
+        )
+        .into());
+    }
     merge.take("nz", args.nz, &mut settings.model.nz);
     merge.take("ngf", args.ngf, &mut settings.model.ngf);
     merge.take("ndf", args.ndf, &mut settings.model.ndf);
@@ -523,6 +558,18 @@ fn merge_settings(
         }
         (true, _, _) => {}
         (false, _, _) => settings.winograd = Some(flag.unwrap_or_default()),
+    }
+    // The matrixmultiply backend has no Winograd path, so it would ignore the setting.
+    let on_matrixmultiply = settings.gemm_backend == Some(GemmBackend::MatrixMultiply);
+    if let (false, true, Some(given)) = (resuming, on_matrixmultiply, args.winograd) {
+        if Winograd::from(given) != Winograd::Off {
+            return Err(format!(
+                "--winograd {} has no effect on the matrixmultiply backend: drop --winograd, or \
+                 pass --backend packed",
+                winograd_name(given.into())
+            )
+            .into());
+        }
     }
     if !merge.conflicts.is_empty() {
         return Err(format!(
@@ -603,7 +650,7 @@ struct Progress {
     first_step: u64,
     /// Time spent in the training loop, writes included.
     loop_time: Duration,
-    /// Whether Ctrl-C stopped the loop early.
+    /// Whether a stop signal (Ctrl-C, SIGTERM or SIGHUP) ended the loop early.
     interrupted: bool,
 }
 
@@ -736,7 +783,7 @@ impl Progress {
         }
         if self.interrupted {
             println!(
-                "Stopped by Ctrl-C after step {step} of {}, with the state saved. Continue with: \
+                "Stopped by a signal after step {step} of {}, with the state saved. Continue with: \
                  cargo run --release --example train_mnist -- --out {} --resume --steps {}",
                 self.total_steps,
                 out.display(),
@@ -804,5 +851,99 @@ fn format_duration(elapsed: Duration) -> String {
         format!("{}m {:02}s", seconds / 60, seconds % 60)
     } else {
         format!("{:.1}s", elapsed.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `flags` as the command line of `train_mnist`.
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("train_mnist").chain(flags.iter().copied()))
+    }
+
+    #[test]
+    fn command_passes_debug_asserts() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn negative_count_names_flag() {
+        let cases: [&[&str]; 5] = [
+            &["--steps", "-1"],
+            &["--threads", "-1"],
+            &["--batch-size", "-4"],
+            &["--d-steps", "-1"],
+            &["--minibatch-discrimination", "--minibatch-kernels", "-1"],
+        ];
+        for flags in cases {
+            let err = parse(flags).expect_err("a negative count must be rejected");
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{flags:?}");
+            let flag = flags[flags.len() - 2];
+            assert!(err.to_string().contains(flag), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn negative_float_reaches_settings() {
+        let args = parse(&["--weight-clip", "-1", "--historical-averaging", "-1"]).unwrap();
+        assert_eq!(args.train.weight_clip, Some(-1.0));
+        assert_eq!(args.train.historical_averaging, Some(-1.0));
+        let args = parse(&["--lr-g", "-0.5"]).unwrap();
+        assert_eq!(args.lr_g, Some(-0.5));
+    }
+
+    #[test]
+    fn option_without_its_switch_rejected() {
+        let cases: [(&[&str], &str); 8] = [
+            (&["--feature-layer", "2"], "--feature-matching"),
+            (&["--minibatch-kernels", "10"], "--minibatch-discrimination"),
+            (&["--minibatch-kernel-dim", "3"], "--minibatch-discrimination"),
+            (&["--minibatch-include-self"], "--minibatch-discrimination"),
+            (&["--instance-noise-steps", "10"], "--instance-noise-std"),
+            (&["--instance-noise-schedule", "exponential"], "--instance-noise-std"),
+            (&["--instance-noise-final-fraction", "0.1"], "--instance-noise-std"),
+            (&["--eval-samples", "10"], "--eval-every"),
+        ];
+        for (flags, switch) in cases {
+            let err = parse(flags).expect_err("an option without its switch must be rejected");
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{flags:?}");
+            assert!(err.to_string().contains(switch), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn option_with_its_switch_accepted() {
+        let cases: [&[&str]; 4] = [
+            &["--feature-matching", "--feature-layer", "2"],
+            &["--minibatch-discrimination", "--minibatch-kernel-dim", "3"],
+            &["--instance-noise-std", "0.1", "--instance-noise-steps", "10"],
+            &["--eval-every", "50", "--eval-samples", "10"],
+        ];
+        for flags in cases {
+            let args = parse(flags);
+            assert!(args.is_ok(), "{flags:?}: {:?}", args.err());
+        }
+    }
+
+    #[test]
+    fn value_dependent_option_checked() {
+        let check = |flags: &[&str]| parse(flags).unwrap().train.check_combinations();
+        assert!(check(&["--fgan-generator", "saturating"]).is_err());
+        assert!(check(&["--loss", "lsgan", "--fgan-generator", "saturating"]).is_err());
+        assert!(check(&["--loss", "fgan-kl", "--fgan-generator", "saturating"]).is_ok());
+        let linear = ["--instance-noise-std", "0.1", "--instance-noise-final-fraction", "0.1"];
+        assert!(check(&linear).is_err());
+        let exponential = [&linear[..], &["--instance-noise-schedule", "exponential"]].concat();
+        assert!(check(&exponential).is_ok());
+    }
+
+    #[test]
+    fn version_flag_prints_version() {
+        for flag in ["-V", "--version"] {
+            let err = parse(&[flag]).expect_err("--version exits through an error");
+            assert_eq!(err.kind(), ErrorKind::DisplayVersion, "{flag}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use dcgan::data::{Batcher, LastBatch, Mnist, MnistOptions};
 use dcgan::layers::Mode;
@@ -20,12 +21,14 @@ use dcgan::models::DcganConfig;
 use dcgan::train::{GanTrainer, StepStats};
 use train_flags::{train_config, TrainFlags};
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/train_flags.rs"]
 mod train_flags;
 
 /// Train a small DCGAN on the shipped MNIST digits with one GAN loss or trick switched on.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "tricks_mnist", version, mut_args = cli::allow_negative_numbers)]
 struct Args {
     /// Training steps (generator updates).
     #[arg(long, default_value_t = 300)]
@@ -73,6 +76,14 @@ struct Args {
 }
 
 fn run(args: &Args) -> dcgan::Result<()> {
+    // Fail before the training rather than after it.
+    if let Some(path) = args.samples.as_ref().filter(|path| path.is_dir()) {
+        return Err(dcgan::Error::invalid(
+            "samples",
+            path.display(),
+            "the path of a PNG file, not a folder",
+        ));
+    }
     let model = DcganConfig {
         nz: args.nz,
         ngf: args.ngf,
@@ -147,6 +158,9 @@ fn run(args: &Args) -> dcgan::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(message) = args.train.check_combinations() {
+        Args::command().error(ErrorKind::ArgumentConflict, message).exit();
+    }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global();
     if let Err(err) = pool {
         eprintln!("error: cannot start {} threads: {err}", args.threads);

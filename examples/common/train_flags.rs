@@ -57,10 +57,10 @@ pub struct TrainFlags {
     /// GAN loss.
     #[arg(long, value_enum)]
     pub loss: Option<LossArg>,
-    /// Generator loss of the f-GAN losses: Nowozin et al.'s alternative -E[g_f(v)], or the
-    /// saturating -E[f*(g_f(v))].
-    #[arg(long, value_enum, default_value = "alternative")]
-    pub fgan_generator: FGanGeneratorArg,
+    /// Generator loss of the f-GAN losses (--loss fgan-*): Nowozin et al.'s alternative
+    /// -E[g_f(v)], or the saturating -E[f*(g_f(v))] [default: alternative].
+    #[arg(long, value_enum)]
+    pub fgan_generator: Option<FGanGeneratorArg>,
     /// Discriminator (critic) updates per generator update (1 to 100).
     #[arg(long)]
     pub d_steps: Option<usize>,
@@ -75,33 +75,33 @@ pub struct TrainFlags {
     #[arg(long)]
     pub instance_noise_std: Option<f32>,
     /// Instance noise: steps until the noise is off.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, requires = "instance_noise_std")]
     pub instance_noise_steps: u64,
     /// Instance noise: the decay from the initial standard deviation to zero.
-    #[arg(long, value_enum, default_value = "linear")]
+    #[arg(long, value_enum, default_value = "linear", requires = "instance_noise_std")]
     pub instance_noise_schedule: ScheduleArg,
     /// Instance noise, exponential schedule: fraction of the standard deviation left at the
-    /// end.
-    #[arg(long, default_value_t = 0.01)]
-    pub instance_noise_final_fraction: f32,
+    /// end [default: 0.01].
+    #[arg(long, requires = "instance_noise_std")]
+    pub instance_noise_final_fraction: Option<f32>,
     /// Feature matching: the generator matches the mean activations of a discriminator layer.
     #[arg(long)]
     pub feature_matching: bool,
     /// Feature matching: index of the discriminator layer (default: the last hidden one).
-    #[arg(long)]
+    #[arg(long, requires = "feature_matching")]
     pub feature_layer: Option<usize>,
     /// Minibatch discrimination before the discriminator's output.
     #[arg(long)]
     pub minibatch_discrimination: bool,
     /// Minibatch discrimination: number of kernels B appended to the features (1 to 4096,
     /// and B * C at most 65536).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, requires = "minibatch_discrimination")]
     pub minibatch_kernels: usize,
     /// Minibatch discrimination: length C of each kernel's projection (1 to 1024).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, requires = "minibatch_discrimination")]
     pub minibatch_kernel_dim: usize,
     /// Minibatch discrimination: count each sample itself (adds 1 to every output).
-    #[arg(long)]
+    #[arg(long, requires = "minibatch_discrimination")]
     pub minibatch_include_self: bool,
     /// Historical averaging: weight lambda of ||theta - mean of past theta||^2.
     #[arg(long)]
@@ -125,7 +125,40 @@ impl TrainFlags {
             .map(|arg| arg.get_id().to_string())
             .collect()
     }
+
+    /// Rejects a flag that applies only with a certain value of another flag, which clap's
+    /// `requires` cannot express: `--fgan-generator` without an f-GAN loss, and
+    /// `--instance-noise-final-fraction` without the exponential schedule.
+    pub fn check_combinations(&self) -> Result<(), String> {
+        let f_gan = matches!(
+            self.loss,
+            Some(
+                LossArg::FganKl
+                    | LossArg::FganReverseKl
+                    | LossArg::FganPearson
+                    | LossArg::FganHellinger
+                    | LossArg::FganJs
+            )
+        );
+        if self.fgan_generator.is_some() && !f_gan {
+            return Err("--fgan-generator applies only to the f-GAN losses: pass --loss \
+                        fgan-kl (or another fgan-* loss), or drop --fgan-generator"
+                .into());
+        }
+        let exponential = matches!(self.instance_noise_schedule, ScheduleArg::Exponential);
+        if self.instance_noise_final_fraction.is_some() && !exponential {
+            return Err("--instance-noise-final-fraction applies only to the exponential \
+                        schedule: pass --instance-noise-schedule exponential, or drop \
+                        --instance-noise-final-fraction"
+                .into());
+        }
+        Ok(())
+    }
 }
+
+/// Fraction of the instance noise's standard deviation left at the end of the exponential
+/// schedule when `--instance-noise-final-fraction` is not given.
+const DEFAULT_FINAL_FRACTION: f32 = 0.01;
 
 fn loss(arg: LossArg, generator: FGanGeneratorArg) -> GanLoss {
     let generator = match generator {
@@ -162,7 +195,8 @@ fn optimizer(arg: OptimizerArg, lr: f64) -> OptimizerConfig {
 pub fn train_config(args: &TrainFlags, lr_g: Option<f64>, lr_d: Option<f64>) -> TrainConfig {
     let mut config = if args.wgan { TrainConfig::wgan() } else { TrainConfig::default() };
     if let Some(arg) = args.loss {
-        config.loss = loss(arg, args.fgan_generator);
+        let generator = args.fgan_generator.unwrap_or(FGanGeneratorArg::Alternative);
+        config.loss = loss(arg, generator);
     }
     if let Some(d_steps) = args.d_steps {
         config.d_steps = d_steps;
@@ -182,9 +216,11 @@ pub fn train_config(args: &TrainFlags, lr_g: Option<f64>, lr_d: Option<f64>) -> 
         anneal_steps: args.instance_noise_steps,
         schedule: match args.instance_noise_schedule {
             ScheduleArg::Linear => NoiseSchedule::Linear,
-            ScheduleArg::Exponential => {
-                NoiseSchedule::Exponential { final_fraction: args.instance_noise_final_fraction }
-            }
+            ScheduleArg::Exponential => NoiseSchedule::Exponential {
+                final_fraction: args
+                    .instance_noise_final_fraction
+                    .unwrap_or(DEFAULT_FINAL_FRACTION),
+            },
         },
     });
     tricks.feature_matching =
