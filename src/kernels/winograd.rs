@@ -60,7 +60,8 @@ mod rows;
 mod tiles;
 
 use rows::{
-    grid_row, image_row, image_row_adjoint, merge_samples, output_row, split_samples, SplitRows,
+    grid_row, image_row, image_row_adjoint, merge_samples, output_row, split_samples, RowOrder,
+    SplitRows,
 };
 use tiles::{output_tile, spread_tile, POINTS};
 
@@ -409,8 +410,8 @@ fn point_rows(buffer: &mut [f32], at: usize, stride: usize, len: usize) -> [&mut
 }
 
 /// Returns the split layout of one image channel of `samples` samples (see `rows.rs`).
-fn split_rows(t: &Tiling, samples: usize) -> SplitRows {
-    SplitRows { h: t.h, tile_cols: t.tile_cols, samples }
+fn split_rows(t: &Tiling, samples: usize, order: RowOrder) -> SplitRows {
+    SplitRows { h: t.h, tile_cols: t.tile_cols, samples, order }
 }
 
 /// The layout of a transform's output `[POINTS, rows, columns]`, with column `(ty *
@@ -490,7 +491,8 @@ fn transform_image(
 ) {
     let (k, columns) = (t.k(), samples.len() * t.tiles());
     let channel = |c: usize, points: &mut [&mut [f32]; POINTS]| {
-        with_aligned_buffer(&PLANE, split_rows(t, samples.len()).len(), |plane| {
+        let len = split_rows(t, samples.len(), RowOrder::ByResidue).len();
+        with_aligned_buffer(&PLANE, len, |plane| {
             transform_image_channel(t, image, samples.clone(), c, (points, output), plane);
         });
     };
@@ -528,30 +530,29 @@ fn transform_image_channel(
     plane: &mut [f32],
 ) {
     let (plane_len, columns) = (t.h * t.w, samples.len() * t.tiles());
-    let layout = split_rows(t, samples.len());
+    let layout = split_rows(t, samples.len(), RowOrder::ByResidue);
     let sample_plane =
         |s: usize| &image[((samples.start + s) * t.c_in + c) * plane_len..][..plane_len];
     split_samples(layout, sample_plane, plane);
-    let run_len = layout.run_len();
     for phase in 0..PHASES {
         let (py, px) = (phase / 2, phase % 2);
-        for ty in 0..t.tile_rows {
-            let runs = SplitRows::phase_runs(px)
-                .map(|q| std::array::from_fn(|j| &plane[layout.run(4 * ty + py + 2 * j, q)]));
-            let first = ty * run_len;
-            match output {
-                Output::RowMajor => {
-                    let at = phase * columns + first;
-                    let mut row = points.each_mut().map(|p| &mut p[at..at + run_len]);
-                    image_row(runs, &mut row);
-                }
-                Output::Packed => {
-                    with_aligned_buffer(&POINT_ROWS, POINTS * run_len, |rows| {
-                        image_row(runs, &mut point_rows(rows, 0, run_len, run_len));
-                        let row = PHASES * c + phase;
-                        scatter_packed(rows, (t.k(), columns, row), first, points);
-                    });
-                }
+        // Tile row `ty` reads padded rows `4 * ty + py + 2 * j`, so every tile row of the phase
+        // is one contiguous range of each run, in the order of the output columns.
+        let runs = SplitRows::phase_runs(px).map(|q| {
+            std::array::from_fn(|j| &plane[layout.every_fourth(py + 2 * j, q, t.tile_rows)])
+        });
+        match output {
+            Output::RowMajor => {
+                let at = phase * columns;
+                let mut row = points.each_mut().map(|p| &mut p[at..at + columns]);
+                image_row(runs, &mut row);
+            }
+            Output::Packed => {
+                with_aligned_buffer(&POINT_ROWS, POINTS * columns, |rows| {
+                    image_row(runs, &mut point_rows(rows, 0, columns, columns));
+                    let row = PHASES * c + phase;
+                    scatter_packed(rows, (t.k(), columns, row), 0, points);
+                });
             }
         }
     }
@@ -744,7 +745,7 @@ pub(crate) fn grid_to_image(
                 // and merged into the image with the bias.
                 with_aligned_buffer(&BLOCK, POINTS * rows_padded * columns, |dv| {
                     block_products(packed, rows_padded, (dm, t.c_out, columns), dv);
-                    let layout = split_rows(&t, samples.len());
+                    let layout = split_rows(&t, samples.len(), RowOrder::Natural);
                     let run_len = layout.run_len();
                     with_aligned_buffer(&PLANE, layout.len(), |plane| {
                         for c in 0..t.c_in {
