@@ -82,9 +82,9 @@ type AppResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 /// Train a DCGAN on the MNIST digits that ship with the crate, on the CPU.
 ///
 /// Writes sample grids, a per-step metrics CSV, a loss plot and a checkpoint into the output
-/// folder. Stop it at any time (Ctrl-C or SIGTERM save the run after the current step) and
-/// continue with --resume: the resumed run gives the same weights and images, bit for bit, as
-/// one that never stopped.
+/// folder. Ctrl-C or SIGTERM saves the run after the current step, and a second one stops at
+/// once without saving. Continue with --resume: the resumed run gives the same weights and
+/// images, bit for bit, as one that never stopped.
 #[derive(Debug, Parser)]
 #[command(name = "train_mnist", version, mut_args = cli::allow_negative_numbers)]
 struct Args {
@@ -170,8 +170,9 @@ struct Args {
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<Option<PathBuf>>,
 
-    /// Start in a non-empty output folder, deleting the files of the run there. With --resume,
-    /// only for a checkpoint outside the output folder.
+    /// Start in a non-empty output folder, deleting the files of the run there, and the
+    /// generated_seed*.png and metrics.json that the README's sample and evaluate commands write
+    /// there. Other files stay. With --resume, only for a checkpoint outside the output folder.
     #[arg(long)]
     force: bool,
 
@@ -212,6 +213,7 @@ fn main() -> ExitCode {
     // and save. A second signal exits at once.
     let handler = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopped at once by a second signal: the current step is not saved");
             std::process::exit(EXIT_INTERRUPTED.into());
         }
     });

@@ -366,13 +366,13 @@ fn parse(bytes: &[u8], source: &str) -> Result<Checkpoint> {
     if let Some(stored) = stored_checksum {
         let computed = format!("{:08x}", checkpoint.contents_crc32());
         if stored != computed {
-            return Err(format_error(
-                source,
-                format!(
-                    "metadata `{CHECKSUM_KEY}` is {stored:?}, but the contents give {computed:?}: \
-                     the file is corrupt"
+            return Err(Error::Format {
+                format: "checkpoint",
+                reason: format!(
+                    "{source}: CRC-32 checksum mismatch: metadata `{CHECKSUM_KEY}` is {stored:?}, \
+                     but the contents give {computed:?}, so the file is corrupt"
                 ),
-            ));
+            });
         }
     }
     Ok(checkpoint)

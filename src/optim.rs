@@ -222,8 +222,10 @@ impl Adam {
         let len = self.state.exp_avg.len();
         check_len("exp_avg", state.exp_avg.len(), len)?;
         check_len("exp_avg_sq", state.exp_avg_sq.len(), len)?;
-        if !all_finite(&state.exp_avg) || !all_finite(&state.exp_avg_sq) {
-            return Err(Error::NonFinite { what: "Adam moments".into() });
+        for (name, values) in [("exp_avg", &state.exp_avg), ("exp_avg_sq", &state.exp_avg_sq)] {
+            if !all_finite(values) {
+                return Err(Error::NonFinite { what: format!("Adam's {name}") });
+            }
         }
         check_restored(state.step, "exp_avg_sq", &state.exp_avg_sq)?;
         self.state = state;
@@ -343,7 +345,7 @@ impl Sgd {
             self.state.momentum_buffer.len(),
         )?;
         if !all_finite(&state.momentum_buffer) {
-            return Err(Error::NonFinite { what: "SGD momentum buffer".into() });
+            return Err(Error::NonFinite { what: "SGD's momentum_buffer".into() });
         }
         check_restored(state.step, "momentum_buffer", &[])?;
         self.state = state;
@@ -475,8 +477,12 @@ impl RmsProp {
         let len = self.state.square_avg.len();
         check_len("square_avg", state.square_avg.len(), len)?;
         check_len("momentum_buffer", state.momentum_buffer.len(), len)?;
-        if !all_finite(&state.square_avg) || !all_finite(&state.momentum_buffer) {
-            return Err(Error::NonFinite { what: "RMSProp state".into() });
+        let vectors =
+            [("square_avg", &state.square_avg), ("momentum_buffer", &state.momentum_buffer)];
+        for (name, values) in vectors {
+            if !all_finite(values) {
+                return Err(Error::NonFinite { what: format!("RMSProp's {name}") });
+            }
         }
         check_restored(state.step, "square_avg", &state.square_avg)?;
         self.state = state;

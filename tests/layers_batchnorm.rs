@@ -146,6 +146,13 @@ fn rejects_one_value_per_channel_in_training() {
     assert_eq!(bn.running_var(), [1.0, 1.0]);
     assert_eq!(bn.num_batches_tracked(), 0);
 
+    // A plane of zero height or width is rejected in both modes, before any work.
+    for mode in [Mode::Train, Mode::Eval] {
+        let flat = Array4::<f32>::zeros([2, 2, 0, 4]);
+        let err = BatchNorm::new2d(2).unwrap().forward(&[1.0; 4], flat, mode).unwrap_err();
+        assert!(err.to_string().contains("height and width of at least 1"), "{mode:?}: {err}");
+    }
+
     // One sample with a 2x1 plane has two values per channel: PyTorch accepts it, and so do we.
     let plane = Array4::from_shape_vec([1, 1, 2, 1], vec![1.0f32, 2.0]).unwrap();
     assert!(BatchNorm::new2d(1).unwrap().forward(&[1.0, 0.0], plane, Mode::Train).is_ok());

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use dcgan::checkpoint::Checkpoint;
+use dcgan::checkpoint::{Checkpoint, Scalar};
 use dcgan::data::{Batcher, LastBatch};
 use dcgan::data::{Mnist, MnistOptions};
 use dcgan::kernels::gemm::GemmBackend;
@@ -196,6 +196,9 @@ fn non_empty_folder_needs_overwrite() {
     std::fs::write(path.join("notes.txt"), "kept").unwrap();
     std::fs::write(path.join("quality.csv"), "step\n").unwrap();
     std::fs::write(path.join("quality.png"), "old plot").unwrap();
+    std::fs::write(path.join("metrics.json"), "{}").unwrap();
+    std::fs::write(path.join("generated_seed7.png"), "old digits").unwrap();
+    std::fs::write(path.join("generated.png"), "named by the user").unwrap();
 
     let err = RunFolder::create(&path, false).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { name: "output folder", .. }), "{err}");
@@ -207,7 +210,10 @@ fn non_empty_folder_needs_overwrite() {
     assert!(!path.join("samples/step_000001.png").exists(), "samples deleted");
     assert!(!path.join("quality.csv").exists(), "quality rows deleted");
     assert!(!path.join("quality.png").exists(), "quality plot deleted");
+    assert!(!path.join("metrics.json").exists(), "evaluation deleted");
+    assert!(!path.join("generated_seed7.png").exists(), "drawn digits deleted");
     assert_eq!(std::fs::read_to_string(path.join("notes.txt")).unwrap(), "kept");
+    assert!(path.join("generated.png").exists(), "a file named by the user is kept");
     std::fs::remove_dir_all(&path).unwrap();
 }
 
@@ -253,6 +259,24 @@ fn bad_checkpoints_and_data_are_rejected() {
     corrupt.tensors.get_mut("g_optimizer.exp_avg").unwrap().1[0] = f32::NAN;
     let err = TrainingRun::from_checkpoint(&corrupt, digits(&settings())).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err}");
+    assert!(err.to_string().contains("exp_avg"), "{err}");
+    assert!(err.to_string().contains("g_optimizer"), "{err}");
+
+    // A run's step count that disagrees with its optimisers' update counts.
+    let mut ahead = good.clone();
+    ahead.scalars.insert("step".into(), Scalar::U64(5));
+    let err = TrainingRun::from_checkpoint(&ahead, digits(&settings())).unwrap_err();
+    assert!(err.to_string().contains("g_optimizer.step"), "{err}");
+    let mut last = good.clone();
+    last.scalars.insert("g_optimizer.step".into(), Scalar::U64(u64::MAX));
+    let err = TrainingRun::from_checkpoint(&last, digits(&settings())).unwrap_err();
+    assert!(err.to_string().contains("g_optimizer"), "{err}");
+
+    let mut negative = good.clone();
+    negative.tensors.get_mut("d_optimizer.exp_avg_sq").unwrap().1[2] = -1.5;
+    let err = TrainingRun::from_checkpoint(&negative, digits(&settings())).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "exp_avg_sq", .. }), "{err}");
+    assert!(err.to_string().contains("d_optimizer"), "{err}");
 
     let mut nan_weight = good.clone();
     nan_weight.tensors.get_mut("generator.main.0.weight").unwrap().1[0] = f32::NAN;

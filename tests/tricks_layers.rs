@@ -227,6 +227,8 @@ fn vbn_rejects_bad_shapes() {
     assert!(matches!(err, Error::InvalidArgument { name: "input rows", .. }), "{err}");
     assert!(layer.forward(&[1.0; 4], Array4::zeros([4, 3, 2, 2]), Mode::Train).is_err());
     assert!(layer.backward(&[1.0; 4], None, Array4::zeros([4, 2, 2, 2]), true).is_err());
+    let err = layer.forward(&[1.0; 4], Array4::zeros([4, 2, 0, 2]), Mode::Train).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "input shape", .. }), "{err}");
 }
 
 #[test]

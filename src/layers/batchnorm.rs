@@ -293,6 +293,13 @@ impl BatchNorm {
             };
             return Err(Error::invalid("input shape", format!("{input:?}"), expected));
         }
+        if h == 0 || w == 0 {
+            return Err(Error::invalid(
+                "input shape",
+                format!("{input:?}"),
+                format!("a height and width of at least 1 for {}", self.name()),
+            ));
+        }
         Ok(())
     }
 
@@ -314,7 +321,8 @@ impl BatchNorm {
                 "input shape",
                 format!("{shape:?}"),
                 format!(
-                    "more than 1 value per channel when training {} (a batch of at least 2)",
+                    "more than 1 value per channel when training {} (batch x height x width of \
+                     at least 2)",
                     self.name()
                 ),
             ));

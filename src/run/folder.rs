@@ -7,6 +7,8 @@
 //! checkpoint.safetensors    the complete training state (see `TrainingRun::to_checkpoint`)
 //! settings.json             the run's settings, for people and scripts
 //! quality.csv, quality.png  sample quality every N steps, when enabled (see `quality`)
+//! metrics.json              sample quality of the final generator, from the `evaluate` example
+//! generated_seed7.png       digits drawn by the `sample` example (its default output)
 //! ```
 //!
 //! Every file is written atomically, so a run killed at any moment leaves each file either
@@ -31,6 +33,9 @@ pub const LOSS_PLOT_FILE: &str = "losses.png";
 pub const SETTINGS_FILE: &str = "settings.json";
 /// Folder of the sample grids.
 pub const SAMPLES_FOLDER: &str = "samples";
+/// File name of the sample-quality report that the README's `evaluate` command writes into the
+/// run folder.
+pub const EVALUATION_FILE: &str = "metrics.json";
 
 /// The output folder of a run.
 #[derive(Clone, Debug)]
@@ -42,8 +47,8 @@ impl RunFolder {
     /// Creates the folder for a new run (with its parents and `samples/`).
     ///
     /// A folder that already contains entries is rejected unless `overwrite` is set. Then the
-    /// files a previous run wrote there (the names above and `samples/step_*.png`) are deleted,
-    /// and anything else is left alone.
+    /// files a previous run wrote there (the names above, `generated_seed*.png` and
+    /// `samples/step_*.png`) are deleted, and anything else is left alone.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (named `output folder`) for a non-empty folder without
@@ -183,10 +188,23 @@ fn remove_run_files(path: &Path) -> Result<()> {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Error::io(file, err)),
         _ => Ok(()),
     };
-    let names =
-        [CHECKPOINT_FILE, METRICS_FILE, LOSS_PLOT_FILE, SETTINGS_FILE, QUALITY_CSV, QUALITY_PLOT];
+    let names = [
+        CHECKPOINT_FILE,
+        METRICS_FILE,
+        LOSS_PLOT_FILE,
+        SETTINGS_FILE,
+        QUALITY_CSV,
+        QUALITY_PLOT,
+        EVALUATION_FILE,
+    ];
     for name in names {
         remove(path.join(name))?;
+    }
+    // The `sample` example's default output, next to the checkpoint.
+    for name in list_entries(path)? {
+        if name.starts_with("generated_seed") && name.ends_with(".png") {
+            remove(path.join(name))?;
+        }
     }
     let samples = path.join(SAMPLES_FOLDER);
     if samples.is_dir() {

@@ -29,6 +29,26 @@ fn insert_vector(checkpoint: &mut Checkpoint, name: String, data: &[f32]) -> Res
     checkpoint.insert_tensor(name, &[data.len()], data.to_vec())
 }
 
+/// Checks that the optimisers' step counts match `step` training steps: one generator update
+/// and `d_steps` discriminator updates each, as [`GanTrainer::step`] takes them.
+fn check_update_counts(checkpoint: &Checkpoint, step: u64, d_steps: usize) -> Result<()> {
+    let expected =
+        [("g_optimizer.step", Some(step)), ("d_optimizer.step", step.checked_mul(d_steps as u64))];
+    for (name, expected) in expected {
+        let stored = checkpoint.get_u64(name)?;
+        if Some(stored) != expected {
+            return Err(Error::Format {
+                format: "checkpoint",
+                reason: format!(
+                    "scalar `{name}` is {stored}, but `step` is {step} with {d_steps} \
+                     discriminator updates per step: the counts must agree"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn save_optimizer(
     checkpoint: &mut Checkpoint,
     prefix: &str,
@@ -79,7 +99,18 @@ fn load_optimizer(
             OptimizerState::Sgd(SgdState { step, momentum_buffer: vector("momentum_buffer")? })
         }
     };
-    optimizer.set_state(state)
+    optimizer.set_state(state).map_err(|err| match err {
+        // Name the checkpoint tensors, which the optimiser's own message cannot.
+        Error::NonFinite { what } => {
+            Error::NonFinite { what: format!("{what} (checkpoint tensors `{prefix}.*`)") }
+        }
+        Error::InvalidArgument { name, value, expected } => Error::InvalidArgument {
+            name,
+            value,
+            expected: format!("{expected} (checkpoint tensors `{prefix}.*`)"),
+        },
+        other => other,
+    })
 }
 
 fn save_history(
@@ -171,6 +202,7 @@ impl GanTrainer {
             *reference = Array4::from_shape_vec(shape, data.to_vec()).expect("shape checked");
         }
         trainer.step = checkpoint.get_u64("step")?;
+        check_update_counts(checkpoint, trainer.step, trainer.config.d_steps)?;
         trainer.noise = checkpoint.get_json::<Rng>("noise_rng")?;
         trainer.instance_noise = checkpoint.get_json::<Rng>("instance_noise_rng")?;
         Ok(trainer)

@@ -124,7 +124,14 @@ impl Layer for VirtualBatchNorm {
     }
 
     fn output_shape(&self, input: [usize; 4]) -> Result<[usize; 4]> {
-        let [rows, c, _, _] = input;
+        let [rows, c, h, w] = input;
+        if h == 0 || w == 0 {
+            return Err(Error::invalid(
+                "input shape",
+                format!("{input:?}"),
+                format!("a height and width of at least 1 for VirtualBatchNorm({})", self.features),
+            ));
+        }
         if c != self.features {
             return Err(Error::invalid(
                 "input channels",
