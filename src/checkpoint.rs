@@ -251,9 +251,12 @@ impl Checkpoint {
             for &dim in shape {
                 hasher.update(&(dim as u64).to_le_bytes());
             }
-            for chunk in values.chunks(4096) {
-                let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-                hasher.update(&bytes);
+            let mut bytes = [0u8; 4096];
+            for chunk in values.chunks(bytes.len() / 4) {
+                for (out, value) in bytes.chunks_exact_mut(4).zip(chunk) {
+                    out.copy_from_slice(&value.to_le_bytes());
+                }
+                hasher.update(&bytes[..4 * chunk.len()]);
             }
         }
         hasher.finalize()

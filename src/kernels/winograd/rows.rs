@@ -135,9 +135,9 @@ pub(super) fn split_samples<'a>(
             prefetch_lines(plane(s + 2));
         }
         for (y, src) in src.chunks_exact(w).enumerate() {
-            // The six runs of padded row `y + 1` for this sample, `run_stride` apart. Plain indexing
-            // into one slice: a row of a small image has runs of a few entries, where splitting
-            // out six slices and copying whole runs costs more than the copy itself.
+            // The six runs of padded row `y + 1` for this sample, `run_stride` apart. Plain
+            // indexing into one slice: a row of a small image has runs of a few entries, where
+            // splitting out six slices and copying whole runs costs more than the copy itself.
             let row =
                 &mut split[layout.run(y + 1, 0).start + s * tw..][..(RUNS - 1) * run_stride + tw];
             split_row(src, row, run_stride);
