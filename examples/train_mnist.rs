@@ -897,6 +897,22 @@ mod tests {
     }
 
     #[test]
+    fn negative_exponent_float_reaches_settings() {
+        let args = parse(&["--lr-d", "-1e-3", "--lr-g", "-2E-4"]).unwrap();
+        assert_eq!(args.lr_d, Some(-1e-3));
+        assert_eq!(args.lr_g, Some(-2e-4));
+        let args = parse(&["--weight-clip", "-1e-2", "--label-smoothing", "-1e0"]).unwrap();
+        assert_eq!(args.train.weight_clip, Some(-1e-2));
+        assert_eq!(args.train.label_smoothing, Some(-1.0));
+    }
+
+    #[test]
+    fn flag_as_float_value_names_flag() {
+        let err = parse(&["--lr-d", "--force"]).expect_err("a flag is not a float");
+        assert!(err.to_string().contains("--lr-d"), "{err}");
+    }
+
+    #[test]
     fn option_without_its_switch_rejected() {
         let cases: [(&[&str], &str); 8] = [
             (&["--feature-layer", "2"], "--feature-matching"),
