@@ -322,12 +322,13 @@ type InvalidCase = (&'static str, fn(&mut RunSettings));
 
 #[test]
 fn invalid_settings_are_rejected() {
-    let cases: [InvalidCase; 8] = [
+    let cases: [InvalidCase; 9] = [
         ("batch_size", |s| s.batch_size = 0),
         ("batch_size", |s| s.batch_size = 97),
         ("sample_count", |s| s.sample_count = 0),
         ("lr_g", |s| s.lr_g = -1.0),
         ("lr_d", |s| s.lr_d = f64::NAN),
+        ("lr_d", |s| s.lr_d = 1e40),
         ("beta1", |s| s.beta1 = 1.0),
         ("digits", |s| s.digits = 0),
         ("image_size", |s| s.model.image_size = 24),

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluator, SampleMetrics};
 use crate::layers::{Mode, Network};
 use crate::models::DcganConfig;
-use crate::optim::AdamConfig;
+use crate::optim::{AdamConfig, MAX_HYPER_PARAMETER};
 use crate::rng::{Rng, Stream};
 use crate::train::{GanTrainer, OptimizerConfig, TrainConfig};
 
@@ -124,8 +124,8 @@ impl RunSettings {
     ///
     /// # Errors
     /// As [`DcganConfig::validate`] and [`AdamConfig::validate`];
-    /// [`Error::InvalidArgument`], named after the field, for a negative or non-finite learning
-    /// rate, a beta outside `[0, 1)`, a zero batch size or digit count, a batch larger than the
+    /// [`Error::InvalidArgument`], named after the field, for a learning rate that is negative,
+    /// non-finite or above [`MAX_HYPER_PARAMETER`], a beta outside `[0, 1)`, a zero batch size or digit count, a batch larger than the
     /// digits, or a sample count outside `1..=MAX_SAMPLE_COUNT`.
     pub fn validate(&self) -> Result<()> {
         for (name, value) in
@@ -137,8 +137,13 @@ impl RunSettings {
         }
         self.model.validate()?;
         for (name, value) in [("lr_g", self.lr_g), ("lr_d", self.lr_d)] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(Error::invalid(name, value, "a finite number of at least 0"));
+            if !(value.is_finite() && (0.0..=MAX_HYPER_PARAMETER).contains(&value)) {
+                return Err(Error::invalid(
+                    name,
+                    value,
+                    "a finite number of at least 0 and at most f32::MAX, because the update runs \
+                     in f32",
+                ));
             }
         }
         for (name, value) in [("beta1", self.beta1), ("beta2", self.beta2)] {
