@@ -322,7 +322,8 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             set_gemm_backend(settings.gemm_backend.unwrap_or_default());
             set_winograd(settings.winograd.unwrap_or(Winograd::Off));
             settings.validate().map_err(name_flag)?;
-            let run = TrainingRun::new(settings, load_digits(&settings)?)?;
+            let digits = load_digits(&settings)?;
+            let run = TrainingRun::new(settings, digits).map_err(name_flag)?;
             let folder = create_folder(&args.out, args.force)?;
             (run, folder, Vec::new())
         }

@@ -317,6 +317,34 @@ fn batch_beyond_available_memory_is_rejected() {
     check_step_memory(&settings, Some(needed - 1)).unwrap();
 }
 
+#[test]
+fn sample_grid_beyond_available_memory_is_rejected() {
+    let mut settings = settings();
+    settings.batch_size = 1;
+    settings.sample_count = 1024;
+    let step = settings.model.step_memory_bytes(1).unwrap() as u64;
+    // Enough for a training step of one digit, but not for 1024 generated images.
+    let available = 4 * step;
+    let err = check_step_memory(&settings, Some(available)).unwrap_err();
+    let Error::InvalidArgument { name: "sample_count", value, expected } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(value, "1024");
+
+    // The largest grid it names fits, and one more image does not.
+    let largest: usize = expected
+        .strip_prefix("at most ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{expected}"));
+    assert!((1..1024).contains(&largest), "{expected}");
+    settings.sample_count = largest;
+    check_step_memory(&settings, Some(available)).unwrap();
+    settings.sample_count = largest + 1;
+    assert!(check_step_memory(&settings, Some(available)).is_err());
+    check_step_memory(&settings, None).unwrap();
+}
+
 /// A parameter name and an edit that makes it invalid.
 type InvalidCase = (&'static str, fn(&mut RunSettings));
 
