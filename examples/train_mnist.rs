@@ -322,7 +322,8 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             set_gemm_backend(settings.gemm_backend.unwrap_or_default());
             set_winograd(settings.winograd.unwrap_or(Winograd::Off));
             settings.validate().map_err(name_flag)?;
-            let run = TrainingRun::new(settings, load_digits(&settings)?)?;
+            let digits = load_digits(&settings)?;
+            let run = TrainingRun::new(settings, digits).map_err(name_flag)?;
             let folder = create_folder(&args.out, args.force)?;
             (run, folder, Vec::new())
         }
@@ -894,6 +895,22 @@ mod tests {
         assert_eq!(args.train.historical_averaging, Some(-1.0));
         let args = parse(&["--lr-g", "-0.5"]).unwrap();
         assert_eq!(args.lr_g, Some(-0.5));
+    }
+
+    #[test]
+    fn negative_exponent_float_reaches_settings() {
+        let args = parse(&["--lr-d", "-1e-3", "--lr-g", "-2E-4"]).unwrap();
+        assert_eq!(args.lr_d, Some(-1e-3));
+        assert_eq!(args.lr_g, Some(-2e-4));
+        let args = parse(&["--weight-clip", "-1e-2", "--label-smoothing", "-1e0"]).unwrap();
+        assert_eq!(args.train.weight_clip, Some(-1e-2));
+        assert_eq!(args.train.label_smoothing, Some(-1.0));
+    }
+
+    #[test]
+    fn flag_as_float_value_names_flag() {
+        let err = parse(&["--lr-d", "--force"]).expect_err("a flag is not a float");
+        assert!(err.to_string().contains("--lr-d"), "{err}");
     }
 
     #[test]

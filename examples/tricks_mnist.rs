@@ -18,6 +18,7 @@ use clap::{CommandFactory, Parser};
 use dcgan::data::{Batcher, LastBatch, Mnist, MnistOptions};
 use dcgan::layers::Mode;
 use dcgan::models::DcganConfig;
+use dcgan::optim::MAX_HYPER_PARAMETER;
 use dcgan::train::{GanTrainer, StepStats};
 use train_flags::{train_config, TrainFlags};
 
@@ -75,15 +76,40 @@ struct Args {
     train: TrainFlags,
 }
 
-fn run(args: &Args) -> dcgan::Result<()> {
-    // Fail before the training rather than after it.
-    if let Some(path) = args.samples.as_ref().filter(|path| path.is_dir()) {
-        return Err(dcgan::Error::invalid(
-            "samples",
-            path.display(),
-            "the path of a PNG file, not a folder",
-        ));
+/// Checks the flags that training would only use at its end, or would report under the
+/// optimiser's field name `lr`, so that a bad value fails before the training.
+fn check_flags(args: &Args) -> dcgan::Result<()> {
+    if let Some(path) = &args.samples {
+        if path.is_dir() {
+            return Err(dcgan::Error::invalid(
+                "samples",
+                path.display(),
+                "the path of a PNG file, not a folder",
+            ));
+        }
+        let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty());
+        if folder.is_some_and(|folder| !folder.is_dir()) {
+            return Err(dcgan::Error::invalid(
+                "samples",
+                path.display(),
+                "the path of a PNG file in an existing folder",
+            ));
+        }
     }
+    for (name, lr) in [("lr_g", args.lr_g), ("lr_d", args.lr_d)] {
+        if let Some(lr) = lr.filter(|lr| !(0.0..=MAX_HYPER_PARAMETER).contains(lr)) {
+            return Err(dcgan::Error::invalid(
+                name,
+                lr,
+                "a finite number of at least 0 and at most f32::MAX",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn run(args: &Args) -> dcgan::Result<()> {
+    check_flags(args)?;
     let model = DcganConfig {
         nz: args.nz,
         ngf: args.ngf,
@@ -173,5 +199,58 @@ fn main() -> ExitCode {
             eprintln!("error: {}", train_flags::name_flag(err, is_flag));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `flags` as the command line of `tricks_mnist` and checks them.
+    fn check(flags: &[&str]) -> dcgan::Result<()> {
+        let args =
+            Args::try_parse_from(std::iter::once("tricks_mnist").chain(flags.iter().copied()))
+                .expect("the flags parse");
+        check_flags(&args)
+    }
+
+    /// Asserts that `flags` fail the check with an error naming `flag`.
+    fn assert_rejected(flags: &[&str], flag: &str) {
+        let err = check(flags).expect_err("the flags must be rejected");
+        let is_flag = |id: &str| Args::command().get_arguments().any(|arg| arg.get_id() == id);
+        let message = train_flags::name_flag(err, is_flag);
+        assert!(message.contains(flag), "{flags:?}: {message}");
+    }
+
+    #[test]
+    fn command_passes_debug_asserts() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn samples_in_missing_folder_rejected() {
+        let path = std::env::temp_dir().join("tricks-mnist-no-such-folder").join("samples.png");
+        assert_rejected(&["--samples", path.to_str().unwrap()], "--samples");
+    }
+
+    #[test]
+    fn samples_folder_path_rejected() {
+        let folder = std::env::temp_dir();
+        assert_rejected(&["--samples", folder.to_str().unwrap()], "--samples");
+    }
+
+    #[test]
+    fn samples_file_path_accepted() {
+        assert!(check(&["--samples", "samples.png"]).is_ok());
+        let path = std::env::temp_dir().join("samples.png");
+        assert!(check(&["--samples", path.to_str().unwrap()]).is_ok());
+    }
+
+    #[test]
+    fn bad_learning_rates_name_flag() {
+        assert_rejected(&["--lr-d", "-1e-3"], "--lr-d");
+        assert_rejected(&["--lr-g", "NaN"], "--lr-g");
+        assert_rejected(&["--lr-g", "1e40"], "--lr-g");
+        assert!(check(&["--lr-g", "0", "--lr-d", "1e-3"]).is_ok());
     }
 }

@@ -21,6 +21,9 @@ pub mod train;
 pub mod tricks;
 
 pub use error::{Error, Result};
+/// The `ndarray` crate whose `Array4<f32>` the layers and trainers take and return, so a
+/// caller builds batches with the same version without a dependency of its own.
+pub use ndarray;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

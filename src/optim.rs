@@ -37,11 +37,19 @@ fn check_step(what: &'static str, len: usize, params: &[f32], grads: &[f32]) -> 
     Ok(())
 }
 
+/// Largest learning rate, `eps`, weight decay, momentum or dampening that an optimiser
+/// accepts: `f32::MAX`, because the update runs in `f32` and a larger value would become
+/// infinite there.
+pub const MAX_HYPER_PARAMETER: f64 = f32::MAX as f64;
+
 fn check_hyper(name: &'static str, value: f64, range: std::ops::RangeInclusive<f64>) -> Result<()> {
     if !(value.is_finite() && range.contains(&value)) {
         let (start, end) = (range.start(), range.end());
-        let expected = if *end == f64::MAX {
-            format!("a finite number of at least {start}")
+        let expected = if *end == MAX_HYPER_PARAMETER {
+            format!(
+                "a finite number of at least {start} and at most f32::MAX ({MAX_HYPER_PARAMETER:e}), \
+                 because the update runs in f32"
+            )
         } else if *end == 1.0 - f64::EPSILON {
             format!("a number in [{start}, 1)")
         } else {
@@ -152,13 +160,14 @@ impl AdamConfig {
     /// Checks the ranges PyTorch checks.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a negative or non-finite value or a beta outside `[0, 1)`.
+    /// [`Error::InvalidArgument`] for a negative or non-finite value, one above
+    /// [`MAX_HYPER_PARAMETER`], or a beta outside `[0, 1)`.
     pub fn validate(&self) -> Result<()> {
-        check_hyper("lr", self.lr, 0.0..=f64::MAX)?;
+        check_hyper("lr", self.lr, 0.0..=MAX_HYPER_PARAMETER)?;
         check_hyper("beta1", self.betas.0, 0.0..=1.0 - f64::EPSILON)?;
         check_hyper("beta2", self.betas.1, 0.0..=1.0 - f64::EPSILON)?;
-        check_hyper("eps", self.eps, 0.0..=f64::MAX)?;
-        check_hyper("weight_decay", self.weight_decay, 0.0..=f64::MAX)
+        check_hyper("eps", self.eps, 0.0..=MAX_HYPER_PARAMETER)?;
+        check_hyper("weight_decay", self.weight_decay, 0.0..=MAX_HYPER_PARAMETER)
     }
 }
 
@@ -281,12 +290,13 @@ impl SgdConfig {
     /// Checks the ranges PyTorch checks.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a negative or non-finite value.
+    /// [`Error::InvalidArgument`] for a negative or non-finite value, or one above
+    /// [`MAX_HYPER_PARAMETER`].
     pub fn validate(&self) -> Result<()> {
-        check_hyper("lr", self.lr, 0.0..=f64::MAX)?;
-        check_hyper("momentum", self.momentum, 0.0..=f64::MAX)?;
-        check_hyper("dampening", self.dampening, 0.0..=f64::MAX)?;
-        check_hyper("weight_decay", self.weight_decay, 0.0..=f64::MAX)
+        check_hyper("lr", self.lr, 0.0..=MAX_HYPER_PARAMETER)?;
+        check_hyper("momentum", self.momentum, 0.0..=MAX_HYPER_PARAMETER)?;
+        check_hyper("dampening", self.dampening, 0.0..=MAX_HYPER_PARAMETER)?;
+        check_hyper("weight_decay", self.weight_decay, 0.0..=MAX_HYPER_PARAMETER)
     }
 }
 
@@ -408,13 +418,14 @@ impl RmsPropConfig {
     /// Checks the ranges PyTorch checks.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a negative or non-finite value or an alpha above 1.
+    /// [`Error::InvalidArgument`] for a negative or non-finite value, one above
+    /// [`MAX_HYPER_PARAMETER`], or an alpha above 1.
     pub fn validate(&self) -> Result<()> {
-        check_hyper("lr", self.lr, 0.0..=f64::MAX)?;
+        check_hyper("lr", self.lr, 0.0..=MAX_HYPER_PARAMETER)?;
         check_hyper("alpha", self.alpha, 0.0..=1.0)?;
-        check_hyper("eps", self.eps, 0.0..=f64::MAX)?;
-        check_hyper("weight_decay", self.weight_decay, 0.0..=f64::MAX)?;
-        check_hyper("momentum", self.momentum, 0.0..=f64::MAX)
+        check_hyper("eps", self.eps, 0.0..=MAX_HYPER_PARAMETER)?;
+        check_hyper("weight_decay", self.weight_decay, 0.0..=MAX_HYPER_PARAMETER)?;
+        check_hyper("momentum", self.momentum, 0.0..=MAX_HYPER_PARAMETER)
     }
 }
 

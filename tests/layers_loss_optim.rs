@@ -205,6 +205,26 @@ fn hyper_parameter_errors_name_the_range() {
 }
 
 #[test]
+fn hyper_parameters_above_f32_max_rejected() {
+    // Finite in f64 but infinite once converted to the f32 of the update.
+    let huge = 1e39;
+    let results = [
+        ("Adam lr", Adam::new(1, AdamConfig { lr: huge, ..AdamConfig::default() }).err()),
+        ("Adam eps", Adam::new(1, AdamConfig { eps: huge, ..AdamConfig::default() }).err()),
+        ("SGD lr", Sgd::new(1, SgdConfig::new(huge)).err()),
+        ("SGD momentum", Sgd::new(1, SgdConfig { momentum: huge, ..SgdConfig::new(0.1) }).err()),
+        ("RMSProp lr", RmsProp::new(1, RmsPropConfig { lr: huge, ..Default::default() }).err()),
+    ];
+    for (what, err) in results {
+        let err = err.unwrap_or_else(|| panic!("{what} {huge} must be rejected"));
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("f32::MAX"), "{what}: {err}");
+    }
+    let largest = f64::from(f32::MAX);
+    assert!(Adam::new(1, AdamConfig { lr: largest, ..AdamConfig::default() }).is_ok());
+}
+
+#[test]
 fn optimisers_reject_bad_steps_without_changing_anything() {
     let mut adam = Adam::new(4, AdamConfig::default()).unwrap();
     let mut p = [1.0f32; 4];

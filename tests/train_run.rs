@@ -317,17 +317,46 @@ fn batch_beyond_available_memory_is_rejected() {
     check_step_memory(&settings, Some(needed - 1)).unwrap();
 }
 
+#[test]
+fn sample_grid_beyond_available_memory_is_rejected() {
+    let mut settings = settings();
+    settings.batch_size = 1;
+    settings.sample_count = 1024;
+    let step = settings.model.step_memory_bytes(1).unwrap() as u64;
+    // Enough for a training step of one digit, but not for 1024 generated images.
+    let available = 4 * step;
+    let err = check_step_memory(&settings, Some(available)).unwrap_err();
+    let Error::InvalidArgument { name: "sample_count", value, expected } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(value, "1024");
+
+    // The largest grid it names fits, and one more image does not.
+    let largest: usize = expected
+        .strip_prefix("at most ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{expected}"));
+    assert!((1..1024).contains(&largest), "{expected}");
+    settings.sample_count = largest;
+    check_step_memory(&settings, Some(available)).unwrap();
+    settings.sample_count = largest + 1;
+    assert!(check_step_memory(&settings, Some(available)).is_err());
+    check_step_memory(&settings, None).unwrap();
+}
+
 /// A parameter name and an edit that makes it invalid.
 type InvalidCase = (&'static str, fn(&mut RunSettings));
 
 #[test]
 fn invalid_settings_are_rejected() {
-    let cases: [InvalidCase; 8] = [
+    let cases: [InvalidCase; 9] = [
         ("batch_size", |s| s.batch_size = 0),
         ("batch_size", |s| s.batch_size = 97),
         ("sample_count", |s| s.sample_count = 0),
         ("lr_g", |s| s.lr_g = -1.0),
         ("lr_d", |s| s.lr_d = f64::NAN),
+        ("lr_d", |s| s.lr_d = 1e40),
         ("beta1", |s| s.beta1 = 1.0),
         ("digits", |s| s.digits = 0),
         ("image_size", |s| s.model.image_size = 24),

@@ -30,8 +30,8 @@ use crate::data::{Batcher, LastBatch, Mnist};
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, SampleMetrics};
 use crate::layers::{Mode, Network};
-use crate::models::DcganConfig;
-use crate::optim::AdamConfig;
+use crate::models::{DcganConfig, STEP_BYTES_PER_ACTIVATION};
+use crate::optim::{AdamConfig, MAX_HYPER_PARAMETER};
 use crate::rng::{Rng, Stream};
 use crate::train::{GanTrainer, OptimizerConfig, TrainConfig};
 
@@ -124,8 +124,8 @@ impl RunSettings {
     ///
     /// # Errors
     /// As [`DcganConfig::validate`] and [`AdamConfig::validate`];
-    /// [`Error::InvalidArgument`], named after the field, for a negative or non-finite learning
-    /// rate, a beta outside `[0, 1)`, a zero batch size or digit count, a batch larger than the
+    /// [`Error::InvalidArgument`], named after the field, for a learning rate that is negative,
+    /// non-finite or above [`MAX_HYPER_PARAMETER`], a beta outside `[0, 1)`, a zero batch size or digit count, a batch larger than the
     /// digits, or a sample count outside `1..=MAX_SAMPLE_COUNT`.
     pub fn validate(&self) -> Result<()> {
         for (name, value) in
@@ -137,8 +137,13 @@ impl RunSettings {
         }
         self.model.validate()?;
         for (name, value) in [("lr_g", self.lr_g), ("lr_d", self.lr_d)] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(Error::invalid(name, value, "a finite number of at least 0"));
+            if !(value.is_finite() && (0.0..=MAX_HYPER_PARAMETER).contains(&value)) {
+                return Err(Error::invalid(
+                    name,
+                    value,
+                    "a finite number of at least 0 and at most f32::MAX, because the update runs \
+                     in f32",
+                ));
             }
         }
         for (name, value) in [("beta1", self.beta1), ("beta2", self.beta2)] {
@@ -253,7 +258,8 @@ impl TrainingRun {
     /// # Errors
     /// As [`RunSettings::validate`]; [`Error::InvalidArgument`] when `data` does not contain
     /// `settings.digits` images of the model's channels and size, or when a step at the batch
-    /// size would need more memory than the system has available ([`check_step_memory`]).
+    /// size or the sample grid would need more memory than the system has available
+    /// ([`check_step_memory`]).
     pub fn new(settings: RunSettings, data: Mnist) -> Result<TrainingRun> {
         settings.validate()?;
         check_data(&settings, &data)?;
@@ -372,6 +378,44 @@ fn check_data(settings: &RunSettings, data: &Mnist) -> Result<()> {
     Ok(())
 }
 
+/// Checks that the sample grid of `settings` fits in `available` bytes beside the training
+/// state. The generator runs on all `sample_count` latent vectors as one batch, so a large
+/// grid of a wide model can need far more memory than a training step.
+///
+/// The estimate is 16 bytes per parameter of both networks, as in
+/// [`DcganConfig::step_memory_bytes`], plus [`STEP_BYTES_PER_ACTIVATION`] per value that the
+/// generator's layers output for the grid.
+fn check_sample_grid_memory(settings: &RunSettings, available: u64) -> Result<()> {
+    let overflow = || Error::Overflow { what: "sample grid memory" };
+    let [g_params, d_params] = settings.model.parameter_counts()?;
+    let fixed =
+        g_params.checked_add(d_params).and_then(|n| n.checked_mul(16)).ok_or_else(overflow)?;
+    let per_sample = settings.model.activation_counts(1)?[0]
+        .checked_mul(STEP_BYTES_PER_ACTIVATION)
+        .ok_or_else(overflow)?;
+    let count = settings.sample_count;
+    let needed =
+        per_sample.checked_mul(count).and_then(|n| n.checked_add(fixed)).ok_or_else(overflow)?;
+    if u64::try_from(needed).is_ok_and(|needed| needed <= available) {
+        return Ok(());
+    }
+    let available = usize::try_from(available).unwrap_or(usize::MAX);
+    let largest = available.saturating_sub(fixed) / per_sample.max(1);
+    const MIB: usize = 1 << 20;
+    Err(Error::invalid(
+        "sample_count",
+        count,
+        format!(
+            "at most {largest}: the sample grid of this model needs about {} MiB plus {:.2} MiB \
+             per image ({} MiB for this grid), and the system has {} MiB available",
+            fixed.div_ceil(MIB),
+            per_sample as f64 / MIB as f64,
+            needed.div_ceil(MIB),
+            available / MIB,
+        ),
+    ))
+}
+
 /// Returns the memory that the system reports as available to new allocations, in bytes:
 /// `MemAvailable` of `/proc/meminfo` on Linux, and `None` where it cannot be read.
 pub fn available_memory() -> Option<u64> {
@@ -382,7 +426,8 @@ pub fn available_memory() -> Option<u64> {
 }
 
 /// Checks that one training step of `settings` fits in `available` bytes, by the estimate of
-/// [`DcganConfig::step_memory_bytes`]. Any step passes where `available` is `None`.
+/// [`DcganConfig::step_memory_bytes`], and so does its sample grid. Any step passes where
+/// `available` is `None`.
 ///
 /// A step allocates its activations as it goes, so a batch far beyond the memory at hand would
 /// otherwise end the process in the middle of a step, or get it killed by the system, instead
@@ -390,7 +435,8 @@ pub fn available_memory() -> Option<u64> {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming `batch_size` and the largest batch that fits, when the
-/// estimate exceeds `available`; the errors of [`DcganConfig::step_memory_bytes`].
+/// step's estimate exceeds `available`. The same naming `sample_count` and the largest grid
+/// that fits, when the grid's does. The errors of [`DcganConfig::step_memory_bytes`].
 pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Result<()> {
     let Some(available) = available else {
         return Ok(());
@@ -398,7 +444,7 @@ pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Resu
     let batch = settings.batch_size;
     let needed = settings.model.step_memory_bytes(batch)?;
     if u64::try_from(needed).is_ok_and(|needed| needed <= available) {
-        return Ok(());
+        return check_sample_grid_memory(settings, available);
     }
     // The estimate grows by the same number of bytes with every sample.
     let one_sample = settings.model.step_memory_bytes(1)?;

@@ -115,7 +115,8 @@ impl TrainingRun {
     /// [`Error::Format`] when the checkpoint is not a training run, an entry is missing or
     /// malformed, or the trainer's stored settings disagree with the run's.
     /// [`Error::InvalidArgument`] when its settings are invalid, `data` does not match them, or
-    /// a step would need more memory than the system has available ([`check_step_memory`]).
+    /// a step or the sample grid would need more memory than the system has available
+    /// ([`check_step_memory`]).
     /// The errors of [`GanTrainer::from_checkpoint`] for values it rejects.
     pub fn from_checkpoint(checkpoint: &Checkpoint, data: Mnist) -> Result<TrainingRun> {
         // Settings and data.
