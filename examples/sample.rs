@@ -20,7 +20,10 @@ use dcgan::checkpoint::Checkpoint;
 use dcgan::kernels::gemm::set_gemm_backend;
 use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::layers::Mode;
-use dcgan::run::{generate, load_generator, sample_noise, write_sample_grid, RunSettings};
+use dcgan::run::{
+    available_memory, check_generation_memory, generate, load_generator, sample_noise,
+    write_sample_grid, RunSettings,
+};
 use dcgan::train::GanTrainer;
 
 #[path = "common/cli.rs"]
@@ -84,6 +87,13 @@ fn sample(args: &Args) -> AppResult<PathBuf> {
     } else {
         args.checkpoint.clone()
     };
+    if checkpoint_path.exists() && !checkpoint_path.is_file() {
+        return Err(format!(
+            "invalid --checkpoint {}: expected a checkpoint file or a run folder, found neither",
+            checkpoint_path.display()
+        )
+        .into());
+    }
     if !checkpoint_path.is_file() {
         return Err(format!(
             "no checkpoint at {}: train one first with `cargo run --release --example \
@@ -141,6 +151,8 @@ fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResul
     if let Some(backend) = settings.gemm_backend {
         set_gemm_backend(backend);
     }
+    // The generator runs on all `count` latent vectors at once.
+    check_generation_memory(&settings.model, count, "count", available_memory())?;
     let z = sample_noise(&settings.model, seed, count)?;
     let images = if settings.train.tricks.virtual_batch_norm.is_some() {
         // The whole trainer, for the reference batch that goes in front of the latent vectors.

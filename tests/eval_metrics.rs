@@ -334,3 +334,28 @@ fn trainer_evaluation_uses_reference_batch() {
     let difference = (metrics.frechet_distance - expected.frechet_distance).abs();
     assert!(difference < 1e-6 * expected.frechet_distance.max(1.0), "{difference}");
 }
+
+#[test]
+fn streamed_evaluation_matches_images() {
+    // A generator's evaluation classifies each generated batch as it comes and keeps no
+    // images. It must give the metrics of the whole set of images, bit for bit, also when the
+    // count is not a multiple of the batch size.
+    let data = digits();
+    let model = DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 };
+    let mut trainer = GanTrainer::new(model, TrainConfig::default(), 1).unwrap();
+    let options = EvalOptions { batch_size: 7, ..EvalOptions::default() };
+    let (count, seed) = (45, 9);
+    let reference = evaluator(&data).reference().clone();
+    let mut streamed =
+        Evaluator::with_reference(Classifier::shipped().unwrap(), reference, options).unwrap();
+    let by_stream = streamed
+        .evaluate_generator(trainer.generator_mut(), model.nz, count, seed, Mode::Eval)
+        .unwrap();
+
+    let images = generate(trainer.generator_mut(), model.nz, count, 7, seed, Mode::Eval).unwrap();
+    let by_images = streamed.evaluate_images(&images).unwrap();
+    assert_eq!(by_stream.samples, count);
+    assert_eq!(by_stream.frechet_distance.to_bits(), by_images.frechet_distance.to_bits());
+    assert_eq!(by_stream.classifier_score.to_bits(), by_images.classifier_score.to_bits());
+    assert_eq!(by_stream.class_counts, by_images.class_counts);
+}

@@ -16,7 +16,7 @@ use std::fmt;
 use ndarray::{s, Array2, Array4};
 use serde::Serialize;
 
-use super::classifier::{to_classifier_input, Classifier, IMAGE_SIZE, NUM_CLASSES};
+use super::classifier::{to_classifier_input, Classifier, Predictions, IMAGE_SIZE, NUM_CLASSES};
 use super::frechet::{frechet_distance, GaussianStats};
 use crate::data::{Mnist, MnistOptions};
 use crate::error::{Error, Result};
@@ -230,12 +230,17 @@ impl Evaluator {
     pub fn evaluate_images(&mut self, images: &Array4<f32>) -> Result<SampleMetrics> {
         let input = to_classifier_input(images)?;
         let predictions = self.classifier.predict(&input, self.options.batch_size)?;
+        self.metrics(&predictions)
+    }
+
+    /// Computes the metrics of the classifier's `predictions` for a set of samples.
+    fn metrics(&self, predictions: &Predictions) -> Result<SampleMetrics> {
         let features = feature_stats(&predictions.features)?;
         let class_counts = histogram(&predictions.classes())?;
         let class_fractions = fractions(&class_counts);
         let reference = &self.reference;
         Ok(SampleMetrics {
-            samples: input.shape()[0],
+            samples: predictions.features.nrows(),
             reference_samples: reference.features.count(),
             frechet_distance: frechet_distance(&features, &reference.features)?,
             classifier_score: classifier_score(&predictions.probabilities()),
@@ -260,8 +265,10 @@ impl Evaluator {
         seed: u64,
         mode: Mode,
     ) -> Result<SampleMetrics> {
-        let images = generate(generator, nz, count, self.options.batch_size, seed, mode)?;
-        self.evaluate_images(&images)
+        check_counts(count, nz, self.options.batch_size)?;
+        // Rejects a generator that does not take `[n, nz, 1, 1]` before any work.
+        generator.output_shape([1, nz, 1, 1])?;
+        self.evaluate_drawn(nz, count, seed, |z| generator.forward(z, mode))
     }
 
     /// Draws `count` samples from `trainer`'s generator with [`GanTrainer::generate`], which
@@ -279,13 +286,44 @@ impl Evaluator {
         seed: u64,
         mode: Mode,
     ) -> Result<SampleMetrics> {
-        let model = *trainer.model();
-        let [_, c, h, w] = model.image_shape(1);
+        let nz = trainer.model().nz;
+        self.evaluate_drawn(nz, count, seed, |z| trainer.generate(z, mode))
+    }
+
+    /// Runs `forward` on the latent vectors of [`generate`], one batch of
+    /// [`EvalOptions::batch_size`] at a time, classifies each batch of images as it comes, and
+    /// computes the metrics of all of them. Only the classifier's outputs are kept, so the
+    /// memory does not grow with the images' size. The classifier receives the same batches as
+    /// [`evaluate_images`](Self::evaluate_images) on the images of [`generate`], so the
+    /// metrics are the same.
+    fn evaluate_drawn(
+        &mut self,
+        nz: usize,
+        count: usize,
+        seed: u64,
+        mut forward: impl FnMut(Array4<f32>) -> Result<Array4<f32>>,
+    ) -> Result<SampleMetrics> {
         let batch_size = self.options.batch_size;
-        let images = draw_images([c, h, w], model.nz, count, batch_size, seed, |z| {
-            trainer.generate(z, mode)
+        check_counts(count, nz, batch_size)?;
+        let hidden = self.classifier.config().hidden;
+        // One row of logits and one of features per sample.
+        crate::error::checked_product("classifier outputs", &[count, NUM_CLASSES + hidden])?;
+        let mut all = Predictions {
+            logits: Array2::zeros((count, NUM_CLASSES)),
+            features: Array2::zeros((count, hidden)),
+        };
+        for_each_batch(nz, count, batch_size, seed, |start, z| {
+            let rows = z.shape()[0];
+            let images = forward(z)?;
+            check_batch_rows(&images, rows)?;
+            let input = to_classifier_input(&images)?;
+            let predictions = self.classifier.predict(&input, batch_size)?;
+            let end = start + rows;
+            all.logits.slice_mut(s![start..end, ..]).assign(&predictions.logits);
+            all.features.slice_mut(s![start..end, ..]).assign(&predictions.features);
+            Ok(())
         })?;
-        self.evaluate_images(&images)
+        self.metrics(&all)
     }
 }
 
@@ -340,16 +378,49 @@ fn draw_images(
         ));
     }
 
-    let mut rng = Rng::stream(seed, Stream::Noise);
     let mut images = Array4::<f32>::zeros((count, c, h, w));
+    for_each_batch(nz, count, batch_size, seed, |start, z| {
+        let rows = z.shape()[0];
+        let batch = forward(z)?;
+        if batch.shape() != [rows, c, h, w] {
+            return Err(Error::invalid(
+                "generated batch shape",
+                format!("{:?}", batch.shape()),
+                format!("{:?}", [rows, c, h, w]),
+            ));
+        }
+        images.slice_mut(s![start..start + rows, .., .., ..]).assign(&batch);
+        Ok(())
+    })?;
+    Ok(images)
+}
+
+/// Checks that a generator turned `rows` latent vectors into as many images.
+fn check_batch_rows(images: &Array4<f32>, rows: usize) -> Result<()> {
+    if images.shape()[0] == rows {
+        return Ok(());
+    }
+    Err(Error::invalid("generated batch size", images.shape()[0], format!("{rows} images")))
+}
+
+/// Calls `visit(start, z)` for each batch of at most `batch_size` of `count` latent vectors
+/// `z [n, nz, 1, 1]`, drawn in order from `Rng::stream(seed, Stream::Noise)`. `start` is the
+/// index of the batch's first vector.
+fn for_each_batch(
+    nz: usize,
+    count: usize,
+    batch_size: usize,
+    seed: u64,
+    mut visit: impl FnMut(usize, Array4<f32>) -> Result<()>,
+) -> Result<()> {
+    let mut rng = Rng::stream(seed, Stream::Noise);
     for start in (0..count).step_by(batch_size) {
         let end = (start + batch_size).min(count);
         let mut z = Array4::<f32>::zeros((end - start, nz, 1, 1));
         rng.fill_normal(z.as_slice_mut().expect("standard layout"), 0.0, 1.0);
-        let batch = forward(z)?;
-        images.slice_mut(s![start..end, .., .., ..]).assign(&batch);
+        visit(start, z)?;
     }
-    Ok(images)
+    Ok(())
 }
 
 fn check_counts(count: usize, nz: usize, batch_size: usize) -> Result<()> {

@@ -125,8 +125,9 @@ impl RunSettings {
     /// # Errors
     /// As [`DcganConfig::validate`] and [`AdamConfig::validate`];
     /// [`Error::InvalidArgument`], named after the field, for a learning rate that is negative,
-    /// non-finite or above [`MAX_HYPER_PARAMETER`], a beta outside `[0, 1)`, a zero batch size or digit count, a batch larger than the
-    /// digits, or a sample count outside `1..=MAX_SAMPLE_COUNT`.
+    /// non-finite or above [`MAX_HYPER_PARAMETER`], a beta outside `[0, 1)`, a zero batch size
+    /// or digit count, a batch larger than the digits, or a sample count outside
+    /// `1..=MAX_SAMPLE_COUNT`.
     pub fn validate(&self) -> Result<()> {
         for (name, value) in
             [("nz", self.model.nz), ("ngf", self.model.ngf), ("ndf", self.model.ndf)]
@@ -378,22 +379,34 @@ fn check_data(settings: &RunSettings, data: &Mnist) -> Result<()> {
     Ok(())
 }
 
-/// Checks that the sample grid of `settings` fits in `available` bytes beside the training
-/// state. The generator runs on all `sample_count` latent vectors as one batch, so a large
-/// grid of a wide model can need far more memory than a training step.
+/// Checks that generating `count` images of `model` in one batch fits in `available` bytes
+/// beside the parameters of both networks. The sample grid of a run and the `sample` command
+/// run the generator on all their latent vectors at once, so a large grid of a wide model can
+/// need far more memory than a training step. Any count passes where `available` is `None`.
 ///
 /// The estimate is 16 bytes per parameter of both networks, as in
 /// [`DcganConfig::step_memory_bytes`], plus [`STEP_BYTES_PER_ACTIVATION`] per value that the
-/// generator's layers output for the grid.
-fn check_sample_grid_memory(settings: &RunSettings, available: u64) -> Result<()> {
+/// generator's layers output for the images.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] named `name`, with the largest count that fits, when the
+/// estimate exceeds `available`; [`Error::Overflow`] when the estimate overflows.
+pub fn check_generation_memory(
+    model: &DcganConfig,
+    count: usize,
+    name: &'static str,
+    available: Option<u64>,
+) -> Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
     let overflow = || Error::Overflow { what: "sample grid memory" };
-    let [g_params, d_params] = settings.model.parameter_counts()?;
+    let [g_params, d_params] = model.parameter_counts()?;
     let fixed =
         g_params.checked_add(d_params).and_then(|n| n.checked_mul(16)).ok_or_else(overflow)?;
-    let per_sample = settings.model.activation_counts(1)?[0]
+    let per_sample = model.activation_counts(1)?[0]
         .checked_mul(STEP_BYTES_PER_ACTIVATION)
         .ok_or_else(overflow)?;
-    let count = settings.sample_count;
     let needed =
         per_sample.checked_mul(count).and_then(|n| n.checked_add(fixed)).ok_or_else(overflow)?;
     if u64::try_from(needed).is_ok_and(|needed| needed <= available) {
@@ -403,11 +416,11 @@ fn check_sample_grid_memory(settings: &RunSettings, available: u64) -> Result<()
     let largest = available.saturating_sub(fixed) / per_sample.max(1);
     const MIB: usize = 1 << 20;
     Err(Error::invalid(
-        "sample_count",
+        name,
         count,
         format!(
-            "at most {largest}: the sample grid of this model needs about {} MiB plus {:.2} MiB \
-             per image ({} MiB for this grid), and the system has {} MiB available",
+            "at most {largest}: generating the images of this model needs about {} MiB plus \
+             {:.2} MiB per image ({} MiB for {count}), and the system has {} MiB available",
             fixed.div_ceil(MIB),
             per_sample as f64 / MIB as f64,
             needed.div_ceil(MIB),
@@ -444,7 +457,12 @@ pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Resu
     let batch = settings.batch_size;
     let needed = settings.model.step_memory_bytes(batch)?;
     if u64::try_from(needed).is_ok_and(|needed| needed <= available) {
-        return check_sample_grid_memory(settings, available);
+        return check_generation_memory(
+            &settings.model,
+            settings.sample_count,
+            "sample_count",
+            Some(available),
+        );
     }
     // The estimate grows by the same number of bytes with every sample.
     let one_sample = settings.model.step_memory_bytes(1)?;
