@@ -140,10 +140,11 @@ pub fn winograd() -> Winograd {
 ///
 /// [`Winograd::Measured`] takes every product of a layer whose shape fits and whose image and
 /// grid both have at least [`MEASURED_CHANNELS`] channels. On the DCGAN layers of that size
-/// (batch 64) each such product ran faster than the direct lowering: by 1.12-1.71x on one thread
-/// and 1.02-1.70x on two on an Intel AVX-512 core, and by 1.24-1.68x and 1.03-1.64x on an AMD
-/// Zen 4 core (`docs/performance.md`). Narrower layers were not measured alone, and on the MNIST
-/// default model the one 32-channel layer made a step slower.
+/// (batch 64) each such product ran faster than the direct lowering on an AMD Zen 4 core, by
+/// 1.25-1.66x on one thread and 1.16-1.78x on two (`docs/performance.md`). On an Intel AVX-512
+/// core all but one did, by 1.02-1.70x and 0.94-1.73x (`docs/performance-intel.md`). Narrower
+/// layers were not measured alone, and on the MNIST default model the one 32-channel layer made
+/// a step slower.
 pub fn winograd_applies(g: &ConvGeometry, product: Product) -> bool {
     if gemm_backend() != GemmBackend::Packed || !fits(g) {
         return false;
