@@ -578,3 +578,22 @@ fn checkpoint_records_gemm_backend() {
     let old: RunSettings = serde_json::from_value(json).unwrap();
     assert_eq!(old.gemm_backend, None);
 }
+
+#[test]
+fn batch_beyond_tensor_limit_names_batch_size() {
+    // At this batch the image tensor alone has more elements than the kernels take, so no
+    // memory reading matters: the error names the batch size on every system.
+    let mut settings = settings();
+    settings.batch_size = 10_000_000;
+    for available in [None, Some(u64::MAX)] {
+        let err = check_step_memory(&settings, available).unwrap_err();
+        let Error::InvalidArgument { name, value, expected } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(*name, "batch_size");
+        assert_eq!(value, "10000000");
+        assert!(expected.starts_with("a smaller batch"), "{expected}");
+    }
+    settings.batch_size = 16;
+    check_step_memory(&settings, None).unwrap();
+}

@@ -439,8 +439,8 @@ pub fn available_memory() -> Option<u64> {
 }
 
 /// Checks that one training step of `settings` fits in `available` bytes, by the estimate of
-/// [`DcganConfig::step_memory_bytes`], and so does its sample grid. Any step passes where
-/// `available` is `None`.
+/// [`DcganConfig::step_memory_bytes`], and so does its sample grid. Where `available` is
+/// `None`, only the sizes of the step's tensors are checked.
 ///
 /// A step allocates its activations as it goes, so a batch far beyond the memory at hand would
 /// otherwise end the process in the middle of a step, or get it killed by the system, instead
@@ -448,14 +448,24 @@ pub fn available_memory() -> Option<u64> {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming `batch_size` and the largest batch that fits, when the
-/// step's estimate exceeds `available`. The same naming `sample_count` and the largest grid
-/// that fits, when the grid's does. The errors of [`DcganConfig::step_memory_bytes`].
+/// step's estimate exceeds `available`, or naming `batch_size` when a layer's output at that
+/// batch exceeds the largest tensor the kernels take. The same naming `sample_count` and the
+/// largest grid that fits, when the grid's estimate exceeds `available`. The errors of
+/// [`DcganConfig::step_memory_bytes`] for a model that is invalid at any batch.
 pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Result<()> {
+    let batch = settings.batch_size;
+    let needed = match settings.model.step_memory_bytes(batch) {
+        Ok(needed) => needed,
+        // A model that is valid at batch 1 fails at this batch only because a layer's output
+        // is too large a tensor, so the batch size is the value to change.
+        Err(err) if batch > 1 && settings.model.step_memory_bytes(1).is_ok() => {
+            return Err(Error::invalid("batch_size", batch, format!("a smaller batch: {err}")));
+        }
+        Err(err) => return Err(err),
+    };
     let Some(available) = available else {
         return Ok(());
     };
-    let batch = settings.batch_size;
-    let needed = settings.model.step_memory_bytes(batch)?;
     if u64::try_from(needed).is_ok_and(|needed| needed <= available) {
         return check_generation_memory(
             &settings.model,
