@@ -359,3 +359,12 @@ fn streamed_evaluation_matches_images() {
     assert_eq!(by_stream.classifier_score.to_bits(), by_images.classifier_score.to_bits());
     assert_eq!(by_stream.class_counts, by_images.class_counts);
 }
+
+#[test]
+fn streamed_evaluation_rejects_huge_count() {
+    let data = digits();
+    let model = DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 };
+    let mut trainer = GanTrainer::new(model, TrainConfig::default(), 1).unwrap();
+    let err = evaluator(&data).evaluate_trainer(&mut trainer, 1 << 30, 0, Mode::Eval).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "count", .. }), "{err}");
+}

@@ -306,8 +306,16 @@ impl Evaluator {
         let batch_size = self.options.batch_size;
         check_counts(count, nz, batch_size)?;
         let hidden = self.classifier.config().hidden;
-        // One row of logits and one of features per sample.
-        crate::error::checked_product("classifier outputs", &[count, NUM_CLASSES + hidden])?;
+        // One row of logits and one of features per sample, within the largest tensor size.
+        let per_sample = NUM_CLASSES + hidden;
+        let total = crate::error::checked_product("classifier outputs", &[count, per_sample])?;
+        if total > crate::kernels::MAX_TENSOR_ELEMENTS {
+            return Err(Error::invalid(
+                "count",
+                count,
+                format!("at most {} samples", crate::kernels::MAX_TENSOR_ELEMENTS / per_sample),
+            ));
+        }
         let mut all = Predictions {
             logits: Array2::zeros((count, NUM_CLASSES)),
             features: Array2::zeros((count, hidden)),
