@@ -33,6 +33,9 @@ use crate::layers::{BufferData, Network};
 /// Default cap on the size of a checkpoint file that [`Checkpoint::load`] reads (16 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 34;
 
+/// The largest safetensors header, in bytes, that the `safetensors` crate accepts (`MAX_HEADER_SIZE` in 0.4.5).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// The header key that safetensors reserves for string metadata.
 const METADATA_KEY: &str = "__metadata__";
 
@@ -300,8 +303,37 @@ impl Checkpoint {
         }
 
         // The length can change between the check and the read, so the read is capped as well.
-        let mut bytes = Vec::with_capacity(usize::try_from(file_len).unwrap_or(0));
-        file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+        let mut file = file.take(max_bytes.saturating_add(1));
+        // The header comes first and is checked against the file's length, so a file that is not
+        // a checkpoint is rejected before its remaining bytes are read into memory.
+        let mut bytes = Vec::new();
+        (&mut file).take(8).read_to_end(&mut bytes).map_err(io)?;
+        if let Ok(prefix) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            let header_len = u64::from_le_bytes(prefix);
+            if header_len > MAX_HEADER_BYTES {
+                let reason = describe_safetensors_error(SafeTensorError::HeaderTooLarge);
+                return Err(format_error(&source, reason));
+            }
+            if header_len > file_len.saturating_sub(8) {
+                let reason = describe_safetensors_error(SafeTensorError::InvalidHeaderLength);
+                return Err(format_error(&source, reason));
+            }
+            (&mut file).take(header_len).read_to_end(&mut bytes).map_err(io)?;
+            let data_len = header_data_len(&bytes[8..])
+                .map_err(|err| format_error(&source, describe_safetensors_error(err)))?;
+            let expected_len = (8 + header_len).saturating_add(data_len);
+            if expected_len != file_len {
+                return Err(format_error(
+                    &source,
+                    format!(
+                        "{} (the file has {file_len} bytes, its header describes {expected_len})",
+                        describe_safetensors_error(SafeTensorError::MetadataIncompleteBuffer)
+                    ),
+                ));
+            }
+            bytes.reserve_exact(usize::try_from(data_len).unwrap_or(0));
+        }
+        file.read_to_end(&mut bytes).map_err(io)?;
         if bytes.len() as u64 > max_bytes {
             return Err(format_error(
                 &source,
@@ -321,6 +353,16 @@ impl Checkpoint {
     pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         parse(bytes, "checkpoint bytes")
     }
+}
+
+/// Returns the bytes of tensor data that a safetensors `header` (the JSON after the 8-byte
+/// length) describes: the end of its last byte range.
+fn header_data_len(header: &[u8]) -> std::result::Result<u64, SafeTensorError> {
+    let header = std::str::from_utf8(header).map_err(|_| SafeTensorError::InvalidHeader)?;
+    let metadata: Metadata =
+        serde_json::from_str(header).map_err(|_| SafeTensorError::InvalidHeaderDeserialization)?;
+    let end = metadata.tensors().values().map(|info| info.data_offsets.1).max().unwrap_or(0);
+    Ok(end as u64)
 }
 
 /// Parses safetensors `bytes`. `source` names them in error messages.

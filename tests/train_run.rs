@@ -593,6 +593,17 @@ fn batch_beyond_tensor_limit_names_batch_size() {
         assert_eq!(*name, "batch_size");
         assert_eq!(value, "10000000");
         assert!(expected.starts_with("a smaller batch"), "{expected}");
+        let largest: usize = expected
+            .strip_prefix("a smaller batch, at most ")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no largest batch in {expected:?}"));
+        assert!(largest >= 1, "{expected}");
+        settings.batch_size = largest;
+        check_step_memory(&settings, available).unwrap();
+        settings.batch_size = largest + 1;
+        assert!(check_step_memory(&settings, available).is_err(), "{expected}");
+        settings.batch_size = 10_000_000;
     }
     settings.batch_size = 16;
     check_step_memory(&settings, None).unwrap();

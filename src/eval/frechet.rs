@@ -30,6 +30,10 @@ const PSD_TOLERANCE: f64 = 1e-9;
 /// bounded (4096 x 4096 doubles are 128 MiB).
 pub const MAX_DIM: usize = 4096;
 
+/// Feature rows centred at once while a covariance accumulates (256 KiB of `f64` at 128
+/// features).
+const COVARIANCE_BLOCK_ROWS: usize = 256;
+
 /// Mean and covariance of a set of feature vectors.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GaussianStats {
@@ -80,22 +84,32 @@ impl GaussianStats {
             *m /= count as f64;
         }
 
-        // Centred features, transposed to [dim, count] so each covariance entry is a dot product
-        // of two contiguous rows, summed in sample order.
-        let mut centred = vec![0.0f64; dim * count];
-        for (k, row) in features.chunks_exact(dim).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                centred[i * count + k] = v as f64 - mean[i];
+        // Centred features, transposed to [dim, rows] one block of rows at a time, so each
+        // covariance entry adds a dot product of two contiguous rows. Each entry continues one
+        // sum in sample order across the blocks, so the result does not depend on the block size,
+        // and the buffer stays at `dim * COVARIANCE_BLOCK_ROWS` values whatever `count` is.
+        // The sums start at -0.0, the identity of f64 addition.
+        let mut covariance = vec![-0.0f64; dim * dim];
+        let mut centred = vec![0.0f64; dim * count.min(COVARIANCE_BLOCK_ROWS)];
+        for block in features.chunks(dim * COVARIANCE_BLOCK_ROWS) {
+            let rows = block.len() / dim;
+            for (k, row) in block.chunks_exact(dim).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    centred[i * rows + k] = v as f64 - mean[i];
+                }
             }
+            let centred = &centred[..dim * rows];
+            covariance.par_chunks_mut(dim).enumerate().for_each(|(i, cov_row)| {
+                let a = &centred[i * rows..][..rows];
+                for (j, c) in cov_row.iter_mut().enumerate().skip(i) {
+                    let b = &centred[j * rows..][..rows];
+                    *c = a.iter().zip(b).fold(*c, |sum, (x, y)| sum + x * y);
+                }
+            });
         }
-        let mut covariance = vec![0.0f64; dim * dim];
-        covariance.par_chunks_mut(dim).enumerate().for_each(|(i, cov_row)| {
-            let a = &centred[i * count..][..count];
-            for (j, c) in cov_row.iter_mut().enumerate().skip(i) {
-                let b = &centred[j * count..][..count];
-                *c = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / (count - 1) as f64;
-            }
-        });
+        for c in &mut covariance {
+            *c /= (count - 1) as f64;
+        }
         mirror_upper(&mut covariance, dim);
         Ok(GaussianStats { dim, count, mean, covariance })
     }

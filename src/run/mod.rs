@@ -452,8 +452,8 @@ pub fn available_memory() -> Option<u64> {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming `batch_size` and the largest batch that fits, when the
-/// step's estimate exceeds `available`, or naming `batch_size` when a layer's output at that
-/// batch exceeds the largest tensor the kernels take. The same naming `sample_count` and the
+/// step's estimate exceeds `available`, or naming `batch_size` and the largest batch that fits
+/// when a layer's output at that batch exceeds the largest tensor the kernels take. The same naming `sample_count` and the
 /// largest grid that fits, when the grid's estimate exceeds `available`. The errors of
 /// [`DcganConfig::step_memory_bytes`] for a model that is invalid at any batch.
 pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Result<()> {
@@ -463,7 +463,15 @@ pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Resu
         // A model that is valid at batch 1 fails at this batch only because a layer's output
         // is too large a tensor, so the batch size is the value to change.
         Err(err) if batch > 1 && settings.model.step_memory_bytes(1).is_ok() => {
-            return Err(Error::invalid("batch_size", batch, format!("a smaller batch: {err}")));
+            let mut largest = largest_batch_within_tensor_limit(&settings.model, batch);
+            if let Some(available) = available {
+                largest = largest.min(largest_batch_within_memory(&settings.model, available)?);
+            }
+            return Err(Error::invalid(
+                "batch_size",
+                batch,
+                format!("a smaller batch, at most {largest}: {err}"),
+            ));
         }
         Err(err) => return Err(err),
     };
@@ -482,8 +490,8 @@ pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Resu
     let one_sample = settings.model.step_memory_bytes(1)?;
     let per_sample = settings.model.step_memory_bytes(2)?.saturating_sub(one_sample).max(1);
     let fixed = one_sample.saturating_sub(per_sample);
+    let largest = largest_batch_within_memory(&settings.model, available)?;
     let available = usize::try_from(available).unwrap_or(usize::MAX);
-    let largest = available.saturating_sub(fixed) / per_sample;
     const MIB: usize = 1 << 20;
     Err(Error::invalid(
         "batch_size",
@@ -497,4 +505,30 @@ pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Resu
             available / MIB,
         ),
     ))
+}
+
+/// Returns the largest batch below `batch` whose step tensors all fit the kernels' size limit,
+/// for a model that fits at batch 1 and not at `batch`.
+fn largest_batch_within_tensor_limit(model: &DcganConfig, batch: usize) -> usize {
+    // The tensor sizes grow with the batch, so the batches that fit are 1 to some bound.
+    let (mut fits, mut too_large) = (1, batch);
+    while too_large - fits > 1 {
+        let middle = fits + (too_large - fits) / 2;
+        if model.step_memory_bytes(middle).is_ok() {
+            fits = middle;
+        } else {
+            too_large = middle;
+        }
+    }
+    fits
+}
+
+/// Returns the largest batch whose training step fits in `available` bytes, by the estimate of
+/// [`DcganConfig::step_memory_bytes`], which grows by the same number of bytes with every sample.
+fn largest_batch_within_memory(model: &DcganConfig, available: u64) -> Result<usize> {
+    let one_sample = model.step_memory_bytes(1)?;
+    let per_sample = model.step_memory_bytes(2)?.saturating_sub(one_sample).max(1);
+    let fixed = one_sample.saturating_sub(per_sample);
+    let available = usize::try_from(available).unwrap_or(usize::MAX);
+    Ok(available.saturating_sub(fixed) / per_sample)
 }
