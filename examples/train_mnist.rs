@@ -281,6 +281,20 @@ fn backend_name(backend: GemmBackend) -> &'static str {
     }
 }
 
+/// Rejects an explicit --eval-samples when --eval-every 0 turns scoring off, which clap's
+/// `requires` lets through because --eval-every is present.
+fn check_eval_samples(args: &Args, matches: &ArgMatches) -> Result<(), String> {
+    let samples_given = matches.value_source("eval_samples") == Some(ValueSource::CommandLine);
+    if args.eval_every == 0 && samples_given {
+        return Err(format!(
+            "invalid --eval-samples {} with --eval-every 0: scoring is off, so set --eval-every N \
+             or drop --eval-samples",
+            args.eval_samples
+        ));
+    }
+    Ok(())
+}
+
 fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -290,6 +304,7 @@ fn train(args: &Args, matches: &ArgMatches) -> AppResult<Finished> {
     if threads > MAX_THREADS {
         return Err(format!("invalid --threads {threads}: expected 0 to {MAX_THREADS}").into());
     }
+    check_eval_samples(args, matches)?;
     if let Ok(cores) = std::thread::available_parallelism() {
         if threads > cores.get() {
             eprintln!(
@@ -956,6 +971,22 @@ mod tests {
         assert!(check(&linear).is_err());
         let exponential = [&linear[..], &["--instance-noise-schedule", "exponential"]].concat();
         assert!(check(&exponential).is_ok());
+    }
+
+    #[test]
+    fn eval_samples_without_scoring_rejected() {
+        let check = |flags: &[&str]| {
+            let matches = Args::command()
+                .try_get_matches_from(std::iter::once("train_mnist").chain(flags.iter().copied()))
+                .unwrap();
+            let args = Args::from_arg_matches(&matches).unwrap();
+            check_eval_samples(&args, &matches)
+        };
+        let err = check(&["--eval-every", "0", "--eval-samples", "500"]).unwrap_err();
+        assert!(err.contains("--eval-samples 500"), "{err}");
+        assert!(check(&["--eval-every", "10", "--eval-samples", "500"]).is_ok());
+        assert!(check(&["--eval-every", "0"]).is_ok());
+        assert!(check(&[]).is_ok());
     }
 
     #[test]

@@ -147,11 +147,16 @@ fn run(args: &[String]) -> Result<(), String> {
         GemmBackend::Packed => "packed",
         GemmBackend::MatrixMultiply => "matrixmultiply",
     };
+    // The Winograd products run on the packed GEMM only, so on matrixmultiply the setting has
+    // no effect and the line marks it unused.
+    let winograd = match gemm_backend() {
+        GemmBackend::Packed => format!("{:?}", winograd()),
+        GemmBackend::MatrixMultiply => format!("{:?} (unused on matrixmultiply)", winograd()),
+    };
     let unit = if steps == 1 { "step" } else { "steps" };
     println!(
-        "{model} threads={threads} backend={backend} winograd={:?} train_step median {:.1} ms, min {:.1} ms \
-         over {steps} {unit}",
-        winograd(),
+        "{model} threads={threads} backend={backend} winograd={winograd} train_step median {:.1} \
+         ms, min {:.1} ms over {steps} {unit}",
         times[times.len() / 2],
         times[0]
     );

@@ -33,7 +33,8 @@ use crate::layers::{BufferData, Network};
 /// Default cap on the size of a checkpoint file that [`Checkpoint::load`] reads (16 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 34;
 
-/// The largest safetensors header, in bytes, that the `safetensors` crate accepts (`MAX_HEADER_SIZE` in 0.4.5).
+/// The largest safetensors header, in bytes, that the `safetensors` crate accepts
+/// (`MAX_HEADER_SIZE` in safetensors 0.4.5).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// The header key that safetensors reserves for string metadata.

@@ -453,8 +453,9 @@ pub fn available_memory() -> Option<u64> {
 /// # Errors
 /// [`Error::InvalidArgument`] naming `batch_size` and the largest batch that fits, when the
 /// step's estimate exceeds `available`, or naming `batch_size` and the largest batch that fits
-/// when a layer's output at that batch exceeds the largest tensor the kernels take. The same naming `sample_count` and the
-/// largest grid that fits, when the grid's estimate exceeds `available`. The errors of
+/// when a layer's output at that batch exceeds the largest tensor the kernels take. The same
+/// naming `sample_count` and the largest grid that fits, when the grid's estimate exceeds
+/// `available`. The errors of
 /// [`DcganConfig::step_memory_bytes`] for a model that is invalid at any batch.
 pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Result<()> {
     let batch = settings.batch_size;
