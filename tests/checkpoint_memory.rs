@@ -3,36 +3,12 @@
 //!
 //! The allocation tracker covers the whole test binary, so this file has one test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod alloc_support;
 
 use dcgan::checkpoint::Checkpoint;
 use dcgan::Error;
 
-/// Records the largest single allocation of this test binary.
-struct MaxAllocationTracker;
-
-static MAX_ALLOCATION_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to the system allocator unchanged; the counter only observes sizes.
-unsafe impl GlobalAlloc for MaxAllocationTracker {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        MAX_ALLOCATION_SIZE.fetch_max(layout.size(), Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        MAX_ALLOCATION_SIZE.fetch_max(new_size, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: MaxAllocationTracker = MaxAllocationTracker;
-
-/// A 64 MiB file (sparse where the file system allows) whose first bytes are `prefix`.
+/// Creates a 64 MiB file (sparse where the file system allows) whose first bytes are `prefix`.
 fn large_file(name: &str, prefix: &[u8]) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("dcgan-{name}-{}.bin", std::process::id()));
     std::fs::write(&path, prefix).unwrap();
@@ -53,9 +29,9 @@ fn foreign_file_rejected_before_read() {
     ];
     for (name, prefix) in cases {
         let path = large_file(name, &prefix);
-        MAX_ALLOCATION_SIZE.store(0, Ordering::Relaxed);
+        alloc_support::reset_max_allocation();
         let result = Checkpoint::load(&path);
-        let largest = MAX_ALLOCATION_SIZE.load(Ordering::Relaxed);
+        let largest = alloc_support::max_allocation();
         std::fs::remove_file(&path).ok();
 
         let err = result.expect_err(name);

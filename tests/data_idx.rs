@@ -1,39 +1,15 @@
 //! IDX reader: round trips of hand-built files, the shipped MNIST files, and malformed input.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod alloc_support;
+
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dcgan::data::idx::{read_idx, read_idx_bytes, read_idx_file, IdxArray, MAX_PAYLOAD_BYTES};
 use dcgan::Error;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use proptest::prelude::*;
-
-/// Records the largest single allocation of this test binary, so the hostile-header tests can
-/// show that a header's claim is never allocated.
-struct MaxAllocationTracker;
-
-static MAX_ALLOCATION_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to the system allocator unchanged; the counter only observes sizes.
-unsafe impl GlobalAlloc for MaxAllocationTracker {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        MAX_ALLOCATION_SIZE.fetch_max(layout.size(), Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        MAX_ALLOCATION_SIZE.fetch_max(new_size, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: MaxAllocationTracker = MaxAllocationTracker;
 
 /// Builds an IDX file by hand: two zero bytes, type, dimension count, big-endian sizes, payload.
 fn idx(data_type: u8, dims: &[u32], payload: &[u8]) -> Vec<u8> {
@@ -230,7 +206,7 @@ fn hostile_headers_are_not_allocated() {
     assert!(read_idx_bytes(&gzip(&claim, 6)).is_err());
 
     // Other tests in this binary allocate at most a few times the 47 MB training-set payload.
-    let max_size = MAX_ALLOCATION_SIZE.load(Ordering::Relaxed);
+    let max_size = alloc_support::max_allocation();
     assert!(max_size < 1 << 30, "largest allocation {max_size} bytes");
 }
 
