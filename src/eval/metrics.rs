@@ -345,12 +345,13 @@ impl Evaluator {
 /// latent vectors do not depend on `batch_size`; in training mode the batch statistics, and so
 /// the samples, do.
 ///
-/// NOTE: in evaluation mode too, the last bits of a sample can depend on `batch_size`. A
-/// transposed convolution on the direct lowering multiplies groups of samples side by side, and
-/// the order in which col2im adds a pixel's contributions follows the GEMM's column slivers,
-/// so it changes with where the sample falls in its group. On the default MNIST run, batches of
-/// 20, 64, 100 and 500 gave the same bits and batches of 7 and 50 did not (metrics differing
-/// in the ninth digit).
+/// NOTE: in evaluation mode too, the last bits of a sample can depend on `batch_size`. On the
+/// default MNIST run, batches of 20, 64, 100 and 500 gave the same bits and batches of 7 and 50
+/// did not (metrics differing in the ninth digit). The difference starts in the last transposed
+/// convolution, which multiplies groups of samples side by side on the direct lowering, for
+/// samples whose position in the batch is not a multiple of 4. The likely cause, not yet
+/// confirmed, is that col2im adds a pixel's contributions in an order that follows the GEMM's
+/// column slivers.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a zero `count`, `nz` or `batch_size`, or a generator that
