@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Images per forward pass of the generator and of the classifier.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 100)]
     batch_size: usize,
     /// Fraction of the samples a digit needs to count as covered.
     #[arg(long, default_value_t = DEFAULT_COVERAGE_THRESHOLD)]

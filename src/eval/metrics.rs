@@ -31,7 +31,7 @@ pub const DEFAULT_COVERAGE_THRESHOLD: f64 = 0.02;
 /// Settings of an [`Evaluator`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalOptions {
-    /// Images per forward pass of the classifier and of a generator (default 500).
+    /// Images per forward pass of the classifier and of a generator (default 100).
     pub batch_size: usize,
     /// Fraction of the samples that a class needs to count as covered (default
     /// [`DEFAULT_COVERAGE_THRESHOLD`]).
@@ -40,7 +40,7 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { batch_size: 500, coverage_threshold: DEFAULT_COVERAGE_THRESHOLD }
+        EvalOptions { batch_size: 100, coverage_threshold: DEFAULT_COVERAGE_THRESHOLD }
     }
 }
 
