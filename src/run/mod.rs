@@ -487,10 +487,7 @@ pub fn check_step_memory(settings: &RunSettings, available: Option<u64>) -> Resu
             Some(available),
         );
     }
-    // The estimate grows by the same number of bytes with every sample.
-    let one_sample = settings.model.step_memory_bytes(1)?;
-    let per_sample = settings.model.step_memory_bytes(2)?.saturating_sub(one_sample).max(1);
-    let fixed = one_sample.saturating_sub(per_sample);
+    let (fixed, per_sample) = step_memory_terms(&settings.model)?;
     let largest = largest_batch_within_memory(&settings.model, available)?;
     let available = usize::try_from(available).unwrap_or(usize::MAX);
     const MIB: usize = 1 << 20;
@@ -527,9 +524,15 @@ fn largest_batch_within_tensor_limit(model: &DcganConfig, batch: usize) -> usize
 /// Returns the largest batch whose training step fits in `available` bytes, by the estimate of
 /// [`DcganConfig::step_memory_bytes`], which grows by the same number of bytes with every sample.
 fn largest_batch_within_memory(model: &DcganConfig, available: u64) -> Result<usize> {
-    let one_sample = model.step_memory_bytes(1)?;
-    let per_sample = model.step_memory_bytes(2)?.saturating_sub(one_sample).max(1);
-    let fixed = one_sample.saturating_sub(per_sample);
+    let (fixed, per_sample) = step_memory_terms(model)?;
     let available = usize::try_from(available).unwrap_or(usize::MAX);
     Ok(available.saturating_sub(fixed) / per_sample)
+}
+
+/// Splits [`DcganConfig::step_memory_bytes`] into fixed bytes and bytes per sample (at least
+/// 1). The estimate grows by the same amount with every sample, so two batches determine it.
+fn step_memory_terms(model: &DcganConfig) -> Result<(usize, usize)> {
+    let one_sample = model.step_memory_bytes(1)?;
+    let per_sample = model.step_memory_bytes(2)?.saturating_sub(one_sample).max(1);
+    Ok((one_sample.saturating_sub(per_sample), per_sample))
 }
