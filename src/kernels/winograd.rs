@@ -280,23 +280,12 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// Returns the transformed kernel `U = G w G^T` of [`MR`] phase kernels at once, one per lane.
-/// Lane `r` takes the phase kernel `(o, c, phase)` that `lane(r)` names, and zero where it
-/// names none. Tap `(a, b)` of phase `2 * py + px` is weight element `[o, c, 2a + py, 2b + px]`.
+/// Returns the transformed kernel `U = G w G^T` of [`MR`] phase kernels at once, one per lane,
+/// where `tap(a, b)` holds tap `(a, b)` of each lane's 2x2 phase kernel. Tap `(a, b)` of phase
+/// `2 * py + px` of the kernel from channel `c` to output channel `o` is weight element `[o, c,
+/// 2a + py, 2b + px]`.
 #[inline(always)]
-fn kernel_columns(
-    weight: &[f32],
-    t: &Tiling,
-    lane: impl Fn(usize) -> Option<(usize, usize, usize)>,
-) -> [[Column; 3]; 3] {
-    let tap = |a: usize, b: usize| {
-        Column(std::array::from_fn(|r| {
-            lane(r).map_or(0.0, |(o, c, phase)| {
-                let (py, px) = (phase / 2, phase % 2);
-                weight[(o * t.c_in + c) * 16 + 4 * (2 * a + py) + 2 * b + px]
-            })
-        }))
-    };
+fn kernel_columns(tap: impl Fn(usize, usize) -> Column) -> [[Column; 3]; 3] {
     spread_tile([[tap(0, 0), tap(0, 1)], [tap(1, 0), tap(1, 1)]])
 }
 
@@ -324,9 +313,13 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
     let m = POINTS * rows_padded;
     let empty = PackedA::from_layout(Vec::new(), 0, 0);
     let mut data = std::mem::replace(packed, empty).into_data();
-    data.resize(m * cols, 0.0);
+    // Every element of the first `m * cols` is written below, so the storage only grows: a
+    // call after a smaller kernel's would otherwise zero the difference first.
+    if data.len() < m * cols {
+        data.resize(m * cols, 0.0);
+    }
 
-    let out = DisjointSlice::new(&mut data);
+    let out = DisjointSlice::new(&mut data[..m * cols]);
     let blocks = cols.div_ceil(KC);
     (0..rows_padded / MR).into_par_iter().for_each(|g| {
         // Sliver `g` of each point, in each k-block: `[kc][MR]` floats from `m * k0`.
@@ -343,26 +336,44 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
         let first_row = g * MR;
         if !transposed {
             // Row r: output channel first_row + r; column 4c + phase. The MR rows of one
-            // column are contiguous, so each (channel, phase) is transformed with the sliver's
-            // output channels as lanes and written as whole columns.
+            // column are contiguous, so each channel's 16 taps are gathered for the sliver's
+            // output channels, tap-major, and each phase is transformed with those channels
+            // as lanes and written as whole columns.
+            let lanes = MR.min(t.c_out - first_row.min(t.c_out));
+            let mut taps = [Column::default(); 16];
             for c in 0..t.c_in {
+                for r in 0..lanes {
+                    let src: &[f32; 16] = weight[((first_row + r) * t.c_in + c) * 16..][..16]
+                        .try_into()
+                        .expect("16 taps");
+                    for (tap, &value) in taps.iter_mut().zip(src) {
+                        tap.0[r] = value;
+                    }
+                }
                 let (q, p) = ((PHASES * c) / KC, (PHASES * c) % KC);
                 for phase in 0..PHASES {
-                    let u = kernel_columns(weight, t, |r| {
-                        let o = first_row + r;
-                        (o < t.c_out).then_some((o, c, phase))
-                    });
+                    let (py, px) = (phase / 2, phase % 2);
+                    let u = kernel_columns(|a, b| taps[4 * (2 * a + py) + 2 * b + px]);
                     store_columns(&mut slivers[q], p + phase, &u);
                 }
             }
         } else {
             // Row r: 4c + phase = first_row + r; column o. The MR rows of one column are
-            // contiguous, so each output channel is transformed with the sliver's rows as lanes.
+            // contiguous, so each output channel is transformed with the sliver's rows as lanes,
+            // zero past row `k`.
             for o in 0..t.c_out {
                 let (q, p) = (o / KC, o % KC);
-                let u = kernel_columns(weight, t, |r| {
-                    let (c, phase) = ((first_row + r) / PHASES, (first_row + r) % PHASES);
-                    (c < t.c_in).then_some((o, c, phase))
+                let u = kernel_columns(|a, b| {
+                    Column(std::array::from_fn(|r| {
+                        let (c, phase) = ((first_row + r) / PHASES, (first_row + r) % PHASES);
+                        let (py, px) = (phase / 2, phase % 2);
+                        let tap = 4 * (2 * a + py) + 2 * b + px;
+                        if c < t.c_in {
+                            weight[(o * t.c_in + c) * 16 + tap]
+                        } else {
+                            0.0
+                        }
+                    }))
                 });
                 store_columns(&mut slivers[q], p, &u);
             }

@@ -83,12 +83,13 @@ impl PackedA {
     }
 
     /// Wraps `data`, an `m x k` matrix already in the layout of the module doc, so that a
-    /// caller that computes A can write it packed without a second pass.
+    /// caller that computes A can write it packed without a second pass. The matrix is the first
+    /// `m.next_multiple_of(MR) * k` floats; any after them are storage kept for reuse.
     ///
     /// # Panics
-    /// If `data` does not hold `m.next_multiple_of(MR) * k` floats.
+    /// If `data` holds fewer than `m.next_multiple_of(MR) * k` floats.
     pub(crate) fn from_layout(data: Vec<f32>, m: usize, k: usize) -> Self {
-        assert_eq!(data.len(), m.next_multiple_of(MR) * k, "packed {m} x {k} matrix");
+        assert!(data.len() >= m.next_multiple_of(MR) * k, "packed {m} x {k} matrix");
         PackedA { data, m, k }
     }
 
