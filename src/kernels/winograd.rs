@@ -281,7 +281,7 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 /// Returns the transformed kernel `U = G w G^T` of [`MR`] phase kernels at once, one per lane,
-/// where `tap(a, b)` holds tap `(a, b)` of each lane's 2x2 phase kernel. Tap `(a, b)` of phase
+/// where `tap(a, b)` is tap `(a, b)` of each lane's 2x2 phase kernel. Tap `(a, b)` of phase
 /// `2 * py + px` of the kernel from channel `c` to output channel `o` is weight element `[o, c,
 /// 2a + py, 2b + px]`.
 #[inline(always)]
@@ -313,8 +313,8 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
     let m = POINTS * rows_padded;
     let empty = PackedA::from_layout(Vec::new(), 0, 0);
     let mut data = std::mem::replace(packed, empty).into_data();
-    // Every element of the first `m * cols` is written below, so the storage only grows: a
-    // call after a smaller kernel's would otherwise zero the difference first.
+    // The loop below writes every element of the first `m * cols`, so the storage only grows.
+    // Shrinking it would make the next, larger kernel zero the difference first.
     if data.len() < m * cols {
         data.resize(m * cols, 0.0);
     }
@@ -336,9 +336,8 @@ fn pack_kernel(t: &Tiling, weight: &[f32], transposed: bool, packed: &mut Packed
         let first_row = g * MR;
         if !transposed {
             // Row r: output channel first_row + r; column 4c + phase. The MR rows of one
-            // column are contiguous, so each channel's 16 taps are gathered for the sliver's
-            // output channels, tap-major, and each phase is transformed with those channels
-            // as lanes and written as whole columns.
+            // column are contiguous. Each channel's 16 taps of the sliver's output channels are
+            // copied tap-major, and each phase is transformed with those channels as lanes.
             let lanes = MR.min(t.c_out - first_row.min(t.c_out));
             let mut taps = [Column::default(); 16];
             for c in 0..t.c_in {

@@ -87,7 +87,7 @@ impl PackedA {
     /// `m.next_multiple_of(MR) * k` floats; any after them are storage kept for reuse.
     ///
     /// # Panics
-    /// If `data` holds fewer than `m.next_multiple_of(MR) * k` floats.
+    /// If `data` has fewer than `m.next_multiple_of(MR) * k` floats.
     pub(crate) fn from_layout(data: Vec<f32>, m: usize, k: usize) -> Self {
         assert!(data.len() >= m.next_multiple_of(MR) * k, "packed {m} x {k} matrix");
         PackedA { data, m, k }
