@@ -1,6 +1,7 @@
 //! The fused grid-to-image product on the packed backend: conv2d grad-input and
 //! conv_transpose2d forward against the f64 reference, on random small shapes and on DCGAN-like
-//! shapes that reach every layout and partition, and bit-identical on 1, 2 and 7 threads.
+//! shapes that reach every layout and partition, and bit-identical on 1, 2 and 7 threads and
+//! for a sample moved by 64 places.
 //!
 //! Every test here selects `GemmBackend::Packed` and none selects another, so tests running
 //! concurrently in this binary cannot disturb one another.
@@ -159,6 +160,34 @@ fn dcgan_shapes_ignore_thread_count() {
             .collect();
         assert!(runs[1] == runs[0], "{name}: results differ between 1 and 2 threads");
         assert!(runs[2] == runs[0], "{name}: results differ between 1 and 7 threads");
+    }
+}
+
+/// A layer as a function of its batch size.
+type ConvOfBatch = fn(usize) -> Conv;
+
+/// Moving a sample by 64 places, here from place 64 + s of a batch of 130 to place s of a
+/// batch of 66, keeps its bits, because the sample groups divide 64 at any batch size.
+#[test]
+fn sample_moved_by_64_keeps_bits() {
+    let cases: [(&str, ConvOfBatch); 3] = [
+        // The DCGAN generator's last layer: a 16x16 grid, groups of 4 samples.
+        ("last generator layer", |n| Conv::Transposed(dcgan_t(64, 1).geometry(n, 16, 16).unwrap())),
+        // A 5x8 grid with one channel block: groups of 16 samples, whose 40 columns cut
+        // column slivers at different places for different offsets.
+        ("5x8 grid", |n| Conv::Transposed(dcgan_t(32, 16).geometry(n, 5, 8).unwrap())),
+        // Grad-input of a narrow discriminator layer with the same grid.
+        ("5x8 grid, grad-input", |n| Conv::Forward(dcgan(16, 32).geometry(n, 10, 16).unwrap())),
+    ];
+    for (name, conv) in cases {
+        let (full, tail) = (conv(130), conv(66));
+        let (grid, w, b) = inputs(&full, 7);
+        let all = grid_to_image(&full, &grid, &w, Some(&b));
+        let (grid_per_sample, out_per_sample) = (grid.len() / 130, all.len() / 130);
+        let moved = grid_to_image(&tail, &grid[64 * grid_per_sample..], &w, Some(&b));
+        let expected = &all[64 * out_per_sample..];
+        let differing = moved.iter().zip(expected).filter(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(differing.count(), 0, "{name}: moved samples changed bits");
     }
 }
 

@@ -21,6 +21,12 @@
 //! `m`, `k`, `n` and compile-time block sizes, and a tile's values depend on the same things.
 //! The item adds the tiles in that order and drains the planes in a fixed order. So every pixel
 //! receives the same sums in the same order on any number of threads.
+//!
+//! The sample groups have a size that depends on the layer's shape but not on the batch size, a
+//! power of two of at most 64. A sample's offset in its group, and so the order of its sums,
+//! stays the same when the sample moves by a multiple of 64 within a batch or to another batch.
+//! Other moves can change its last bits, because the column slivers then cut its columns at
+//! other places.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -43,6 +49,10 @@ const GEMM_COLUMNS: usize = 1024;
 
 /// Work items a call tries to offer rayon, so that threads can balance.
 const MIN_ITEMS: usize = 4;
+
+/// The batch size for which sample groups are sized to give [`MIN_ITEMS`] work items, a power
+/// of two. The groups do not shrink for smaller batches, which then get fewer items.
+const SPLIT_BATCH: usize = 64;
 
 /// The route from the column matrix to the image, chosen from the geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,12 +89,17 @@ impl<'g> Plan<'g> {
         let block_channels = (BLOCK_ROWS / taps).clamp(1, g.c_in);
         let blocks = g.c_in.div_ceil(block_channels);
         let positions = g.positions();
-        // Fold samples up to a full-width GEMM, but keep MIN_ITEMS items when the channel blocks
-        // alone are fewer.
+        // Fold samples up to a full-width GEMM, but keep MIN_ITEMS items for a batch of
+        // SPLIT_BATCH when the channel blocks alone are fewer. A sample's offset in its group's
+        // GEMM decides which column slivers its tiles span, and so the order in which a pixel's
+        // entries are added. The group size is a power of two that does not depend on the
+        // batch, so it divides SPLIT_BATCH, and moving a sample by a multiple of SPLIT_BATCH
+        // within a batch, or to another batch, leaves its bits unchanged.
         let min_groups = if blocks >= MIN_ITEMS { 1 } else { MIN_ITEMS.div_ceil(blocks) };
         let per_call = GEMM_COLUMNS.div_ceil(positions);
-        let spread = (g.n / min_groups).max(1);
-        let group = per_call.min(spread).clamp(1, g.n);
+        let spread = (SPLIT_BATCH / min_groups).max(1);
+        let target = per_call.min(spread);
+        let group = (1 << target.ilog2()).min(g.n);
         Plan {
             g,
             layout: layout(g),
