@@ -46,9 +46,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
+use wide::f32x8;
 
 use super::disjoint::DisjointSlice;
-use super::elementwise::transpose;
+use super::elementwise::{add_assign, transpose};
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{
@@ -856,19 +857,38 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
             });
         }
 
-        // dW += G^T dU G, one task per output channel.
+        // dW += G^T dU G, one task per output channel. Row o of each dU[xi] lists the
+        // (channel, phase) pairs in order, and eight consecutive pairs (two channels) are
+        // transformed at once. With an odd c_in the last eight hold one channel and zeros.
         dweight.par_chunks_mut(t.c_in * 16).enumerate().for_each(|(o, dw)| {
-            for c in 0..t.c_in {
-                for phase in 0..PHASES {
-                    let (py, px) = (phase / 2, phase % 2);
-                    let at = |xi: usize| du[(xi * t.c_out + o) * k + PHASES * c + phase];
-                    let u = std::array::from_fn(|u| std::array::from_fn(|v| at(u * 3 + v)));
-                    let gw = output_tile(u);
-                    for (a, gw) in gw.iter().enumerate() {
-                        for (b, gw) in gw.iter().enumerate() {
-                            dw[c * 16 + (2 * a + py) * 4 + 2 * b + px] += gw;
+            let rows: [&[f32]; POINTS] =
+                std::array::from_fn(|xi| &du[(xi * t.c_out + o) * k..][..k]);
+            for j0 in (0..k).step_by(8) {
+                let point = |xi: usize| {
+                    let values: [f32; 8] = match rows[xi][j0..].first_chunk::<8>() {
+                        Some(values) => *values,
+                        None => std::array::from_fn(|i| rows[xi].get(j0 + i).map_or(0.0, |v| *v)),
+                    };
+                    f32x8::from(values)
+                };
+                let u = std::array::from_fn(|u| std::array::from_fn(|v| point(u * 3 + v)));
+                let gw = output_tile(u).map(|row| row.map(|lanes| lanes.to_array()));
+                // Lanes 0-3 are the phases of channel j0 / 4 and lanes 4-7 those of the next.
+                for half in 0..2 {
+                    let c = j0 / PHASES + half;
+                    if c == t.c_in {
+                        break;
+                    }
+                    let mut taps = [0.0f32; 16];
+                    for phase in 0..PHASES {
+                        let (py, px) = (phase / 2, phase % 2);
+                        for (a, gw) in gw.iter().enumerate() {
+                            for (b, gw) in gw.iter().enumerate() {
+                                taps[(2 * a + py) * 4 + 2 * b + px] = gw[half * PHASES + phase];
+                            }
                         }
                     }
+                    add_assign(&mut dw[c * 16..(c + 1) * 16], &taps);
                 }
             }
         });
