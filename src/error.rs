@@ -55,6 +55,17 @@ pub enum Error {
         /// Its size in bytes.
         bytes: usize,
     },
+    /// A file is not in the format that its reader expects: a PNG image or a text file given as
+    /// a checkpoint.
+    #[error("{} is not a {expected}: {reason}", path.display())]
+    UnrecognizedFile {
+        /// The file.
+        path: PathBuf,
+        /// The kind of file that was expected (`safetensors checkpoint`).
+        expected: &'static str,
+        /// The reason the file does not fit that format, with the detail that the reader found.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
