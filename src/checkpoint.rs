@@ -557,15 +557,30 @@ pub fn insert_network(checkpoint: &mut Checkpoint, prefix: &str, network: &Netwo
 }
 
 /// Overwrites the parameters and buffers of `network` with those that [`insert_network`] stored
-/// under `prefix`.
+/// under `prefix`. Entries outside `{prefix}.*` are left to the caller.
 ///
 /// # Errors
-/// [`Error::Format`] when a tensor or scalar is missing or has another shape;
+/// [`Error::Format`] when a tensor or scalar is missing or has another shape, or when a tensor
+/// or scalar named `{prefix}.*` is not a parameter or buffer of `network`;
 /// [`Error::NonFinite`] or [`Error::InvalidArgument`] for values the network rejects (NaN
 /// weights, a negative running variance). The network may be partly overwritten then.
 pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Network) -> Result<()> {
     let params: Vec<(String, Vec<usize>)> =
         network.named_params().map(|t| (t.name, t.shape)).collect();
+    // Every entry under the prefix must be one of the network's own, so that a layer the
+    // network lacks (`generator.main.13.weight`) is reported instead of ignored.
+    let start = format!("{prefix}.");
+    let own: std::collections::BTreeSet<String> = params
+        .iter()
+        .map(|(name, _)| name.clone())
+        .chain(network.named_buffers().map(|b| b.name))
+        .map(|name| format!("{start}{name}"))
+        .collect();
+    reject_unknown_entries(
+        checkpoint,
+        &format!("the parameters and buffers of the network stored under `{start}*`"),
+        |name| !name.starts_with(&start) || own.contains(name),
+    )?;
     for (name, shape) in params {
         let tensor = format!("{prefix}.{name}");
         network
@@ -590,6 +605,42 @@ pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Netw
         }
     }
     Ok(())
+}
+
+/// Checks that `is_known` accepts the name of every tensor and scalar of `checkpoint`, so that
+/// a loader reports entries it would otherwise ignore, such as the tensors of a layer that the
+/// model lacks. `expected` describes the entries a loader reads, for the message.
+///
+/// # Errors
+/// [`Error::Format`] naming the first 8 unknown entries and their count.
+pub(crate) fn reject_unknown_entries(
+    checkpoint: &Checkpoint,
+    expected: &str,
+    is_known: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let unknown: Vec<&str> = checkpoint
+        .tensors
+        .keys()
+        .chain(checkpoint.scalars.keys())
+        .map(String::as_str)
+        .filter(|name| !is_known(name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let mut listed: Vec<String> = unknown.iter().take(8).map(|name| format!("`{name}`")).collect();
+    if unknown.len() > listed.len() {
+        listed.push("...".into());
+    }
+    Err(Error::Format {
+        format: "checkpoint",
+        reason: format!(
+            "unknown tensors or scalars {} ({} in all): expected only {expected}, so the file \
+             was written for another model or by another program",
+            listed.join(", "),
+            unknown.len()
+        ),
+    })
 }
 
 /// Checks that a network of `count` parameters is not far larger than the floats `checkpoint`

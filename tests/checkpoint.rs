@@ -387,6 +387,29 @@ fn network_round_trips_through_checkpoint() {
 }
 
 #[test]
+fn unknown_network_entries_are_rejected() {
+    let model = DcganConfig { nz: 4, ngf: 2, ndf: 2, channels: 1, image_size: 16 };
+    let mut trainer = Trainer::new(model, 1, GanLoss::default()).unwrap();
+    let mut saved = Checkpoint::new();
+    insert_network(&mut saved, "g", trainer.generator()).unwrap();
+    // Entries outside the prefix belong to the caller and are left alone.
+    saved.insert_tensor("d.main.0.weight", &[1], vec![0.0]).unwrap();
+    restore_network(&saved, "g", trainer.generator_mut()).unwrap();
+
+    let mut extra_tensor = saved.clone();
+    extra_tensor.insert_tensor("g.main.99.weight", &[2], vec![0.0; 2]).unwrap();
+    let mut extra_scalar = saved.clone();
+    extra_scalar.scalars.insert("g.main.1.extra_count".into(), Scalar::U64(1));
+    for (checkpoint, name) in
+        [(extra_tensor, "g.main.99.weight"), (extra_scalar, "g.main.1.extra_count")]
+    {
+        let err = restore_network(&checkpoint, "g", trainer.generator_mut()).unwrap_err();
+        assert!(matches!(err, Error::Format { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+    }
+}
+
+#[test]
 fn oversized_batch_count_is_a_format_error() {
     let model = DcganConfig { nz: 4, ngf: 2, ndf: 2, channels: 1, image_size: 16 };
     let mut trainer = Trainer::new(model, 1, GanLoss::default()).unwrap();

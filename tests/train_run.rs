@@ -563,6 +563,43 @@ fn generator_loader_rejects_disagreeing_models() {
 }
 
 #[test]
+fn unknown_checkpoint_entries_are_rejected() {
+    let mut run = start(settings());
+    take_steps(&mut run, 1);
+    let saved = run.to_checkpoint().unwrap();
+    let cases = [
+        ("generator.main.99.weight", true),
+        ("discriminator.main.0.extra", false),
+        ("g_optimizer.extra", false),
+        ("extra", true),
+    ];
+    // The generator loader checks names outside `generator.*` only by their group.
+    for (name, generator_loader_checks) in cases {
+        let mut checkpoint = saved.clone();
+        checkpoint.insert_tensor(name, &[3], vec![0.5; 3]).unwrap();
+
+        let err = TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).unwrap_err();
+        assert!(matches!(err, Error::Format { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(&format!("`{name}`")), "{name}: {err}");
+        if generator_loader_checks {
+            let Err(err) = load_generator(&checkpoint) else {
+                panic!("{name}: the generator loader accepted an unknown entry");
+            };
+            assert!(err.to_string().contains(&format!("`{name}`")), "{name}: {err}");
+        }
+    }
+    // An unknown scalar is rejected like a tensor.
+    let mut checkpoint = saved.clone();
+    checkpoint.scalars.insert("extra_steps".into(), Scalar::U64(1));
+    let err = TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).unwrap_err();
+    assert!(err.to_string().contains("`extra_steps`"), "{err}");
+
+    // The checkpoint as written still loads in both loaders.
+    TrainingRun::from_checkpoint(&saved, digits(&settings())).unwrap();
+    load_generator(&saved).unwrap();
+}
+
+#[test]
 fn checkpoint_records_gemm_backend() {
     let recorded = RunSettings { gemm_backend: Some(GemmBackend::MatrixMultiply), ..settings() };
     let run = TrainingRun::new(recorded, digits(&recorded)).unwrap();
