@@ -64,7 +64,7 @@ struct Args {
 type AppResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     match sample(&args) {
         Ok(path) => {
             let digits = if args.count == 1 { "digit" } else { "digits" };

@@ -201,7 +201,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
+    let matches = Args::command()
+        .try_get_matches()
+        .unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(err) => err.exit(),
@@ -987,6 +989,27 @@ mod tests {
         assert!(check(&["--eval-every", "10", "--eval-samples", "500"]).is_ok());
         assert!(check(&["--eval-every", "0"]).is_ok());
         assert!(check(&[]).is_ok());
+    }
+
+    #[test]
+    fn long_flag_value_shortened() {
+        let digits = format!("1{}", "0".repeat(300));
+        let err = parse(&["--steps", &digits]).expect_err("too large for u64");
+        let message = cli::shorten_echoed_value(err).to_string();
+        let shortened = format!("'1{}... (301 characters)'", "0".repeat(39));
+        assert!(message.contains(&shortened), "{message}");
+        assert!(!message.contains(&digits), "{message}");
+
+        let err = parse(&["--seed", "12x"]).expect_err("not a number");
+        let message = cli::shorten_echoed_value(err).to_string();
+        assert!(message.contains("'12x'"), "{message}");
+
+        // A float parses, so the settings check echoes it through the crate's error.
+        let args = parse(&["--lr-d", &digits]).unwrap();
+        let settings = RunSettings { lr_d: args.lr_d.unwrap(), ..RunSettings::default() };
+        let message = name_flag(settings.validate().unwrap_err()).to_string();
+        assert!(message.starts_with("invalid --lr-d 1000"), "{message}");
+        assert!(message.contains("... (301 characters)"), "{message}");
     }
 
     #[test]

@@ -81,17 +81,17 @@ struct Args {
 fn check_flags(args: &Args) -> dcgan::Result<()> {
     if let Some(path) = &args.samples {
         if path.is_dir() {
-            return Err(dcgan::Error::invalid(
+            return Err(dcgan::Error::invalid_path(
                 "samples",
-                path.display(),
+                path,
                 "the path of a PNG file, not a folder",
             ));
         }
         let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty());
         if folder.is_some_and(|folder| !folder.is_dir()) {
-            return Err(dcgan::Error::invalid(
+            return Err(dcgan::Error::invalid_path(
                 "samples",
-                path.display(),
+                path,
                 "the path of a PNG file in an existing folder",
             ));
         }
@@ -183,7 +183,7 @@ fn run(args: &Args) -> dcgan::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     if let Err(message) = args.train.check_combinations() {
         Args::command().error(ErrorKind::ArgumentConflict, message).exit();
     }

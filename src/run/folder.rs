@@ -56,16 +56,16 @@ impl RunFolder {
     pub fn create(path: impl AsRef<Path>, overwrite: bool) -> Result<RunFolder> {
         let path = path.as_ref();
         if path.exists() && !path.is_dir() {
-            return Err(Error::invalid("output folder", path.display(), "a folder, not a file"));
+            return Err(Error::invalid_path("output folder", path, "a folder, not a file"));
         }
         if path.is_dir() {
             let entries = list_entries(path)?;
             if !entries.is_empty() && !overwrite {
                 let first_names: Vec<&str> = entries.iter().map(String::as_str).take(4).collect();
                 let more = if entries.len() > first_names.len() { ", ..." } else { "" };
-                return Err(Error::invalid(
+                return Err(Error::invalid_path(
                     "output folder",
-                    path.display(),
+                    path,
                     format!(
                         "an empty or new folder, but it contains {} entries ({}{more})",
                         entries.len(),
