@@ -218,6 +218,51 @@ fn non_empty_folder_needs_overwrite() {
 }
 
 #[test]
+fn unfinished_run_is_removed() {
+    // A folder that the run created goes away with the run's files.
+    let path = temp_folder("unfinished-new");
+    let folder = RunFolder::create(&path, false).unwrap();
+    let mut run = start(settings());
+    folder.write_settings(run.settings()).unwrap();
+    folder.write_samples(&mut run).unwrap();
+    assert!(folder.remove_unfinished_run().unwrap());
+    assert!(!path.exists(), "the folder the run created is left");
+
+    // A folder that existed stays, emptied of the run's files but not of others.
+    std::fs::create_dir_all(&path).unwrap();
+    let folder = RunFolder::create(&path, false).unwrap();
+    folder.write_settings(run.settings()).unwrap();
+    folder.write_samples(&mut run).unwrap();
+    assert!(folder.remove_unfinished_run().unwrap());
+    let entries: Vec<_> = std::fs::read_dir(&path).unwrap().collect();
+    assert!(entries.is_empty(), "{entries:?}");
+    RunFolder::create(&path, false).expect("a new run starts without overwrite");
+
+    std::fs::write(path.join("notes.txt"), "kept").unwrap();
+    let folder = RunFolder::create(&path, true).unwrap();
+    folder.write_settings(run.settings()).unwrap();
+    assert!(folder.remove_unfinished_run().unwrap());
+    assert!(!path.join("settings.json").exists(), "settings deleted");
+    assert_eq!(std::fs::read_to_string(path.join("notes.txt")).unwrap(), "kept");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn run_with_checkpoint_is_not_removed() {
+    let path = temp_folder("unfinished-checkpoint");
+    let folder = RunFolder::create(&path, false).unwrap();
+    let mut run = start(settings());
+    let rows = take_steps(&mut run, 1);
+    folder.write_samples(&mut run).unwrap();
+    folder.write_progress(&run, &rows).unwrap();
+    assert!(!folder.remove_unfinished_run().unwrap());
+    assert!(path.join("checkpoint.safetensors").exists(), "checkpoint deleted");
+    assert!(path.join("metrics.csv").exists(), "metrics deleted");
+    assert!(path.join("samples/step_000001.png").exists(), "samples deleted");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
 fn sample_noise_reproduces_the_run_grid() {
     let mut run = start(settings());
     take_steps(&mut run, 2);
