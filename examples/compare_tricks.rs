@@ -325,7 +325,7 @@ fn run(args: &Args) -> dcgan::Result<()> {
         DcganConfig { nz: args.nz, ngf: args.ngf, ndf: args.ndf, channels: 1, image_size: 32 };
     model.validate()?;
     std::fs::create_dir_all(&args.out)
-        .map_err(|err| Error::invalid("out", args.out.display(), format!("a folder: {err}")))?;
+        .map_err(|err| Error::invalid_path("out", &args.out, format!("a folder: {err}")))?;
 
     let data = Mnist::shipped(&MnistOptions { size: 32, limit: None })?;
     let mut evaluator = Evaluator::shipped(EvalOptions::default())?;
@@ -356,7 +356,7 @@ fn write_table(out: &Path, text: &str) -> dcgan::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global();
     if let Err(err) = pool {
         eprintln!("error: cannot start {} threads: {err}", args.threads);

@@ -78,7 +78,7 @@ struct Args {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     if let Err(err) = run(&args) {
         eprintln!("error: {}", name_flag(err));
         std::process::exit(1);
@@ -116,13 +116,13 @@ fn run(args: &Args) -> Result<(), Error> {
     // Fail before the long evaluation rather than after it.
     if let Some(path) = &args.json {
         if path.is_dir() {
-            return Err(Error::invalid("json", path.display(), "the path of a file, not a folder"));
+            return Err(Error::invalid_path("json", path, "the path of a file, not a folder"));
         }
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !folder.is_dir() {
-            return Err(Error::invalid(
+            return Err(Error::invalid_path(
                 "json",
-                path.display(),
+                path,
                 format!("a file in an existing folder; {} is not a folder", folder.display()),
             ));
         }

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dcgan::checkpoint::Checkpoint;
+use dcgan::image::check_png_path;
 use dcgan::kernels::gemm::set_gemm_backend;
 use dcgan::kernels::{set_winograd, Winograd};
 use dcgan::layers::Mode;
@@ -52,7 +53,8 @@ struct Args {
     #[arg(long, short = 'n', default_value_t = 64)]
     count: usize,
 
-    /// Output PNG [default: generated_seed<SEED>.png next to the checkpoint].
+    /// Output PNG file, with a name ending in .png [default: generated_seed<SEED>.png next to
+    /// the checkpoint].
     #[arg(long, short)]
     out: Option<PathBuf>,
 
@@ -64,7 +66,7 @@ struct Args {
 type AppResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     match sample(&args) {
         Ok(path) => {
             let digits = if args.count == 1 { "digit" } else { "digits" };
@@ -124,11 +126,19 @@ fn sample(args: &Args) -> AppResult<PathBuf> {
     Ok(out)
 }
 
-/// Checks that `out` can be a file and creates its folder, before the digits are generated.
+/// Checks that `out` can be a PNG file and creates its folder, before the digits are generated.
 fn prepare_output(out: &Path) -> AppResult<()> {
     if out.is_dir() {
         return Err(format!(
             "--out {} is a folder: expected the path of a PNG file",
+            out.display()
+        )
+        .into());
+    }
+    if check_png_path("out", out).is_err() {
+        return Err(format!(
+            "invalid --out {}: expected a file name ending in .png, because the grid is written \
+             in the PNG format",
             out.display()
         )
         .into());
@@ -163,4 +173,31 @@ fn draw(checkpoint_path: &Path, seed: u64, count: usize, out: &Path) -> AppResul
     };
     write_sample_grid(out, &images)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_without_png_extension_rejected() {
+        let folder = std::env::temp_dir().join(format!("dcgan-sample-out-{}", std::process::id()));
+        for name in ["digits.jpg", "digits", "digits.png.bak"] {
+            let out = folder.join(name);
+            let err = prepare_output(&out).unwrap_err().to_string();
+            assert!(err.starts_with("invalid --out "), "{name}: {err}");
+            assert!(err.contains(name), "{name}: {err}");
+            assert!(err.contains(".png"), "{name}: {err}");
+        }
+        assert!(!folder.exists(), "a rejected --out created its folder");
+    }
+
+    #[test]
+    fn out_with_png_extension_accepted() {
+        let folder = std::env::temp_dir().join(format!("dcgan-sample-png-{}", std::process::id()));
+        for name in ["digits.png", "digits.PNG", "digits.Png"] {
+            assert!(prepare_output(&folder.join(name)).is_ok(), "{name}");
+        }
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
 }

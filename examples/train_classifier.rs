@@ -90,7 +90,7 @@ impl Args {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     if let Err(err) = run(&args) {
         eprintln!("error: {err}");
         std::process::exit(1);
@@ -120,9 +120,9 @@ fn run(args: &Args) -> Result<(), Error> {
     }
     // Fail before the training rather than after it.
     if args.output.is_dir() {
-        return Err(Error::invalid(
+        return Err(Error::invalid_path(
             "output",
-            args.output.display(),
+            &args.output,
             "the path of a .safetensors file, not a folder",
         ));
     }

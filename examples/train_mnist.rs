@@ -201,7 +201,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
+    let matches = Args::command()
+        .try_get_matches()
+        .unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(err) => err.exit(),
@@ -331,7 +333,8 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
     }
 
     // Settings, the output folder and the run: fresh, or restored from a checkpoint.
-    let (mut run, folder, history) = match &args.resume {
+    // `new_folder` is true unless the run resumes in the folder of its checkpoint.
+    let (run, folder, history, new_folder) = match &args.resume {
         None => {
             let settings = merge_settings(matches, args, RunSettings::default(), false)?;
             set_gemm_backend(settings.gemm_backend.unwrap_or_default());
@@ -340,7 +343,7 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
             let digits = load_digits(&settings)?;
             let run = TrainingRun::new(settings, digits).map_err(name_flag)?;
             let folder = create_folder(&args.out, args.force)?;
-            (run, folder, Vec::new())
+            (run, folder, Vec::new(), true)
         }
         Some(path) => {
             let checkpoint_path = resolve_checkpoint(path.as_deref(), &args.out)?;
@@ -381,9 +384,47 @@ fn train_in_pool(args: &Args, matches: &ArgMatches, threads: usize) -> AppResult
                     run.steps_done()
                 );
             }
-            (run, folder, history)
+            (run, folder, history, !in_out_folder)
         }
     };
+    let started_folder = new_folder.then(|| folder.clone());
+    let result = train_run(args, run, folder, history, threads, started);
+    let Some(folder) = started_folder else {
+        return result;
+    };
+    // A run that fails before its first checkpoint cannot be resumed, and its settings and
+    // first sample grid would make the next run into the folder need --force.
+    // NOTE: a run killed before its first checkpoint (a second Ctrl-C, SIGKILL) skips this, so
+    // its files stay and the next run there still needs --force.
+    match result {
+        Err(err) => match folder.remove_unfinished_run() {
+            Ok(true) => Err(format!(
+                "{err}\nnote: deleted the files of this run from {} because it failed before its \
+                 first checkpoint, so a new run can start there without --force",
+                folder.path().display()
+            )
+            .into()),
+            Ok(false) => Err(err),
+            Err(cleanup) => Err(format!(
+                "{err}\nnote: the files of this run in {} could not be deleted ({cleanup}): \
+                 delete them, or pass --force to the next run there",
+                folder.path().display()
+            )
+            .into()),
+        },
+        done => done,
+    }
+}
+
+/// Trains `run` in `folder` up to the requested step count and writes its files there.
+fn train_run(
+    args: &Args,
+    mut run: TrainingRun,
+    folder: RunFolder,
+    history: Vec<MetricsRow>,
+    threads: usize,
+    started: Instant,
+) -> AppResult<Finished> {
     let total_steps = match args.steps {
         Some(steps) => steps,
         None => args.epochs.saturating_mul(run.steps_per_epoch()),
@@ -987,6 +1028,64 @@ mod tests {
         assert!(check(&["--eval-every", "10", "--eval-samples", "500"]).is_ok());
         assert!(check(&["--eval-every", "0"]).is_ok());
         assert!(check(&[]).is_ok());
+    }
+
+    /// Runs `train_mnist` with `flags`, on a model small enough to take a step in milliseconds.
+    fn train_tiny(flags: &[&str]) -> AppResult<Finished> {
+        let tiny = "--digits 32 --batch-size 16 --nz 4 --ngf 4 --ndf 4 --image-size 16 \
+                    --sample-count 4 --threads 1";
+        let command_line = std::iter::once("train_mnist")
+            .chain(tiny.split_whitespace())
+            .chain(flags.iter().copied());
+        let matches = Args::command().try_get_matches_from(command_line).unwrap();
+        let args = Args::from_arg_matches(&matches).unwrap();
+        train(&args, &matches)
+    }
+
+    #[test]
+    fn failed_first_step_leaves_folder_reusable() {
+        let path = std::env::temp_dir().join(format!("train-mnist-failed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let out = path.to_str().unwrap();
+        // A learning rate this large makes the first step's losses non-finite.
+        let diverging = ["--steps", "2", "--lr-d", "1e30", "--lr-g", "1e30", "--out", out];
+
+        let err = train_tiny(&diverging).err().expect("the first step fails");
+        assert!(err.to_string().contains("training step 1 failed"), "{err}");
+        assert!(!path.exists(), "the failed run left its folder");
+
+        // In a folder that existed, the failed run deletes only its own files.
+        std::fs::create_dir_all(&path).unwrap();
+        train_tiny(&diverging).err().expect("the first step fails");
+        let entries: Vec<_> = std::fs::read_dir(&path).unwrap().collect();
+        assert!(entries.is_empty(), "the failed run left {entries:?}");
+
+        // The next run starts there without --force.
+        let result = train_tiny(&["--steps", "1", "--out", out]);
+        assert!(result.is_ok(), "{:?}", result.err());
+        assert!(path.join(CHECKPOINT_FILE).exists());
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn long_flag_value_shortened() {
+        let digits = format!("1{}", "0".repeat(300));
+        let err = parse(&["--steps", &digits]).expect_err("too large for u64");
+        let message = cli::shorten_echoed_value(err).to_string();
+        let shortened = format!("'1{}... (301 characters)'", "0".repeat(39));
+        assert!(message.contains(&shortened), "{message}");
+        assert!(!message.contains(&digits), "{message}");
+
+        let err = parse(&["--seed", "12x"]).expect_err("not a number");
+        let message = cli::shorten_echoed_value(err).to_string();
+        assert!(message.contains("'12x'"), "{message}");
+
+        // A float parses, so the settings check echoes it through the crate's error.
+        let args = parse(&["--lr-d", &digits]).unwrap();
+        let settings = RunSettings { lr_d: args.lr_d.unwrap(), ..RunSettings::default() };
+        let message = name_flag(settings.validate().unwrap_err()).to_string();
+        assert!(message.starts_with("invalid --lr-d 1000"), "{message}");
+        assert!(message.contains("... (301 characters)"), "{message}");
     }
 
     #[test]

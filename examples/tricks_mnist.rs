@@ -61,7 +61,7 @@ struct Args {
     /// Print the losses every this many steps (at least 1).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     print_every: u64,
-    /// Write a grid of 64 generated digits to this PNG file at the end.
+    /// Write a grid of 64 generated digits to this PNG file (name ending in .png) at the end.
     #[arg(long)]
     samples: Option<PathBuf>,
 
@@ -81,17 +81,18 @@ struct Args {
 fn check_flags(args: &Args) -> dcgan::Result<()> {
     if let Some(path) = &args.samples {
         if path.is_dir() {
-            return Err(dcgan::Error::invalid(
+            return Err(dcgan::Error::invalid_path(
                 "samples",
-                path.display(),
+                path,
                 "the path of a PNG file, not a folder",
             ));
         }
+        dcgan::image::check_png_path("samples", path)?;
         let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty());
         if folder.is_some_and(|folder| !folder.is_dir()) {
-            return Err(dcgan::Error::invalid(
+            return Err(dcgan::Error::invalid_path(
                 "samples",
-                path.display(),
+                path,
                 "the path of a PNG file in an existing folder",
             ));
         }
@@ -183,7 +184,7 @@ fn run(args: &Args) -> dcgan::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|err| cli::shorten_echoed_value(err).exit());
     if let Err(message) = args.train.check_combinations() {
         Args::command().error(ErrorKind::ArgumentConflict, message).exit();
     }
@@ -240,7 +241,17 @@ mod tests {
     }
 
     #[test]
+    fn samples_path_without_png_extension_rejected() {
+        for path in ["samples.jpg", "samples", "samples.png.txt"] {
+            assert_rejected(&["--samples", path], "--samples");
+            let err = check(&["--samples", path]).unwrap_err();
+            assert!(err.to_string().contains(".png"), "{path}: {err}");
+        }
+    }
+
+    #[test]
     fn samples_file_path_accepted() {
+        assert!(check(&["--samples", "samples.PNG"]).is_ok());
         assert!(check(&["--samples", "samples.png"]).is_ok());
         let path = std::env::temp_dir().join("samples.png");
         assert!(check(&["--samples", path.to_str().unwrap()]).is_ok());

@@ -49,7 +49,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()
-        .ok_or_else(|| Error::invalid("path", path.display(), "a path that ends in a file name"))?;
+        .ok_or_else(|| Error::invalid_path("path", path, "a path that ends in a file name"))?;
     let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(name);

@@ -279,8 +279,10 @@ impl Checkpoint {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be read. [`Error::Format`], with the path in the message,
-    /// if it is too large or not a valid checkpoint (see [`Checkpoint::load_bytes`]).
+    /// [`Error::Io`] if the file cannot be read. [`Error::UnrecognizedFile`] if its first bytes
+    /// are not a safetensors header, as in a PNG image or a text file. [`Error::Format`], with
+    /// the path in the message, if it is too large or not a valid checkpoint past its header
+    /// (see [`Checkpoint::load_bytes`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         Checkpoint::load_with_limit(path, MAX_FILE_BYTES)
     }
@@ -312,16 +314,14 @@ impl Checkpoint {
         if let Ok(prefix) = <[u8; 8]>::try_from(bytes.as_slice()) {
             let header_len = u64::from_le_bytes(prefix);
             if header_len > MAX_HEADER_BYTES {
-                let reason = describe_safetensors_error(SafeTensorError::HeaderTooLarge);
-                return Err(format_error(&source, reason));
+                return Err(file_error(path, &source, SafeTensorError::HeaderTooLarge));
             }
             if header_len > file_len.saturating_sub(8) {
-                let reason = describe_safetensors_error(SafeTensorError::InvalidHeaderLength);
-                return Err(format_error(&source, reason));
+                return Err(file_error(path, &source, SafeTensorError::InvalidHeaderLength));
             }
             (&mut file).take(header_len).read_to_end(&mut bytes).map_err(io)?;
-            let data_len = header_data_len(&bytes[8..])
-                .map_err(|err| format_error(&source, describe_safetensors_error(err)))?;
+            let data_len =
+                header_data_len(&bytes[8..]).map_err(|err| file_error(path, &source, err))?;
             let expected_len = (8 + header_len).saturating_add(data_len);
             if expected_len != file_len {
                 return Err(format_error(
@@ -341,7 +341,7 @@ impl Checkpoint {
                 format!("file grew past {max_bytes} bytes while being read"),
             ));
         }
-        parse(&bytes, &source)
+        parse(&bytes, &source, Some(path))
     }
 
     /// Parses checkpoint bytes, as written by [`Checkpoint::to_bytes`] or by any safetensors
@@ -352,7 +352,7 @@ impl Checkpoint {
     /// [`Error::Format`] if the bytes are not valid safetensors (bad header length, JSON, offsets
     /// or sizes), or if an entry is neither an `F32` tensor nor a shape-`[]` `U64`/`F64` scalar.
     pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint> {
-        parse(bytes, "checkpoint bytes")
+        parse(bytes, "checkpoint bytes", None)
     }
 }
 
@@ -366,10 +366,14 @@ fn header_data_len(header: &[u8]) -> std::result::Result<u64, SafeTensorError> {
     Ok(end as u64)
 }
 
-/// Parses safetensors `bytes`. `source` names them in error messages.
-fn parse(bytes: &[u8], source: &str) -> Result<Checkpoint> {
-    let (header_len, metadata): (usize, Metadata) = SafeTensors::read_metadata(bytes)
-        .map_err(|err| format_error(source, describe_safetensors_error(err)))?;
+/// Parses safetensors `bytes`. `source` names them in error messages, and `path` is the file
+/// they were read from, if any.
+fn parse(bytes: &[u8], source: &str, path: Option<&Path>) -> Result<Checkpoint> {
+    let (header_len, metadata): (usize, Metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|err| match path {
+            Some(path) => file_error(path, source, err),
+            None => format_error(source, describe_safetensors_error(err)),
+        })?;
     // `read_metadata` checked that the byte ranges tile exactly the bytes after the header.
     let data = &bytes[8 + header_len..];
 
@@ -422,6 +426,34 @@ fn parse(bytes: &[u8], source: &str) -> Result<Checkpoint> {
         }
     }
     Ok(checkpoint)
+}
+
+/// Builds the error for file `path` that the safetensors crate rejects with `err`. A file whose
+/// first bytes are not a safetensors header is most likely another kind of file (a PNG image, a
+/// text file), so the error states that it is not a checkpoint. Errors past the header (byte
+/// ranges, sizes) mean a damaged checkpoint and stay [`Error::Format`].
+fn file_error(path: &Path, source: &str, err: SafeTensorError) -> Error {
+    let is_header_error = matches!(
+        err,
+        SafeTensorError::HeaderTooSmall
+            | SafeTensorError::HeaderTooLarge
+            | SafeTensorError::InvalidHeaderLength
+            | SafeTensorError::InvalidHeader
+            | SafeTensorError::InvalidHeaderStart
+            | SafeTensorError::InvalidHeaderDeserialization
+    );
+    let reason = describe_safetensors_error(err);
+    if !is_header_error {
+        return format_error(source, reason);
+    }
+    Error::UnrecognizedFile {
+        path: path.to_path_buf(),
+        expected: "safetensors checkpoint",
+        reason: format!(
+            "its first bytes are not a safetensors header ({reason}), so it is another kind of \
+             file or a damaged checkpoint"
+        ),
+    }
 }
 
 fn describe_safetensors_error(err: SafeTensorError) -> String {
@@ -525,15 +557,30 @@ pub fn insert_network(checkpoint: &mut Checkpoint, prefix: &str, network: &Netwo
 }
 
 /// Overwrites the parameters and buffers of `network` with those that [`insert_network`] stored
-/// under `prefix`.
+/// under `prefix`. Entries outside `{prefix}.*` are left to the caller.
 ///
 /// # Errors
-/// [`Error::Format`] when a tensor or scalar is missing or has another shape;
+/// [`Error::Format`] when a tensor or scalar is missing or has another shape, or when a tensor
+/// or scalar named `{prefix}.*` is not a parameter or buffer of `network`;
 /// [`Error::NonFinite`] or [`Error::InvalidArgument`] for values the network rejects (NaN
 /// weights, a negative running variance). The network may be partly overwritten then.
 pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Network) -> Result<()> {
     let params: Vec<(String, Vec<usize>)> =
         network.named_params().map(|t| (t.name, t.shape)).collect();
+    // Every entry under the prefix must be one of the network's own, so that a layer the
+    // network lacks (`generator.main.13.weight`) is reported instead of ignored.
+    let start = format!("{prefix}.");
+    let own: std::collections::BTreeSet<String> = params
+        .iter()
+        .map(|(name, _)| name.clone())
+        .chain(network.named_buffers().map(|b| b.name))
+        .map(|name| format!("{start}{name}"))
+        .collect();
+    reject_unknown_entries(
+        checkpoint,
+        &format!("the parameters and buffers of the network stored under `{start}*`"),
+        |name| !name.starts_with(&start) || own.contains(name),
+    )?;
     for (name, shape) in params {
         let tensor = format!("{prefix}.{name}");
         network
@@ -558,6 +605,42 @@ pub fn restore_network(checkpoint: &Checkpoint, prefix: &str, network: &mut Netw
         }
     }
     Ok(())
+}
+
+/// Checks that `is_known` accepts the name of every tensor and scalar of `checkpoint`, so that
+/// a loader reports entries it would otherwise ignore, such as the tensors of a layer that the
+/// model lacks. `expected` describes the entries a loader reads, for the message.
+///
+/// # Errors
+/// [`Error::Format`] naming the first 8 unknown entries and their count.
+pub(crate) fn reject_unknown_entries(
+    checkpoint: &Checkpoint,
+    expected: &str,
+    is_known: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let unknown: Vec<&str> = checkpoint
+        .tensors
+        .keys()
+        .chain(checkpoint.scalars.keys())
+        .map(String::as_str)
+        .filter(|name| !is_known(name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let mut listed: Vec<String> = unknown.iter().take(8).map(|name| format!("`{name}`")).collect();
+    if unknown.len() > listed.len() {
+        listed.push("...".into());
+    }
+    Err(Error::Format {
+        format: "checkpoint",
+        reason: format!(
+            "unknown tensors or scalars {} ({} in all): expected only {expected}, so the file \
+             was written for another model or by another program",
+            listed.join(", "),
+            unknown.len()
+        ),
+    })
 }
 
 /// Checks that a network of `count` parameters is not far larger than the floats `checkpoint`

@@ -22,11 +22,30 @@ pub const MAX_GRID_SIDE: usize = 1 << 16;
 /// the memory a grid takes whatever the shape and padding.
 pub const MAX_GRID_PIXELS: usize = 1 << 26;
 
+/// Checks that `path` ends in `.png`, in any case (`grid.PNG`), because the writers of this
+/// module write PNG bytes whatever the extension is, and a viewer would misread a `.jpg` of them.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] named `name`, with the whole path, for another extension or none.
+pub fn check_png_path(name: &'static str, path: &Path) -> Result<()> {
+    let extension = path.extension().and_then(|extension| extension.to_str());
+    if extension.is_some_and(|extension| extension.eq_ignore_ascii_case("png")) {
+        return Ok(());
+    }
+    Err(Error::invalid_path(
+        name,
+        path,
+        "a file name ending in .png, because the image is written in the PNG format",
+    ))
+}
+
 /// Writes `images` as one PNG grid; see [`encode_grid_png`] for the layout and value mapping.
 ///
 /// # Errors
 ///
-/// As for [`encode_grid_png`], and [`Error::Io`] if writing fails.
+/// As for [`check_png_path`] (named `path`) and [`encode_grid_png`], and [`Error::Io`] if
+/// writing fails.
 pub fn write_grid_png(
     path: impl AsRef<Path>,
     images: &[f32],
@@ -34,6 +53,8 @@ pub fn write_grid_png(
     columns: usize,
     padding: usize,
 ) -> Result<()> {
+    let path = path.as_ref();
+    check_png_path("path", path)?;
     write_atomic(path, &encode_grid_png(images, shape, columns, padding)?)
 }
 
@@ -106,13 +127,16 @@ pub fn encode_grid_png(
 ///
 /// # Errors
 ///
-/// As for [`encode_loss_plot_png`], and [`Error::Io`] if writing fails.
+/// As for [`check_png_path`] (named `path`) and [`encode_loss_plot_png`], and [`Error::Io`] if
+/// writing fails.
 pub fn write_loss_plot_png(
     path: impl AsRef<Path>,
     series: &[(&str, &[f32])],
     width: usize,
     height: usize,
 ) -> Result<()> {
+    let path = path.as_ref();
+    check_png_path("path", path)?;
     write_atomic(path, &encode_loss_plot_png(series, width, height)?)
 }
 

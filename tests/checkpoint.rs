@@ -272,11 +272,48 @@ fn load_errors_name_the_file() {
     let folder = TempFolder::new("ckpt-errors");
     let path = folder.0.join("broken.safetensors");
     std::fs::write(&path, b"not a checkpoint").unwrap();
-    let reason = format_reason(Checkpoint::load(&path).unwrap_err());
-    assert!(reason.contains("broken.safetensors"), "{reason}");
+    let message = Checkpoint::load(&path).unwrap_err().to_string();
+    assert!(message.contains("broken.safetensors"), "{message}");
 
     let err = Checkpoint::load(folder.0.join("absent.safetensors")).unwrap_err();
     assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("absent.safetensors")));
+}
+
+#[test]
+fn foreign_files_are_not_checkpoints() {
+    let folder = TempFolder::new("ckpt-foreign");
+    let png = folder.0.join("samples.png");
+    dcgan::image::write_grid_png(&png, &[0.0; 4], [1, 1, 2, 2], 1, 0).unwrap();
+    let text = folder.0.join("notes.txt");
+    std::fs::write(&text, "a text file that is long enough to have a header length\n").unwrap();
+    let short = folder.0.join("short.safetensors");
+    std::fs::write(&short, b"abc").unwrap();
+    let not_json = folder.0.join("not-json.safetensors");
+    std::fs::write(&not_json, raw_file("[1, 2, 3]", &[])).unwrap();
+
+    for path in [&png, &text, &short, &not_json] {
+        let err = Checkpoint::load(path).unwrap_err();
+        let message = err.to_string();
+        let expected = format!("{} is not a safetensors checkpoint: ", path.display());
+        assert!(message.starts_with(&expected), "{message}");
+        assert!(!message.contains("malformed"), "{message}");
+        match err {
+            Error::UnrecognizedFile { path: reported, .. } => assert_eq!(&reported, path),
+            other => panic!("expected Error::UnrecognizedFile, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn damaged_data_stays_format_error() {
+    let folder = TempFolder::new("ckpt-damaged-data");
+    let path = folder.0.join("model.safetensors");
+    let mut bytes = sample().to_bytes().unwrap();
+    bytes.truncate(bytes.len() - 4);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Checkpoint::load(&path).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
 
 #[test]
@@ -347,6 +384,29 @@ fn network_round_trips_through_checkpoint() {
     restore_network(&checkpoint, "g", other.generator_mut()).unwrap();
     assert_eq!(other.generator().params(), source.generator().params());
     assert!(checkpoint.scalars.contains_key("g.main.1.num_batches_tracked"));
+}
+
+#[test]
+fn unknown_network_entries_are_rejected() {
+    let model = DcganConfig { nz: 4, ngf: 2, ndf: 2, channels: 1, image_size: 16 };
+    let mut trainer = Trainer::new(model, 1, GanLoss::default()).unwrap();
+    let mut saved = Checkpoint::new();
+    insert_network(&mut saved, "g", trainer.generator()).unwrap();
+    // Entries outside the prefix belong to the caller and are left alone.
+    saved.insert_tensor("d.main.0.weight", &[1], vec![0.0]).unwrap();
+    restore_network(&saved, "g", trainer.generator_mut()).unwrap();
+
+    let mut extra_tensor = saved.clone();
+    extra_tensor.insert_tensor("g.main.99.weight", &[2], vec![0.0; 2]).unwrap();
+    let mut extra_scalar = saved.clone();
+    extra_scalar.scalars.insert("g.main.1.extra_count".into(), Scalar::U64(1));
+    for (checkpoint, name) in
+        [(extra_tensor, "g.main.99.weight"), (extra_scalar, "g.main.1.extra_count")]
+    {
+        let err = restore_network(&checkpoint, "g", trainer.generator_mut()).unwrap_err();
+        assert!(matches!(err, Error::Format { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+    }
 }
 
 #[test]

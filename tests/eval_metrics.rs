@@ -368,3 +368,14 @@ fn streamed_evaluation_rejects_huge_count() {
     let err = evaluator(&data).evaluate_trainer(&mut trainer, 1 << 30, 0, Mode::Eval).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { name: "count", .. }), "{err}");
 }
+
+#[test]
+fn classifier_rejects_unknown_tensors() {
+    let saved = Classifier::shipped().unwrap().to_checkpoint().unwrap();
+    Classifier::from_checkpoint(&saved).unwrap();
+    let mut checkpoint = saved.clone();
+    checkpoint.insert_tensor("classifier.99.weight", &[2], vec![0.0; 2]).unwrap();
+    let err = Classifier::from_checkpoint(&checkpoint).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("`classifier.99.weight`"), "{err}");
+}

@@ -196,3 +196,20 @@ fn plot_file_matches_encoding() {
     assert_eq!(std::fs::read(&path).unwrap(), encode_loss_plot_png(series, 320, 240).unwrap());
     std::fs::remove_dir_all(&folder).unwrap();
 }
+
+#[test]
+fn non_png_path_is_rejected() {
+    let folder = temp_folder("non-png");
+    let images = [0.0f32; 4];
+    for name in ["grid.jpg", "grid", "grid.png.tmp"] {
+        let path = folder.join(name);
+        let err = write_grid_png(&path, &images, [1, 1, 2, 2], 1, 0).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { name: "path", .. }), "{name}: {err}");
+        assert!(err.to_string().contains(name), "{name}: {err}");
+        let err = write_loss_plot_png(&path, &[("loss", &[1.0, 2.0])], 320, 240).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { name: "path", .. }), "{name}: {err}");
+        assert!(!path.exists(), "{name} was written");
+    }
+    write_grid_png(folder.join("grid.PNG"), &images, [1, 1, 2, 2], 1, 0).unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+}

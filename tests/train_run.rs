@@ -218,6 +218,51 @@ fn non_empty_folder_needs_overwrite() {
 }
 
 #[test]
+fn unfinished_run_is_removed() {
+    // A folder that the run created goes away with the run's files.
+    let path = temp_folder("unfinished-new");
+    let folder = RunFolder::create(&path, false).unwrap();
+    let mut run = start(settings());
+    folder.write_settings(run.settings()).unwrap();
+    folder.write_samples(&mut run).unwrap();
+    assert!(folder.remove_unfinished_run().unwrap());
+    assert!(!path.exists(), "the folder the run created is left");
+
+    // A folder that existed stays, emptied of the run's files but not of others.
+    std::fs::create_dir_all(&path).unwrap();
+    let folder = RunFolder::create(&path, false).unwrap();
+    folder.write_settings(run.settings()).unwrap();
+    folder.write_samples(&mut run).unwrap();
+    assert!(folder.remove_unfinished_run().unwrap());
+    let entries: Vec<_> = std::fs::read_dir(&path).unwrap().collect();
+    assert!(entries.is_empty(), "{entries:?}");
+    RunFolder::create(&path, false).expect("a new run starts without overwrite");
+
+    std::fs::write(path.join("notes.txt"), "kept").unwrap();
+    let folder = RunFolder::create(&path, true).unwrap();
+    folder.write_settings(run.settings()).unwrap();
+    assert!(folder.remove_unfinished_run().unwrap());
+    assert!(!path.join("settings.json").exists(), "settings deleted");
+    assert_eq!(std::fs::read_to_string(path.join("notes.txt")).unwrap(), "kept");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn run_with_checkpoint_is_not_removed() {
+    let path = temp_folder("unfinished-checkpoint");
+    let folder = RunFolder::create(&path, false).unwrap();
+    let mut run = start(settings());
+    let rows = take_steps(&mut run, 1);
+    folder.write_samples(&mut run).unwrap();
+    folder.write_progress(&run, &rows).unwrap();
+    assert!(!folder.remove_unfinished_run().unwrap());
+    assert!(path.join("checkpoint.safetensors").exists(), "checkpoint deleted");
+    assert!(path.join("metrics.csv").exists(), "metrics deleted");
+    assert!(path.join("samples/step_000001.png").exists(), "samples deleted");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
 fn sample_noise_reproduces_the_run_grid() {
     let mut run = start(settings());
     take_steps(&mut run, 2);
@@ -560,6 +605,43 @@ fn generator_loader_rejects_disagreeing_models() {
     let err = load_generator(&checkpoint).unwrap_err();
     assert!(matches!(err, Error::Format { .. }), "{err}");
     assert!(err.to_string().contains("ngf: 64"), "{err}");
+}
+
+#[test]
+fn unknown_checkpoint_entries_are_rejected() {
+    let mut run = start(settings());
+    take_steps(&mut run, 1);
+    let saved = run.to_checkpoint().unwrap();
+    let cases = [
+        ("generator.main.99.weight", true),
+        ("discriminator.main.0.extra", false),
+        ("g_optimizer.extra", false),
+        ("extra", true),
+    ];
+    // The generator loader checks names outside `generator.*` only by their group.
+    for (name, generator_loader_checks) in cases {
+        let mut checkpoint = saved.clone();
+        checkpoint.insert_tensor(name, &[3], vec![0.5; 3]).unwrap();
+
+        let err = TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).unwrap_err();
+        assert!(matches!(err, Error::Format { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(&format!("`{name}`")), "{name}: {err}");
+        if generator_loader_checks {
+            let Err(err) = load_generator(&checkpoint) else {
+                panic!("{name}: the generator loader accepted an unknown entry");
+            };
+            assert!(err.to_string().contains(&format!("`{name}`")), "{name}: {err}");
+        }
+    }
+    // An unknown scalar is rejected like a tensor.
+    let mut checkpoint = saved.clone();
+    checkpoint.scalars.insert("extra_steps".into(), Scalar::U64(1));
+    let err = TrainingRun::from_checkpoint(&checkpoint, digits(&settings())).unwrap_err();
+    assert!(err.to_string().contains("`extra_steps`"), "{err}");
+
+    // The checkpoint as written still loads in both loaders.
+    TrainingRun::from_checkpoint(&saved, digits(&settings())).unwrap();
+    load_generator(&saved).unwrap();
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::path::Path;
 use ndarray::{s, Array2, Array4};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{reject_unknown_entries, Checkpoint};
 use crate::error::{checked_product, Error, Result};
 use crate::kernels::Conv2dSpec;
 use crate::layers::{
@@ -199,7 +199,8 @@ impl Classifier {
     /// tensors (`classifier.0.weight`, ...).
     ///
     /// # Errors
-    /// [`Error::Format`] for missing metadata or tensors, or tensors of the wrong shape;
+    /// [`Error::Format`] for missing metadata or tensors, tensors of the wrong shape, or tensors
+    /// and scalars that are not the classifier's parameters;
     /// [`Error::InvalidArgument`] for an invalid configuration; [`Error::NonFinite`] for NaN or
     /// infinite weights.
     pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self> {
@@ -227,6 +228,9 @@ impl Classifier {
         let mut classifier = Classifier::new(config, 0)?;
         let names: Vec<(String, Vec<usize>)> =
             classifier.network.named_params().map(|t| (t.name, t.shape)).collect();
+        reject_unknown_entries(checkpoint, "the classifier's parameters", |name| {
+            names.iter().any(|(param, _)| param == name)
+        })?;
         for (name, shape) in names {
             let values = checkpoint.get(&name, &shape)?;
             classifier.network.set_param(&name, values)?;

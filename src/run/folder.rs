@@ -41,6 +41,9 @@ pub const EVALUATION_FILE: &str = "metrics.json";
 #[derive(Clone, Debug)]
 pub struct RunFolder {
     path: PathBuf,
+    /// Whether [`RunFolder::create`] made the folder, so that
+    /// [`RunFolder::remove_unfinished_run`] removes it again.
+    created: bool,
 }
 
 impl RunFolder {
@@ -55,17 +58,18 @@ impl RunFolder {
     /// `overwrite`, or a path that is not a folder; [`Error::Io`] if creating or cleaning fails.
     pub fn create(path: impl AsRef<Path>, overwrite: bool) -> Result<RunFolder> {
         let path = path.as_ref();
+        let existed = path.exists();
         if path.exists() && !path.is_dir() {
-            return Err(Error::invalid("output folder", path.display(), "a folder, not a file"));
+            return Err(Error::invalid_path("output folder", path, "a folder, not a file"));
         }
         if path.is_dir() {
             let entries = list_entries(path)?;
             if !entries.is_empty() && !overwrite {
                 let first_names: Vec<&str> = entries.iter().map(String::as_str).take(4).collect();
                 let more = if entries.len() > first_names.len() { ", ..." } else { "" };
-                return Err(Error::invalid(
+                return Err(Error::invalid_path(
                     "output folder",
-                    path.display(),
+                    path,
                     format!(
                         "an empty or new folder, but it contains {} entries ({}{more})",
                         entries.len(),
@@ -77,7 +81,8 @@ impl RunFolder {
                 remove_run_files(path)?;
             }
         }
-        RunFolder::open(path)
+        let folder = RunFolder::open(path)?;
+        Ok(RunFolder { created: !existed, ..folder })
     }
 
     /// Opens the folder of an existing run to continue writing into it, creating it (and
@@ -92,7 +97,31 @@ impl RunFolder {
         fs::create_dir_all(&samples).map_err(|err| Error::io(&samples, err))?;
         remove_stale_temp_files(&path)?;
         remove_stale_temp_files(&samples)?;
-        Ok(RunFolder { path })
+        Ok(RunFolder { path, created: false })
+    }
+
+    /// Deletes what a new run wrote into the folder when it failed before writing its first
+    /// checkpoint, so that the next run can start there without `overwrite`. The run's files
+    /// (the ones that [`RunFolder::create`] with `overwrite` deletes) go, then `samples/` when
+    /// it is empty, then the folder itself when [`RunFolder::create`] made it and it is empty.
+    /// Returns whether the folder was cleaned, which it is not when it contains a checkpoint,
+    /// because that run can be resumed.
+    ///
+    /// Call it only on the folder of a run that started in it: a folder from
+    /// [`RunFolder::open`] contains a run that can be resumed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if listing or deleting fails.
+    pub fn remove_unfinished_run(&self) -> Result<bool> {
+        if self.checkpoint_path().exists() {
+            return Ok(false);
+        }
+        remove_run_files(&self.path)?;
+        remove_empty_folder(&self.path.join(SAMPLES_FOLDER))?;
+        if self.created {
+            remove_empty_folder(&self.path)?;
+        }
+        Ok(true)
     }
 
     /// Returns the folder's path.
@@ -180,6 +209,14 @@ fn list_entries(path: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Deletes folder `path` if it exists and is empty.
+fn remove_empty_folder(path: &Path) -> Result<()> {
+    if path.is_dir() && list_entries(path)?.is_empty() {
+        fs::remove_dir(path).map_err(|err| Error::io(path, err))?;
+    }
+    Ok(())
 }
 
 /// Deletes the files a run writes into `path`, leaving everything else.

@@ -3,13 +3,23 @@
 use super::{
     available_memory, check_data, check_step_memory, sample_noise, RunSettings, TrainingRun,
 };
-use crate::checkpoint::{check_stored_parameters, restore_network, Checkpoint};
+use crate::checkpoint::{
+    check_stored_parameters, reject_unknown_entries, restore_network, Checkpoint,
+};
 use crate::data::{Batcher, BatcherState, Mnist};
 use crate::error::{Error, Result};
 use crate::layers::Network;
 use crate::models::DcganConfig;
 use crate::rng::{Rng, Stream};
 use crate::train::GanTrainer;
+
+/// The names of the tensors and scalars outside the networks' prefixes that a training-run
+/// checkpoint may contain ([`TrainingRun::to_checkpoint`]).
+const RUN_ENTRIES: [&str; 4] = ["fixed_noise", "reference_noise", "seed", "step"];
+
+/// The prefixes of the other tensors and scalars of a training-run checkpoint.
+const RUN_ENTRY_PREFIXES: [&str; 6] =
+    ["generator.", "discriminator.", "g_optimizer.", "d_optimizer.", "g_history.", "d_history."];
 
 /// The `format` metadata of a training-run checkpoint. A checkpoint with another value is
 /// rejected rather than misread.
@@ -47,7 +57,9 @@ impl RunSettings {
 ///
 /// # Errors
 /// As [`TrainingRun::from_checkpoint`]; [`Error::InvalidArgument`] for a run with virtual batch
-/// normalisation.
+/// normalisation; [`Error::Format`] for a tensor or scalar that a training run does not write
+/// (checked by its name, and within `generator.*` against the generator's parameters and
+/// buffers).
 pub fn load_generator(checkpoint: &Checkpoint) -> Result<(RunSettings, Network)> {
     let settings = RunSettings::from_checkpoint(checkpoint)?;
     if let Some(options) = settings.train.tricks.virtual_batch_norm {
@@ -73,6 +85,10 @@ pub fn load_generator(checkpoint: &Checkpoint) -> Result<(RunSettings, Network)>
     settings.model.validate()?;
     let [count, _] = settings.model.parameter_counts()?;
     check_stored_parameters(checkpoint, "generator", count)?;
+    // Only the generator is read, so the other entries are checked by name alone.
+    reject_unknown_entries(checkpoint, "the entries of a training run", |name| {
+        RUN_ENTRIES.contains(&name) || RUN_ENTRY_PREFIXES.iter().any(|p| name.starts_with(p))
+    })?;
     let mut generator = settings.model.generator(&mut Rng::stream(settings.seed, Stream::Init))?;
     restore_network(checkpoint, "generator", &mut generator)?;
     Ok((settings, generator))
@@ -113,7 +129,8 @@ impl TrainingRun {
     ///
     /// # Errors
     /// [`Error::Format`] when the checkpoint is not a training run, an entry is missing or
-    /// malformed, or the trainer's stored settings disagree with the run's.
+    /// malformed, a tensor or scalar is not one that the run writes, or the trainer's stored
+    /// settings disagree with the run's.
     /// [`Error::InvalidArgument`] when its settings are invalid, `data` does not match them, or
     /// a step or the sample grid would need more memory than the system has available
     /// ([`check_step_memory`]).
@@ -174,6 +191,11 @@ impl TrainingRun {
                     .into(),
             });
         }
+        let mut known = trainer.checkpoint_entry_names();
+        known.insert("fixed_noise".into());
+        reject_unknown_entries(checkpoint, "the entries of a training run", |name| {
+            known.contains(name)
+        })?;
         Ok(TrainingRun { settings, data, trainer, batcher, fixed_noise })
     }
 }

@@ -12,6 +12,8 @@
 //! * scalars `seed` and `step`; metadata (JSON) `model`, `train_config`, `noise_rng` and
 //!   `instance_noise_rng`.
 
+use std::collections::BTreeSet;
+
 use ndarray::Array4;
 
 use super::config::{GanOptimizer, OptimizerState};
@@ -166,11 +168,48 @@ impl GanTrainer {
         Ok(checkpoint)
     }
 
+    /// Returns the names of the tensors and scalars that
+    /// [`to_checkpoint`](GanTrainer::to_checkpoint) writes, without copying any values.
+    pub(crate) fn checkpoint_entry_names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for (prefix, network) in
+            [("generator", &self.generator), ("discriminator", &self.discriminator)]
+        {
+            names.extend(network.named_params().map(|t| format!("{prefix}.{}", t.name)));
+            names.extend(network.named_buffers().map(|b| format!("{prefix}.{}", b.name)));
+        }
+        for (prefix, optimizer) in
+            [("g_optimizer", &self.g_optimizer), ("d_optimizer", &self.d_optimizer)]
+        {
+            let vectors: &[&str] = match optimizer {
+                GanOptimizer::Adam(_) => &["exp_avg", "exp_avg_sq"],
+                GanOptimizer::RmsProp(_) => &["square_avg", "momentum_buffer"],
+                GanOptimizer::Sgd(_) => &["momentum_buffer"],
+            };
+            names.extend(vectors.iter().chain(&["step"]).map(|name| format!("{prefix}.{name}")));
+        }
+        for (prefix, history) in [("g_history", &self.g_history), ("d_history", &self.d_history)] {
+            if history.is_some() {
+                names.extend(["average", "count"].map(|name| format!("{prefix}.{name}")));
+            }
+        }
+        if self.reference_noise.is_some() {
+            names.insert("reference_noise".into());
+        }
+        names.extend(["seed", "step"].map(String::from));
+        names
+    }
+
     /// Rebuilds a trainer from [`to_checkpoint`](GanTrainer::to_checkpoint)'s output.
     ///
+    /// Entries under `generator.` and `discriminator.` must be parameters or buffers of the
+    /// networks. Other entries that the trainer does not read are left to the caller, because
+    /// a training run stores its own next to the trainer's ([`crate::run::TrainingRun`]).
+    ///
     /// # Errors
-    /// [`Error::Format`] for a missing entry or one of the wrong shape, and
-    /// [`Error::NonFinite`] for NaN or infinity in stored parameters or state. Invalid stored
+    /// [`Error::Format`] for a missing entry, one of the wrong shape, or an unknown entry under
+    /// a network's prefix, and [`Error::NonFinite`] for NaN or infinity in stored parameters or
+    /// state. Invalid stored
     /// settings give the errors of [`GanTrainer::new`].
     pub fn from_checkpoint(checkpoint: &Checkpoint) -> Result<GanTrainer> {
         let model: DcganConfig = checkpoint.get_json("model")?;
@@ -206,5 +245,39 @@ impl GanTrainer {
         trainer.noise = checkpoint.get_json::<Rng>("noise_rng")?;
         trainer.instance_noise = checkpoint.get_json::<Rng>("instance_noise_rng")?;
         Ok(trainer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{RmsPropConfig, SgdConfig};
+    use crate::train::{OptimizerConfig, TrainConfig};
+    use crate::tricks::{
+        HistoricalAveraging, MinibatchDiscriminationOptions, VirtualBatchNormOptions,
+    };
+
+    /// Returns the names of the tensors and scalars of `checkpoint`.
+    fn entry_names(checkpoint: &Checkpoint) -> BTreeSet<String> {
+        checkpoint.tensors.keys().chain(checkpoint.scalars.keys()).cloned().collect()
+    }
+
+    #[test]
+    fn entry_names_match_saved_checkpoint() {
+        let model = DcganConfig { nz: 4, ngf: 2, ndf: 2, channels: 1, image_size: 16 };
+        let mut with_tricks = TrainConfig {
+            g_optimizer: OptimizerConfig::RmsProp(RmsPropConfig::default()),
+            d_optimizer: OptimizerConfig::Sgd(SgdConfig::new(0.1)),
+            ..TrainConfig::default()
+        };
+        let tricks = &mut with_tricks.tricks;
+        tricks.historical_averaging = Some(HistoricalAveraging { weight: 0.5 });
+        tricks.virtual_batch_norm = Some(VirtualBatchNormOptions { reference_size: 4 });
+        tricks.minibatch_discrimination = Some(MinibatchDiscriminationOptions::default());
+        for config in [TrainConfig::default(), with_tricks] {
+            let trainer = GanTrainer::new(model, config, 3).unwrap();
+            let saved = entry_names(&trainer.to_checkpoint().unwrap());
+            assert_eq!(trainer.checkpoint_entry_names(), saved, "{config:?}");
+        }
     }
 }
