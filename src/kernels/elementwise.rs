@@ -35,6 +35,28 @@ fn store(chunk: &mut [f32], v: f32x8) {
     chunk.copy_from_slice(v.as_array());
 }
 
+/// Copies `src` into `dst` (equal lengths) with straight-line moves for the short runs that the
+/// convolution layouts copy most: 4, 8, 16, 24, 32 and 48 floats (grid rows and GEMM sliver
+/// widths), and [`copy`] otherwise. Thousands of such copies per pass made a library call per
+/// copy cost more than the moves.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let dst: &mut [f32; N] = dst.try_into().expect("run of N elements");
+        *dst = src.try_into().expect("run of N elements");
+    }
+    match dst.len() {
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        24 => fixed::<24>(dst, src),
+        32 => fixed::<32>(dst, src),
+        48 => fixed::<48>(dst, src),
+        _ => copy(dst, src),
+    }
+}
+
 /// Copies `src` into `dst` (`dst[i] = src[i]`) with inline vector moves.
 ///
 /// For the short runs im2col copies (one output row, often 4-64 elements) this beats a call to

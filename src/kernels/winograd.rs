@@ -49,7 +49,7 @@ use rayon::prelude::*;
 use wide::f32x8;
 
 use super::disjoint::DisjointSlice;
-use super::elementwise::{add_assign, transpose};
+use super::elementwise::{add_assign, copy_short, transpose};
 use super::gemm::{gemm_backend, GemmBackend};
 use super::geometry::ConvGeometry;
 use super::packed_gemm::{
@@ -461,29 +461,8 @@ fn scatter_packed(
     for (point, values) in points.iter_mut().zip(rows.chunks_exact(run_len)) {
         sliver_pieces(first, run_len, |piece| {
             let at = PackedB::offset(depth, columns, row, first + piece.start);
-            copy_row(&mut point[at..at + piece.len()], &values[piece]);
+            copy_short(&mut point[at..at + piece.len()], &values[piece]);
         });
-    }
-}
-
-/// Copies `src` into `dst`, which has the same length. The rows these transforms copy are
-/// short (grid rows of 4 to 32 floats, sliver pieces of at most [`NR`]), and a library call per
-/// copy cost more than the copy, so the common lengths are copied as fixed-size arrays inline.
-#[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
-    #[inline(always)]
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
-        let src: &[f32; N] = src.try_into().expect("N floats");
-        let dst: &mut [f32; N] = dst.try_into().expect("N floats");
-        *dst = *src;
-    }
-    match src.len() {
-        4 => fixed::<4>(dst, src),
-        8 => fixed::<8>(dst, src),
-        16 => fixed::<16>(dst, src),
-        32 => fixed::<32>(dst, src),
-        NR => fixed::<NR>(dst, src),
-        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -635,8 +614,8 @@ fn transform_grid_channel(
             // Grid rows 2 * ty and 2 * ty + 1 of every sample, side by side.
             for (s, b) in samples.clone().enumerate() {
                 let plane = &grid[(b * t.c_out + o) * plane_len..][..plane_len];
-                copy_row(&mut r0[s * width..][..width], &plane[2 * ty * width..][..width]);
-                copy_row(&mut r1[s * width..][..width], &plane[(2 * ty + 1) * width..][..width]);
+                copy_short(&mut r0[s * width..][..width], &plane[2 * ty * width..][..width]);
+                copy_short(&mut r1[s * width..][..width], &plane[(2 * ty + 1) * width..][..width]);
             }
             let first = ty * run_len;
             match output {
@@ -738,8 +717,8 @@ pub(crate) fn image_to_grid(
                                     // SAFETY: plane (b, o) belongs to this chunk of samples
                                     // alone, and this borrow ends before the next.
                                     let dst = unsafe { out.range_mut(at..at + 2 * width) };
-                                    copy_row(&mut dst[..width], &y0[s * width..][..width]);
-                                    copy_row(&mut dst[width..], &y1[s * width..][..width]);
+                                    copy_short(&mut dst[..width], &y0[s * width..][..width]);
+                                    copy_short(&mut dst[width..], &y1[s * width..][..width]);
                                 }
                             }
                         }

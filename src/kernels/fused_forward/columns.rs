@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::ops::Range;
 
 use super::{prefix, with_buffer};
-use crate::kernels::elementwise::copy;
+use crate::kernels::elementwise::copy_short;
 use crate::kernels::geometry::ConvGeometry;
 use crate::kernels::im2col::{fill_planes, plane_borders};
 use crate::kernels::packed_gemm::{PackB, NR};
@@ -323,21 +323,5 @@ fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     for j in done * 16..src.len() / 2 {
         even[j] = src[2 * j];
         odd[j] = src[2 * j + 1];
-    }
-}
-
-/// Copies `src` into `dst`, with straight-line moves for short runs.
-#[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
-        let dst: &mut [f32; N] = dst.try_into().expect("run of N elements");
-        *dst = src.try_into().expect("run of N elements");
-    }
-    match dst.len() {
-        4 => fixed::<4>(dst, src),
-        8 => fixed::<8>(dst, src),
-        16 => fixed::<16>(dst, src),
-        32 => fixed::<32>(dst, src),
-        _ => copy(dst, src),
     }
 }
