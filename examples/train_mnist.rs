@@ -427,7 +427,7 @@ fn train_run(
 ) -> AppResult<Finished> {
     let total_steps = match args.steps {
         Some(steps) => steps,
-        None => args.epochs.saturating_mul(run.steps_per_epoch()),
+        None => run.steps_for_epochs(args.epochs),
     };
     if args.resume.is_some() && run.steps_done() >= total_steps {
         println!(
@@ -1064,6 +1064,28 @@ mod tests {
         let result = train_tiny(&["--steps", "1", "--out", out]);
         assert!(result.is_ok(), "{:?}", result.err());
         assert!(path.join(CHECKPOINT_FILE).exists());
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn epochs_with_d_steps_complete_passes() {
+        let path = std::env::temp_dir().join(format!("train-mnist-epochs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let out = path.to_str().unwrap();
+        // 32 digits in batches of 16 are 2 batches an epoch, and each step takes 3 of them, so
+        // 3 epochs need 2 steps. Whole steps per epoch (at least 1) would give 3 steps, 4.5
+        // epochs.
+        let flags = ["--d-steps", "3", "--epochs", "3", "--out", out];
+        let result = train_tiny(&flags);
+        assert!(result.is_ok(), "{:?}", result.err());
+
+        let settings = std::fs::read_to_string(path.join(SETTINGS_FILE)).unwrap();
+        let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+        assert_eq!(settings["total_steps"], 2, "{settings}");
+        let digits = Mnist::shipped(&MnistOptions { size: 16, limit: Some(32) }).unwrap();
+        let run = TrainingRun::load(path.join(CHECKPOINT_FILE), digits).unwrap();
+        assert_eq!(run.steps_done(), 2);
+        assert_eq!(run.epochs_done(), 3);
         std::fs::remove_dir_all(&path).unwrap();
     }
 

@@ -425,6 +425,24 @@ fn trick_settings() -> RunSettings {
 }
 
 #[test]
+fn steps_for_epochs_completes_passes() {
+    // Each step takes one batch, so an epoch of six batches is six steps.
+    let run = start(settings());
+    assert_eq!(run.steps_for_epochs(2), 2 * run.steps_per_epoch());
+
+    // Each step takes four batches, so an epoch of six batches is one and a half steps.
+    let mut settings = settings();
+    settings.train.d_steps = 4;
+    let mut run = start(settings);
+    assert_eq!(run.steps_per_epoch(), 1);
+    assert_eq!(run.steps_for_epochs(1), 2);
+    assert_eq!(run.steps_for_epochs(3), 5);
+    assert_eq!(run.steps_for_epochs(u64::MAX), u64::MAX.div_ceil(4));
+    take_steps(&mut run, 5);
+    assert_eq!(run.epochs_done(), 3);
+}
+
+#[test]
 fn resumed_run_with_tricks_equals_uninterrupted_run() {
     let mut straight = start(trick_settings());
     let straight_rows = take_steps(&mut straight, 6);
