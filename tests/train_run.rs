@@ -186,6 +186,21 @@ fn output_files_are_written_and_read_back() {
 }
 
 #[test]
+fn non_empty_folder_error_counts_entries() {
+    let path = temp_folder("count-entries");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("notes.txt"), "kept").unwrap();
+    let err = RunFolder::create(&path, false).unwrap_err();
+    assert!(err.to_string().contains("it contains 1 entry (notes.txt)"), "{err}");
+
+    std::fs::write(path.join("plan.txt"), "kept").unwrap();
+    let err = RunFolder::create(&path, false).unwrap_err();
+    let listed = "it contains 2 entries (notes.txt, plan.txt)";
+    assert!(err.to_string().contains(listed), "{err}");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
 fn non_empty_folder_needs_overwrite() {
     let path = temp_folder("overwrite");
     let folder = RunFolder::create(&path, false).unwrap();
