@@ -439,6 +439,10 @@ fn train_run(
         );
         return Ok(Finished::Done);
     }
+    // Scores past the checkpoint's step belong to the stopped run's lost steps, as in metrics.csv.
+    // They are read before anything is written, so a malformed quality.csv leaves the folder as
+    // it was.
+    let quality = read_quality(&folder.path().join(QUALITY_CSV), run.steps_done())?;
     folder.write_settings(&serde_json::json!({
         "settings": run.settings(),
         "total_steps": total_steps,
@@ -452,8 +456,6 @@ fn train_run(
         folder.write_samples(&mut run)?;
     }
 
-    // Scores past the checkpoint's step belong to the stopped run's lost steps, as in metrics.csv.
-    let quality = read_quality(&folder.path().join(QUALITY_CSV), run.steps_done())?;
     let mut progress = Progress::new(run, folder, history, quality, total_steps, args);
     progress.train()?;
     progress.finish(started.elapsed(), threads)
@@ -1086,6 +1088,24 @@ mod tests {
         let run = TrainingRun::load(path.join(CHECKPOINT_FILE), digits).unwrap();
         assert_eq!(run.steps_done(), 2);
         assert_eq!(run.epochs_done(), 3);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn malformed_quality_csv_changes_nothing() {
+        let path = std::env::temp_dir().join(format!("train-mnist-quality-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let out = path.to_str().unwrap();
+        let result = train_tiny(&["--steps", "1", "--out", out]);
+        assert!(result.is_ok(), "{:?}", result.err());
+        std::fs::write(path.join(QUALITY_CSV), "step\nnot a row\n").unwrap();
+        let settings = std::fs::read(path.join(SETTINGS_FILE)).unwrap();
+
+        let err = train_tiny(&["--steps", "2", "--out", out, "--resume"]).err();
+        let err = err.expect("the malformed quality.csv is rejected");
+        assert!(err.to_string().contains(QUALITY_CSV), "{err}");
+        let after = std::fs::read(path.join(SETTINGS_FILE)).unwrap();
+        assert_eq!(after, settings, "the failed resume rewrote settings.json");
         std::fs::remove_dir_all(&path).unwrap();
     }
 
