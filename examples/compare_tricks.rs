@@ -108,8 +108,9 @@ struct Args {
     /// Folder for the sample grids and `table.md` (created if missing).
     #[arg(long, default_value = "runs/compare")]
     out: PathBuf,
-    /// Worker threads (0: rayon's default, one per core). The results do not depend on it.
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads, 0 to 1024 (0: rayon's default, one per core). The results do not depend
+    /// on it.
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     threads: usize,
 }
 
@@ -368,5 +369,23 @@ fn main() -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn thread_count_above_limit_rejected() {
+        // Without the bound, --threads 100000000 tries to start 100 million threads.
+        let command_line = ["compare_tricks", "--threads", "1025"];
+        let err = Args::try_parse_from(command_line).expect_err("1025 threads are too many");
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("--threads"), "{err}");
+        let command_line = ["compare_tricks", "--threads", "1024"];
+        assert!(Args::try_parse_from(command_line).is_ok());
     }
 }

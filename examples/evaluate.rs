@@ -72,8 +72,8 @@ struct Args {
     /// Also write the metrics as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Worker threads (0: one per core). The metrics do not depend on it.
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads, 0 to 1024 (0: one per core). The metrics do not depend on it.
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     threads: usize,
 }
 
@@ -164,4 +164,22 @@ fn run(args: &Args) -> Result<(), Error> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn thread_count_above_limit_rejected() {
+        // Without the bound, --threads 100000000 tries to start 100 million threads.
+        let command_line = ["evaluate", "--checkpoint", "run", "--threads", "1025"];
+        let err = Args::try_parse_from(command_line).expect_err("1025 threads are too many");
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("--threads"), "{err}");
+        let command_line = ["evaluate", "--checkpoint", "run", "--threads", "1024"];
+        assert!(Args::try_parse_from(command_line).is_ok());
+    }
 }

@@ -427,7 +427,7 @@ fn train_run(
 ) -> AppResult<Finished> {
     let total_steps = match args.steps {
         Some(steps) => steps,
-        None => args.epochs.saturating_mul(run.steps_per_epoch()),
+        None => run.steps_for_epochs(args.epochs),
     };
     if args.resume.is_some() && run.steps_done() >= total_steps {
         println!(
@@ -439,6 +439,10 @@ fn train_run(
         );
         return Ok(Finished::Done);
     }
+    // Scores past the checkpoint's step belong to the stopped run's lost steps, as in metrics.csv.
+    // They are read before anything is written, so a malformed quality.csv leaves the folder as
+    // it was.
+    let quality = read_quality(&folder.path().join(QUALITY_CSV), run.steps_done())?;
     folder.write_settings(&serde_json::json!({
         "settings": run.settings(),
         "total_steps": total_steps,
@@ -452,8 +456,6 @@ fn train_run(
         folder.write_samples(&mut run)?;
     }
 
-    // Scores past the checkpoint's step belong to the stopped run's lost steps, as in metrics.csv.
-    let quality = read_quality(&folder.path().join(QUALITY_CSV), run.steps_done())?;
     let mut progress = Progress::new(run, folder, history, quality, total_steps, args);
     progress.train()?;
     progress.finish(started.elapsed(), threads)
@@ -1064,6 +1066,46 @@ mod tests {
         let result = train_tiny(&["--steps", "1", "--out", out]);
         assert!(result.is_ok(), "{:?}", result.err());
         assert!(path.join(CHECKPOINT_FILE).exists());
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn epochs_with_d_steps_complete_passes() {
+        let path = std::env::temp_dir().join(format!("train-mnist-epochs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let out = path.to_str().unwrap();
+        // 32 digits in batches of 16 are 2 batches an epoch, and each step takes 3 of them, so
+        // 3 epochs need 2 steps. Whole steps per epoch (at least 1) would give 3 steps, 4.5
+        // epochs.
+        let flags = ["--d-steps", "3", "--epochs", "3", "--out", out];
+        let result = train_tiny(&flags);
+        assert!(result.is_ok(), "{:?}", result.err());
+
+        let settings = std::fs::read_to_string(path.join(SETTINGS_FILE)).unwrap();
+        let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+        assert_eq!(settings["total_steps"], 2, "{settings}");
+        let digits = Mnist::shipped(&MnistOptions { size: 16, limit: Some(32) }).unwrap();
+        let run = TrainingRun::load(path.join(CHECKPOINT_FILE), digits).unwrap();
+        assert_eq!(run.steps_done(), 2);
+        assert_eq!(run.epochs_done(), 3);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn malformed_quality_csv_changes_nothing() {
+        let path = std::env::temp_dir().join(format!("train-mnist-quality-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let out = path.to_str().unwrap();
+        let result = train_tiny(&["--steps", "1", "--out", out]);
+        assert!(result.is_ok(), "{:?}", result.err());
+        std::fs::write(path.join(QUALITY_CSV), "step\nnot a row\n").unwrap();
+        let settings = std::fs::read(path.join(SETTINGS_FILE)).unwrap();
+
+        let err = train_tiny(&["--steps", "2", "--out", out, "--resume"]).err();
+        let err = err.expect("the malformed quality.csv is rejected");
+        assert!(err.to_string().contains(QUALITY_CSV), "{err}");
+        let after = std::fs::read(path.join(SETTINGS_FILE)).unwrap();
+        assert_eq!(after, settings, "the failed resume rewrote settings.json");
         std::fs::remove_dir_all(&path).unwrap();
     }
 

@@ -31,8 +31,8 @@ mod train_flags;
 #[derive(Debug, Parser)]
 #[command(name = "tricks_mnist", version, mut_args = cli::allow_negative_numbers)]
 struct Args {
-    /// Training steps (generator updates).
-    #[arg(long, default_value_t = 300)]
+    /// Training steps (generator updates), at least 1.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     steps: u64,
     /// Images per batch.
     #[arg(long, default_value_t = 64)]
@@ -49,14 +49,15 @@ struct Args {
     /// Discriminator width (channels of its first layer).
     #[arg(long, default_value_t = 16)]
     ndf: usize,
-    /// Number of shipped digits to train on (at most 10000).
-    #[arg(long, default_value_t = 10000)]
+    /// Number of shipped digits to train on (1 to 10000).
+    #[arg(long, default_value_t = 10000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10000))]
     digits: usize,
     /// Seed of every random stream.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Worker threads (0: rayon's default, one per core).
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads, 0 to 1024 (0: rayon's default, one per core).
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     threads: usize,
     /// Print the losses every this many steps (at least 1).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
@@ -255,6 +256,25 @@ mod tests {
         assert!(check(&["--samples", "samples.png"]).is_ok());
         let path = std::env::temp_dir().join("samples.png");
         assert!(check(&["--samples", path.to_str().unwrap()]).is_ok());
+    }
+
+    #[test]
+    fn out_of_range_counts_name_flag() {
+        // Without the bounds, --threads 100000000 tries to start 100 million threads, --digits 0
+        // fails as "invalid limit", and --steps 0 prints an empty table.
+        let cases: [(&[&str], &str); 4] = [
+            (&["--threads", "1025"], "--threads"),
+            (&["--digits", "0"], "--digits"),
+            (&["--digits", "10001"], "--digits"),
+            (&["--steps", "0"], "--steps"),
+        ];
+        for (flags, flag) in cases {
+            let command_line = std::iter::once("tricks_mnist").chain(flags.iter().copied());
+            let err = Args::try_parse_from(command_line).expect_err("the value is out of range");
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{flags:?}");
+            assert!(err.to_string().contains(flag), "{flags:?}: {err}");
+        }
+        assert!(check(&["--threads", "1024", "--digits", "10000", "--steps", "1"]).is_ok());
     }
 
     #[test]

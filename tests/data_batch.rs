@@ -117,6 +117,14 @@ fn invalid_sizes_are_rejected() {
 }
 
 #[test]
+fn unallocatable_length_is_rejected() {
+    // The permutation of usize::MAX indices exceeds the address space: an error, not a panic.
+    let err = Batcher::new(usize::MAX, 16, 0, LastBatch::Drop).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { name: "len", .. }), "{err}");
+    assert!(err.to_string().contains(&usize::MAX.to_string()), "{err}");
+}
+
+#[test]
 fn foreign_or_corrupt_state_is_rejected() {
     let state = Batcher::new(100, 10, 0, LastBatch::Drop).unwrap().state().clone();
     let err = Batcher::from_state(state.clone(), 99).unwrap_err();

@@ -370,6 +370,26 @@ fn streamed_evaluation_rejects_huge_count() {
 }
 
 #[test]
+fn overflowing_count_is_rejected() {
+    // A count whose tensor size overflows usize gets the same error as one over the limit.
+    let data = digits();
+    let model = DcganConfig { nz: 8, ngf: 4, ndf: 4, channels: 1, image_size: 16 };
+    let mut trainer = GanTrainer::new(model, TrainConfig::default(), 1).unwrap();
+    let mut evaluator = evaluator(&data);
+    let is_count_error = |err: &Error| matches!(err, Error::InvalidArgument { name: "count", .. });
+
+    let err = evaluator.evaluate_trainer(&mut trainer, usize::MAX, 0, Mode::Eval).unwrap_err();
+    assert!(is_count_error(&err), "{err}");
+    let generator = trainer.generator_mut();
+    let err =
+        evaluator.evaluate_generator(generator, model.nz, usize::MAX, 0, Mode::Eval).unwrap_err();
+    assert!(is_count_error(&err), "{err}");
+    let err = generate(generator, model.nz, usize::MAX, 100, 0, Mode::Eval).unwrap_err();
+    assert!(is_count_error(&err), "{err}");
+    assert!(err.to_string().contains("images of 1x16x16"), "{err}");
+}
+
+#[test]
 fn classifier_rejects_unknown_tensors() {
     let saved = Classifier::shipped().unwrap().to_checkpoint().unwrap();
     Classifier::from_checkpoint(&saved).unwrap();

@@ -186,6 +186,21 @@ fn output_files_are_written_and_read_back() {
 }
 
 #[test]
+fn non_empty_folder_error_counts_entries() {
+    let path = temp_folder("count-entries");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("notes.txt"), "kept").unwrap();
+    let err = RunFolder::create(&path, false).unwrap_err();
+    assert!(err.to_string().contains("it contains 1 entry (notes.txt)"), "{err}");
+
+    std::fs::write(path.join("plan.txt"), "kept").unwrap();
+    let err = RunFolder::create(&path, false).unwrap_err();
+    let listed = "it contains 2 entries (notes.txt, plan.txt)";
+    assert!(err.to_string().contains(listed), "{err}");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
 fn non_empty_folder_needs_overwrite() {
     let path = temp_folder("overwrite");
     let folder = RunFolder::create(&path, false).unwrap();
@@ -422,6 +437,24 @@ fn trick_settings() -> RunSettings {
         Some(InstanceNoise { std: 0.3, anneal_steps: 8, schedule: NoiseSchedule::Linear });
     settings.train.tricks.historical_averaging = Some(HistoricalAveraging { weight: 0.5 });
     settings
+}
+
+#[test]
+fn steps_for_epochs_completes_passes() {
+    // Each step takes one batch, so an epoch of six batches is six steps.
+    let run = start(settings());
+    assert_eq!(run.steps_for_epochs(2), 2 * run.steps_per_epoch());
+
+    // Each step takes four batches, so an epoch of six batches is one and a half steps.
+    let mut settings = settings();
+    settings.train.d_steps = 4;
+    let mut run = start(settings);
+    assert_eq!(run.steps_per_epoch(), 1);
+    assert_eq!(run.steps_for_epochs(1), 2);
+    assert_eq!(run.steps_for_epochs(3), 5);
+    assert_eq!(run.steps_for_epochs(u64::MAX), u64::MAX.div_ceil(4));
+    take_steps(&mut run, 5);
+    assert_eq!(run.epochs_done(), 3);
 }
 
 #[test]

@@ -69,8 +69,9 @@ impl Batcher {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if `len` or `batch_size` is 0, or if `batch_size > len` with
-    /// [`LastBatch::Drop`] (no batch could ever be drawn).
+    /// [`Error::InvalidArgument`] if `len` or `batch_size` is 0, if `batch_size > len` with
+    /// [`LastBatch::Drop`] (no batch could ever be drawn), or if the permutation of `len`
+    /// indices cannot be allocated.
     pub fn new(len: usize, batch_size: usize, seed: u64, last_batch: LastBatch) -> Result<Batcher> {
         let state = BatcherState {
             len,
@@ -114,7 +115,19 @@ impl Batcher {
                 ),
             ));
         }
-        let (permutation, next_epoch_rng) = draw_permutation(state.len, &state.epoch_rng);
+        let mut permutation = Vec::new();
+        permutation.try_reserve_exact(state.len).map_err(|_| {
+            let bytes = state.len.saturating_mul(std::mem::size_of::<usize>());
+            Error::invalid(
+                "len",
+                state.len,
+                format!(
+                    "a data set length whose permutation fits in memory, but its {bytes} bytes \
+                     could not be allocated"
+                ),
+            )
+        })?;
+        let next_epoch_rng = draw_permutation(&mut permutation, state.len, &state.epoch_rng);
         Ok(Batcher { state, permutation, next_epoch_rng })
     }
 
@@ -173,9 +186,8 @@ impl Batcher {
         self.state.epoch += 1;
         self.state.position = 0;
         self.state.epoch_rng = self.next_epoch_rng.clone();
-        let (permutation, next_epoch_rng) = draw_permutation(self.state.len, &self.state.epoch_rng);
-        self.permutation = permutation;
-        self.next_epoch_rng = next_epoch_rng;
+        self.next_epoch_rng =
+            draw_permutation(&mut self.permutation, self.state.len, &self.state.epoch_rng);
     }
 }
 
@@ -208,10 +220,12 @@ fn batches_end(state: &BatcherState) -> usize {
     }
 }
 
-/// Shuffles `0..len` with a copy of `rng`; returns the permutation and the advanced copy.
-fn draw_permutation(len: usize, rng: &Rng) -> (Vec<usize>, Rng) {
+/// Refills `permutation` with `0..len` shuffled by a copy of `rng`, reusing its memory, and
+/// returns the advanced copy.
+fn draw_permutation(permutation: &mut Vec<usize>, len: usize, rng: &Rng) -> Rng {
     let mut rng = rng.clone();
-    let mut permutation: Vec<usize> = (0..len).collect();
-    rng.shuffle(&mut permutation);
-    (permutation, rng)
+    permutation.clear();
+    permutation.extend(0..len);
+    rng.shuffle(permutation);
+    rng
 }

@@ -308,13 +308,9 @@ impl Evaluator {
         let hidden = self.classifier.config().hidden;
         // One row of logits and one of features per sample, within the largest tensor size.
         let per_sample = NUM_CLASSES + hidden;
-        let total = crate::error::checked_product("classifier outputs", &[count, per_sample])?;
-        if total > crate::kernels::MAX_TENSOR_ELEMENTS {
-            return Err(Error::invalid(
-                "count",
-                count,
-                format!("at most {} samples", crate::kernels::MAX_TENSOR_ELEMENTS / per_sample),
-            ));
+        let max_count = max_count(per_sample);
+        if count > max_count {
+            return Err(Error::invalid("count", count, format!("at most {max_count} samples")));
         }
         let mut all = Predictions {
             logits: Array2::zeros((count, NUM_CLASSES)),
@@ -383,15 +379,13 @@ fn draw_images(
 ) -> Result<Array4<f32>> {
     check_counts(count, nz, batch_size)?;
     let [c, h, w] = image;
-    let total = crate::error::checked_product("generated images", &[count, c, h, w])?;
-    if total > crate::kernels::MAX_TENSOR_ELEMENTS {
+    let per_image = crate::error::checked_product("generated image", &[c, h, w])?;
+    let max_count = max_count(per_image);
+    if count > max_count {
         return Err(Error::invalid(
             "count",
             count,
-            format!(
-                "at most {} images of {c}x{h}x{w}",
-                crate::kernels::MAX_TENSOR_ELEMENTS / (c * h * w)
-            ),
+            format!("at most {max_count} images of {c}x{h}x{w}"),
         ));
     }
 
@@ -438,6 +432,13 @@ fn for_each_batch(
         visit(start, z)?;
     }
     Ok(())
+}
+
+/// Returns the largest count of items of `per_item` values each whose tensor stays within
+/// [`MAX_TENSOR_ELEMENTS`](crate::kernels::MAX_TENSOR_ELEMENTS). Comparing the count with it,
+/// in place of multiplying, also rejects a count whose product overflows `usize`.
+fn max_count(per_item: usize) -> usize {
+    crate::kernels::MAX_TENSOR_ELEMENTS / per_item.max(1)
 }
 
 fn check_counts(count: usize, nz: usize, batch_size: usize) -> Result<()> {

@@ -67,11 +67,12 @@ impl RunFolder {
             if !entries.is_empty() && !overwrite {
                 let first_names: Vec<&str> = entries.iter().map(String::as_str).take(4).collect();
                 let more = if entries.len() > first_names.len() { ", ..." } else { "" };
+                let noun = if entries.len() == 1 { "entry" } else { "entries" };
                 return Err(Error::invalid_path(
                     "output folder",
                     path,
                     format!(
-                        "an empty or new folder, but it contains {} entries ({}{more})",
+                        "an empty or new folder, but it contains {} {noun} ({}{more})",
                         entries.len(),
                         first_names.join(", ")
                     ),

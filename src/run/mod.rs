@@ -348,6 +348,16 @@ impl TrainingRun {
         (self.batcher.batches_per_epoch() as u64 / d_steps).max(1)
     }
 
+    /// Returns the number of steps, counted from the start of the run, after which `epochs`
+    /// passes over the data are complete: the whole batches of `epochs` epochs divided by the
+    /// batches each step takes (`d_steps`), rounded up. With `d_steps` above 1 an epoch is not a
+    /// whole number of steps, so `epochs * steps_per_epoch()` would stop short of the last pass.
+    pub fn steps_for_epochs(&self, epochs: u64) -> u64 {
+        let d_steps = self.trainer.config().d_steps.max(1) as u64;
+        let batches = epochs.saturating_mul(self.batcher.batches_per_epoch() as u64);
+        batches.div_ceil(d_steps)
+    }
+
     /// Returns the trainer: both networks, their optimisers and the trick state.
     pub fn trainer(&self) -> &GanTrainer {
         &self.trainer
