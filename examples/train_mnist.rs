@@ -18,9 +18,10 @@
 //! - `quality.csv`, `quality.png`: sample quality scores, every `--eval-every` steps when set.
 //!
 //! Ctrl-C, SIGTERM (sent by `kill`, `timeout`, systemd and container runtimes) and SIGHUP
-//! finish the current step, save the checkpoint and a sample grid, and exit with status 130. A run stopped at any point continues from its last checkpoint with
-//! `--resume`, and the resumed run produces the same weights and images, bit for bit, as one that
-//! never stopped. The thread count does not change a single bit either.
+//! finish the current step, save the checkpoint and a sample grid, and exit with status 130. A
+//! second signal exits at once without saving. A run stopped either way continues from its last
+//! saved checkpoint with `--resume`, and the resumed run produces the same weights and images,
+//! bit for bit, as one that never stopped. The thread count does not change a single bit either.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
