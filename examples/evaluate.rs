@@ -126,6 +126,7 @@ fn run(args: &Args) -> Result<(), Error> {
                 format!("a file in an existing folder; {} is not a folder", folder.display()),
             ));
         }
+        dcgan::atomic::check_writable(path)?;
     }
     let start = Instant::now();
 

@@ -44,6 +44,21 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     sync_folder(path)
 }
 
+/// Checks that [`write_atomic`] can write `path` later, by creating and removing the temporary
+/// file it would use. A command can call it before long work whose result goes to `path`, so
+/// that an unwritable folder fails at once. `path` itself is not created or changed.
+///
+/// # Errors
+///
+/// [`Error::Io`] naming `path` when the temporary file cannot be created beside it, and
+/// [`Error::InvalidArgument`] if `path` has no file name.
+pub fn check_writable(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let temp = temp_path(path)?;
+    fs::File::create(&temp).map_err(|source| Error::io(path, source))?;
+    fs::remove_file(&temp).map_err(|source| Error::io(path, source))
+}
+
 /// The temporary file for `path`: `.<name>.<pid>.<counter>.tmp` in the same folder, so the
 /// rename never crosses file systems.
 fn temp_path(path: &Path) -> Result<PathBuf> {
@@ -165,6 +180,26 @@ mod tests {
             other => panic!("expected Error::Io, got {other}"),
         }
         assert!(!err.to_string().contains(".tmp"), "{err}");
+    }
+
+    #[test]
+    fn writable_check_leaves_no_file() {
+        let folder =
+            std::env::temp_dir().join(format!("dcgan-atomic-check-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&folder);
+        fs::create_dir_all(&folder).unwrap();
+        check_writable(folder.join("metrics.json")).unwrap();
+        assert_eq!(fs::read_dir(&folder).unwrap().count(), 0);
+        fs::remove_dir_all(&folder).unwrap();
+    }
+
+    #[test]
+    fn writable_check_names_the_target() {
+        let target = std::env::temp_dir()
+            .join(format!("dcgan-atomic-unwritable-{}", std::process::id()))
+            .join("metrics.json");
+        let err = check_writable(&target).unwrap_err();
+        assert!(matches!(&err, Error::Io { path, .. } if path == &target), "{err}");
     }
 
     #[test]
