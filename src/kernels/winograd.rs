@@ -859,7 +859,7 @@ pub(crate) fn weight_product(g: &ConvGeometry, image: &[f32], grid: &[f32], dwei
 
         // dW += G^T dU G, one task per output channel. Row o of each dU[xi] lists the
         // (channel, phase) pairs in order, and eight consecutive pairs (two channels) are
-        // transformed at once. With an odd c_in the last eight hold one channel and zeros.
+        // transformed at once. With an odd c_in the last eight contain one channel and zeros.
         dweight.par_chunks_mut(t.c_in * 16).enumerate().for_each(|(o, dw)| {
             let rows: [&[f32]; POINTS] =
                 std::array::from_fn(|xi| &du[(xi * t.c_out + o) * k..][..k]);
